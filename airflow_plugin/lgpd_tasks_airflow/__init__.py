@@ -1,0 +1,1 @@
+"""Airflow integration for lgpd-tasks: guarded SQL operators, approval sensors, masking XCom."""

@@ -1,0 +1,1 @@
+"""Dagster integration for lgpd-tasks: guarded database resource, masking IO manager, approvals."""

@@ -1,0 +1,128 @@
+"""The policy file's schema: purposes, scopes, masking and approval settings, validated by pydantic."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, PositiveInt
+
+#: Legal bases of LGPD Art. 7 (personal data) and Art. 11 (sensitive data), in snake_case.
+LegalBasis = Literal[
+    "consent",
+    "legal_obligation",
+    "public_administration",
+    "research",
+    "contract_performance",
+    "exercise_of_rights",
+    "protection_of_life",
+    "health_protection",
+    "legitimate_interest",
+    "credit_protection",
+    "fraud_prevention",
+]
+
+#: What a scope's ``require_approval`` list may name.
+ApprovalTrigger = Literal["delete", "update", "insert", "export", "pii_read"]
+
+_DURATION = re.compile(r"^\s*([0-9]+)\s*(s|m|h|d|w|y)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+def parse_duration(value: object) -> timedelta:
+    """Parse ``30s``, ``15m``, ``12h``, ``180d``, ``2w`` or ``5y`` (a year is 365 days).
+
+    >>> parse_duration("180d")
+    datetime.timedelta(days=180)
+    >>> parse_duration("15m").total_seconds()
+    900.0
+    """
+    if isinstance(value, timedelta):
+        return value
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"expected a duration such as '15m', '12h', '180d' or '5y', got {value!r}")
+    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest exact spelling of a duration (``timedelta(days=180)`` -> ``180d``)."""
+    seconds = int(value.total_seconds())
+    for unit in ("y", "w", "d", "h", "m"):
+        size = _UNIT_SECONDS[unit]
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+Duration = Annotated[
+    timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
+]
+
+
+def _column_grant(value: object) -> object:
+    if value == "*":
+        return "*"
+    if isinstance(value, list) and all(isinstance(v, str) and v for v in value):
+        return value
+    raise ValueError('expected a list of column names or "*" for every column')
+
+
+ColumnGrant = Annotated[Literal["*"] | list[str], BeforeValidator(_column_grant)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PurposeSpec(_Strict):
+    """A purpose of processing (LGPD Art. 6 I): what the data is used for and on what basis."""
+
+    description: str = ""
+    legal_basis: LegalBasis
+    retention: Duration
+    data_subjects: list[str] = Field(default_factory=list)
+
+
+class ScopeSpec(_Strict):
+    """What one task may touch: tables and columns to read and write, under one purpose."""
+
+    purpose: str
+    description: str = ""
+    read: dict[str, ColumnGrant] = Field(default_factory=dict)
+    write: dict[str, ColumnGrant] = Field(default_factory=dict)
+    max_rows: PositiveInt | None = None
+    require_approval: list[ApprovalTrigger] = Field(default_factory=list)
+    allow_multiple_statements: bool = False
+
+
+StrategySpec = Annotated[str | dict[str, Any], Field(union_mode="left_to_right")]
+
+
+class MaskingSpec(_Strict):
+    """How personal fields are masked between tasks."""
+
+    columns: dict[str, StrategySpec] = Field(default_factory=dict)
+    detect: bool = True
+    key_env: str = "LGPD_MASKING_KEY"
+
+
+class ApprovalsSpec(_Strict):
+    """How approval requests behave."""
+
+    ttl: Duration = timedelta(hours=24)
+    min_approvers: PositiveInt = 1
+    approvers: list[str] = Field(default_factory=list)
+    require_verified_identity: bool = False
+
+
+class PolicySpec(_Strict):
+    """The whole policy document, as written."""
+
+    version: Literal[1]
+    dialect: str = "postgres"
+    purposes: dict[str, PurposeSpec] = Field(default_factory=dict)
+    scopes: dict[str, ScopeSpec] = Field(default_factory=dict)
+    masking: MaskingSpec = Field(default_factory=MaskingSpec)
+    approvals: ApprovalsSpec = Field(default_factory=ApprovalsSpec)
