@@ -1,0 +1,1 @@
+"""Subcommands of the ``lgpd-tasks`` command, one module each."""
