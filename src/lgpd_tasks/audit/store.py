@@ -278,6 +278,41 @@ class AuditStore:
         conn.execute(audit_log.insert(), rows)
         return stored
 
+    def record_masking(
+        self,
+        identity: TaskIdentity,
+        report: Mapping[str, Any],
+        *,
+        source: str,
+        destination: str,
+        scope: str | None = None,
+        purpose: str | None = None,
+        legal_basis: str | None = None,
+    ) -> AuditEntry:
+        """Record one masking step: what was masked, how, and the lineage edge it sits on.
+
+        ``report`` is ``MaskingReport.to_dict()``; ``source`` names where the data came from
+        (``airflow:dag.task`` or ``table crm.customers``) and ``destination`` where the masked
+        data went (``xcom:dag.task.return_value``, ``io_manager:asset/key``, ``s3://...``).
+        """
+        return self.append(
+            NewEntry(
+                kind="masking",
+                identity=identity,
+                scope=scope,
+                purpose=purpose,
+                legal_basis=legal_basis,
+                decision="masked",
+                details={
+                    "event": "masked",
+                    "source": source,
+                    "destination": destination,
+                    "report": dict(report),
+                    "lineage": [{"target": destination, "sources": [source]}],
+                },
+            )
+        )
+
     # -- reading --------------------------------------------------------------------------
 
     def entries(

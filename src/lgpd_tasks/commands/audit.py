@@ -95,7 +95,7 @@ def _row(record: AuditRecord) -> list[Any]:
         if details.get("approver"):
             what += f" by {details['approver']}"
     elif entry.kind == "masking":
-        what = ", ".join(sorted(details.get("columns", {})))
+        what = f"{details.get('source')} -> {details.get('destination')}"
     else:
         what = str(details.get("event", ""))
     return [
