@@ -28,6 +28,7 @@ EXIT_BLOCK = 4
 #: parser and sets ``func`` (``(args) -> int``) as the parser's default.
 COMMAND_MODULES: tuple[str, ...] = (
     "check",
+    "exec",
     "db",
     "audit",
     "approvals",
