@@ -26,7 +26,6 @@ from lgpd_tasks.errors import StatementBlocked
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.masking import Masker
 from lgpd_tasks.policy import Policy, Scope
-
 from lgpd_tasks_airflow.runtime import LgpdConfigurationError, translate_errors
 
 if TYPE_CHECKING:

@@ -11,9 +11,9 @@ from airflow.providers.common.sql.hooks.sql import DbApiHook
 from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
 from airflow.sdk import get_current_context
 
+from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.masking import Masker
 from lgpd_tasks.policy import Policy
-
 from lgpd_tasks_airflow.hooks import GuardedHookMixin, GuardSettings, guard_hook
 from lgpd_tasks_airflow.runtime import (
     audit_store,
@@ -64,8 +64,14 @@ class LgpdSqlOperator(SQLExecuteQueryOperator):
     def load_policy(self) -> Policy:
         return load_task_policy(self.policy)
 
-    def guard_settings(self, context: Mapping[str, Any]) -> GuardSettings:
-        """Policy, scope, identity and stores for this task instance (does I/O: run time only)."""
+    def guard_settings(
+        self, context: Mapping[str, Any], identity: TaskIdentity | None = None
+    ) -> GuardSettings:
+        """Policy, scope, identity and stores for the running task instance (run time only).
+
+        The identity is the task instance in ``context``: this operator's own, or that of a
+        Python task calling ``get_db_hook()``, which is the one running the statements.
+        """
         policy = self.load_policy()
         with translate_errors():
             scope = policy.scope(self.scope)
@@ -75,7 +81,7 @@ class LgpdSqlOperator(SQLExecuteQueryOperator):
         return GuardSettings(
             policy=policy,
             scope=scope,
-            identity=task_identity(context, self.task_id),
+            identity=identity or task_identity(context),
             audit=store,
             masker=masker,
         )

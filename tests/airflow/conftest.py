@@ -55,8 +55,24 @@ def make_source(path: Path) -> Path:
         conn.executemany(
             "INSERT INTO customers VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
-                (1, "Maria Silva", CPFS[0], EMAILS[0], "(11) 91234-5678", "São Paulo", "2024-01-02"),
-                (2, "João Souza", CPFS[1], EMAILS[1], "(21) 99876-5432", "Rio de Janeiro", "2024-02-03"),
+                (
+                    1,
+                    "Maria Silva",
+                    CPFS[0],
+                    EMAILS[0],
+                    "(11) 91234-5678",
+                    "São Paulo",
+                    "2024-01-02",
+                ),
+                (
+                    2,
+                    "João Souza",
+                    CPFS[1],
+                    EMAILS[1],
+                    "(21) 99876-5432",
+                    "Rio de Janeiro",
+                    "2024-02-03",
+                ),
                 (3, "Ana Lima", CPFS[2], EMAILS[2], "(31) 98765-4321", "São Paulo", "2024-03-04"),
             ],
         )
@@ -127,5 +143,3 @@ class Env:
 @pytest.fixture
 def env(airflow_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
     return Env(tmp_path, monkeypatch)
-
-
