@@ -191,6 +191,7 @@ def _request_for(
     ttl = settings.policy.approvals.ttl
     existing = approvals.find(decision.fingerprint, identity)
     if existing is not None:
+        existing = approvals.get(existing.id)  # find() does not expire; get() does
         if existing.status is Status.PENDING or existing.usable:
             return existing
         # as the guarded connection does: a recent denial or expiry stands; an old one or
@@ -236,7 +237,8 @@ def gated_sql(
     operator before ``report``.
     """
     dag = operator_kwargs.get("dag")
-    with TaskGroup(group_id=f"{task_id}_gate", prefix_group_id=False, dag=dag) as group:
+    where: dict[str, Any] = {"dag": dag} if dag is not None else {}
+    with TaskGroup(group_id=f"{task_id}_gate", prefix_group_id=False, **where) as group:
         operator = LgpdSqlOperator(
             task_id=task_id, sql=sql, scope=scope, conn_id=conn_id, policy=policy, **operator_kwargs
         )
@@ -246,7 +248,8 @@ def gated_sql(
             deferrable=deferrable,
             poke_interval=poke_interval,
             timeout=timeout,
-            **{"dag": dag, **dict(sensor_kwargs or {})} if dag else dict(sensor_kwargs or {}),
+            **where,
+            **dict(sensor_kwargs or {}),
         )
         sensor >> operator
     return group

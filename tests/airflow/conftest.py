@@ -9,7 +9,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +92,7 @@ class Env:
     def __init__(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         self.tmp = tmp_path
         self.source = make_source(tmp_path / "source.db")
+        self.policy_file = POLICY
         self.audit_url = f"sqlite:///{tmp_path / 'audit.db'}"
         self.dag_id = f"t_{uuid.uuid4().hex[:10]}"
         monkeypatch.setenv("LGPD_POLICY_FILE", str(POLICY))
@@ -108,7 +112,7 @@ class Env:
 
         return ApprovalStore(self.audit())
 
-    def run(self, dag: Any) -> Any:
+    def run(self, dag: Any, **test_kwargs: Any) -> Any:
         """Serialise ``dag`` into the metadata database (as the DAG processor would), test it."""
         from airflow.dag_processing.bundles.manager import DagBundlesManager
         from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
@@ -117,7 +121,39 @@ class Env:
         bag = DagBag(dag_folder=os.devnull)
         bag.bag_dag(dag)
         sync_bag_to_db(bag, "dags-folder", None)
-        return dag.test()
+        return dag.test(**test_kwargs)
+
+    @contextmanager
+    def approver(self, verb: str = "approve", reason: str = "") -> Iterator[list[str]]:
+        """A person deciding every pending request of this test's DAG while the run waits."""
+        from lgpd_tasks.approvals import Approver, Status
+
+        decided: list[str] = []
+        stop = threading.Event()
+        store = self.approvals()
+
+        def decide() -> None:
+            while not stop.is_set():
+                for request in store.list_requests(status=Status.PENDING, pipeline=self.dag_id):
+                    who = Approver("ana.aprovadora")
+                    if verb == "approve":
+                        store.approve(request.id, who, reason)
+                    else:
+                        store.deny(request.id, who, reason)
+                    decided.append(request.id)
+                stop.wait(0.3)
+
+        thread = threading.Thread(target=decide, daemon=True)
+        thread.start()
+        try:
+            yield decided
+        finally:
+            stop.set()
+            thread.join()
+
+    def staging_rows(self) -> int:
+        with sqlite3.connect(self.source) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM staging_orders").fetchone()[0])
 
     def states(self, run: Any) -> dict[str, tuple[str, int]]:
         """task id -> (state, try number) of a finished run."""
