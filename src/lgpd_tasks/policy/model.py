@@ -117,6 +117,46 @@ class ApprovalsSpec(_Strict):
     require_verified_identity: bool = False
 
 
+_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def _role_name(value: object) -> object:
+    if isinstance(value, str) and _ROLE_NAME.match(value) and len(value.encode()) <= 63:
+        return value
+    raise ValueError(
+        f"expected a lower-case role name (letters, digits, '_'; at most 63 bytes), got {value!r}"
+    )
+
+
+def _role_prefix(value: object) -> object:
+    if isinstance(value, str) and _ROLE_NAME.match(value) and len(value.encode()) <= 32:
+        return value
+    raise ValueError(f"expected a lower-case role-name prefix of at most 32 bytes, got {value!r}")
+
+
+RoleName = Annotated[str, BeforeValidator(_role_name)]
+RolePrefix = Annotated[str, BeforeValidator(_role_prefix)]
+
+
+class CredentialsSpec(_Strict):
+    """How each task attempt gets its database login.
+
+    ``static`` hands every task the configured URL (the SQL guard is the only check);
+    ``postgres_role`` creates a short-lived PostgreSQL login role per task attempt with
+    exactly the scope's column grants, so the database refuses what the scope does not
+    grant even if the guard were bypassed. ``admin_url_env`` names the environment
+    variable holding the administrator URL the broker uses; without it, the ``--db`` URL
+    itself is the administrator's.
+    """
+
+    broker: Literal["static", "postgres_role"] = "static"
+    ttl: Duration = timedelta(minutes=15)
+    connection_limit: PositiveInt = 2
+    owner_role: RoleName = "lgpd_task_owner"
+    role_prefix: RolePrefix = "lgpd_t_"
+    admin_url_env: str | None = None
+
+
 class PolicySpec(_Strict):
     """The whole policy document, as written."""
 
@@ -126,3 +166,4 @@ class PolicySpec(_Strict):
     scopes: dict[str, ScopeSpec] = Field(default_factory=dict)
     masking: MaskingSpec = Field(default_factory=MaskingSpec)
     approvals: ApprovalsSpec = Field(default_factory=ApprovalsSpec)
+    credentials: CredentialsSpec = Field(default_factory=CredentialsSpec)
