@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "db",
     "audit",
     "approvals",
+    "roles",
 )
 
 
