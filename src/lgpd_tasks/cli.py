@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from lgpd_tasks.errors import (
     ApprovalRequired,
     LgpdError,
+    MaskingError,
     PolicyError,
     StatementBlocked,
 )
@@ -28,6 +29,7 @@ EXIT_BLOCK = 4
 #: parser and sets ``func`` (``(args) -> int``) as the parser's default.
 COMMAND_MODULES: tuple[str, ...] = (
     "check",
+    "exec",
     "db",
     "audit",
     "approvals",
@@ -52,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except PolicyError as err:
+    except (PolicyError, MaskingError) as err:
         print(f"lgpd-tasks: {err}", file=sys.stderr)
         return EXIT_USAGE
     except ApprovalRequired as err:
