@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 from lgpd_tasks.cli import EXIT_OK
 from lgpd_tasks.commands._common import print_json, print_table
-from lgpd_tasks.identity import TaskIdentity
+from lgpd_tasks.errors import ApprovalError
 
 if TYPE_CHECKING:
     from lgpd_tasks.approvals import ApprovalRequest, Approver
+
+#: Where ``approve``/``deny`` look for an identity-provider token when ``--token`` is absent.
+TOKEN_ENV = "LGPD_APPROVER_TOKEN"  # noqa: S105 - a variable name, not a secret
 
 
 def register(subparsers: Any) -> None:
@@ -39,14 +44,35 @@ def register(subparsers: Any) -> None:
         sub.add_argument(
             "--reason", required=verb == "deny", default="", help="why (required to deny)"
         )
+        sub.add_argument(
+            "--token",
+            help=f"identity-provider token proving who you are ('-' reads it from standard "
+            f"input; default ${TOKEN_ENV}); needs --policy with approvals.oidc",
+        )
+        sub.add_argument(
+            "--policy", help="policy file: approvals.oidc, approvers, require_verified_identity"
+        )
         sub.set_defaults(func=func)
 
 
 def _approver(args: argparse.Namespace) -> Approver:
-    from lgpd_tasks.approvals import Approver
+    from lgpd_tasks.approvals.identity import resolve_approver
+    from lgpd_tasks.policy import load_policy
+    from lgpd_tasks.policy.model import ApprovalsSpec
 
-    identity = TaskIdentity.for_cli(args.who)
-    return Approver(name=identity.user or identity.task, verified=False)
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    if token == "-":  # noqa: S105 - the stdin marker
+        token = sys.stdin.readline().strip()
+    if args.policy:
+        settings = load_policy(args.policy).approvals
+    elif token:
+        raise ApprovalError(
+            "--token needs --policy: its approvals.oidc section says which identity provider "
+            "to trust"
+        )
+    else:
+        settings = ApprovalsSpec()
+    return resolve_approver(settings, token=token or None, name=args.who)
 
 
 def run_list(args: argparse.Namespace) -> int:

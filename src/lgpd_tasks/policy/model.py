@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, PositiveInt
 
@@ -120,6 +120,26 @@ class MaskingSpec(_Strict):
     chunk_rows: PositiveInt = 250_000
 
 
+AsymmetricAlgorithm = Literal["EdDSA", "ES256", "RS256"]
+
+
+class OidcSpec(_Strict):
+    """Which identity provider's tokens verify an approver (``approvals approve --token``).
+
+    ``jwks`` is the provider's JWKS as an ``https://`` URL or a local file path;
+    ``groups_claim`` (a dotted path such as ``realm_access.roles`` works) names the claim
+    whose values ``approvers`` entries of the form ``group:NAME`` match.
+    """
+
+    issuer: str
+    audience: str | list[str]
+    jwks: str
+    groups_claim: str = "groups"
+    algorithms: list[AsymmetricAlgorithm] = Field(
+        default_factory=lambda: list(get_args(AsymmetricAlgorithm))
+    )
+
+
 class ApprovalsSpec(_Strict):
     """How approval requests behave."""
 
@@ -127,6 +147,7 @@ class ApprovalsSpec(_Strict):
     min_approvers: PositiveInt = 1
     approvers: list[str] = Field(default_factory=list)
     require_verified_identity: bool = False
+    oidc: OidcSpec | None = None
 
 
 _ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
