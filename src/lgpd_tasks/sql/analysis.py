@@ -43,6 +43,7 @@ _KIND_BY_TYPE: tuple[tuple[type[exp.Expr], str], ...] = (
     (exp.Pragma, "pragma"),
     (exp.Describe, "describe"),
     (exp.Query, "select"),
+    (exp.Values, "select"),
 )
 
 #: ``EXPLAIN`` options that may precede the explained statement.
@@ -214,7 +215,7 @@ def _statement(
     if isinstance(tree, exp.Copy):
         copy_endpoint = _copy_endpoint(tree)
         walker.copy_target(tree.this, into=bool(tree.args.get("kind")))
-    elif isinstance(tree, (exp.Query, exp.DML)):
+    elif isinstance(tree, (exp.Query, exp.DML, exp.Values)):
         outputs = walker.query(tree, Env())
     else:
         _walk_other(walker, tree)
