@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import pytest
 
 from lgpd_tasks.sql import check
-from tests.core.sql_corpus import Case, catalog, cases, policy
+from tests.core.sql_corpus import Case, cases, catalog, policy
 
 CASES = cases()
 
@@ -17,10 +18,7 @@ def test_corpus_is_large_and_covers_every_rule() -> None:
 
     assert len(CASES) >= 150
     rule_ids = {c.rule.split(".")[0] for c in CASES if c.rule}
-    modules = {rule.__module__.rsplit(".", 1)[-1] for rule in DEFAULT_RULES}
-    named = {
-        getattr(__import__(f"lgpd_tasks.sql.rules.{m}", fromlist=["RULE"]), "RULE") for m in modules
-    }
+    named = {importlib.import_module(rule.__module__).RULE for rule in DEFAULT_RULES}
     assert named <= rule_ids, f"rules without a corpus case: {sorted(named - rule_ids)}"
     assert {c.action for c in CASES} == {"allow", "approve", "block"}
 
