@@ -80,7 +80,7 @@ def analyze(
     >>> sorted(s.columns_read["crm.customers"])
     ['cpf', 'id', 'nome']
     >>> s.normalized
-    'SELECT c.nome, o.total FROM Crm.Customers AS c JOIN crm.orders AS o ON o.customer_id = c.id WHERE c.cpf = ?'
+    'SELECT c.nome, o.total FROM crm.customers AS c JOIN crm.orders AS o ON o.customer_id = c.id WHERE c.cpf = ?'
     """
     return _analyze_cached(sql, dialect, catalog_key(catalog), read_key(scope))
 
