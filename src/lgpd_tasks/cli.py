@@ -26,7 +26,13 @@ EXIT_BLOCK = 4
 
 #: Modules under ``lgpd_tasks.commands``; each has ``register(subparsers)`` which adds its
 #: parser and sets ``func`` (``(args) -> int``) as the parser's default.
-COMMAND_MODULES: tuple[str, ...] = ("check",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "check",
+    "exec",
+    "db",
+    "audit",
+    "approvals",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

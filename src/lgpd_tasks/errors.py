@@ -11,6 +11,7 @@
     │       ├── ApprovalDenied       a person denied it
     │       └── ApprovalExpired      nobody decided in time; a timeout never approves
     ├── ApprovalError                an approval cannot be given (own request, already decided...)
+    ├── StatementFailed              the database refused or failed a guarded statement (scrubbed)
     ├── AuditUnavailable             the audit record cannot be written, so nothing runs
     ├── AuditChainBroken             `audit verify` found an altered, removed or reordered record
     ├── MaskingError                 masking cannot be done as asked (unknown strategy, no key...)
@@ -146,6 +147,19 @@ class ApprovalExpired(ApprovalRequired):
 
 class ApprovalError(LgpdError):
     """An approval decision cannot be recorded (unknown request, own request, decided...)."""
+
+
+class StatementFailed(LgpdError):
+    """The database failed a statement the guard let through.
+
+    The driver's message is scrubbed of personal data (a unique-key violation's detail
+    quotes the value); ``error_class`` and ``sqlstate`` say what kind of failure it was.
+    """
+
+    def __init__(self, message: str, *, error_class: str, sqlstate: str | None = None) -> None:
+        self.error_class = error_class
+        self.sqlstate = sqlstate
+        super().__init__(message)
 
 
 class AuditUnavailable(LgpdError):

@@ -69,7 +69,7 @@ class TaskIdentity:
             orchestrator="cli",
             pipeline="cli",
             task=who,
-            run_id=f"cli-{os.getpid()}",
+            run_id="cli",
             user=who,
             extra={"os_user": os_user},
         )

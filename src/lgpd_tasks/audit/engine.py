@@ -1,0 +1,90 @@
+"""SQLAlchemy engines for the audit store, with the locking each backend needs for one chain."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from lgpd_tasks.errors import AuditUnavailable
+
+_ENGINES: dict[str, Engine] = {}
+_LOCK = threading.Lock()
+
+
+def parse_db_url(url: str) -> URL:
+    """A SQLAlchemy URL with the drivers lgpd-tasks uses (sqlite3, psycopg 3).
+
+    >>> parse_db_url("postgresql://app@127.0.0.1:5432/test").drivername
+    'postgresql+psycopg'
+    >>> parse_db_url("sqlite:///audit.db").database
+    'audit.db'
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise AuditUnavailable(f"not a database URL: {redact_url(url)!r}") from None
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif backend != "sqlite":
+        raise AuditUnavailable(
+            f"unsupported database {backend!r} in {redact_url(url)!r}: use sqlite:/// or postgresql://"
+        )
+    return parsed
+
+
+def redact_url(url: str | URL) -> str:
+    """The URL with any password hidden, fit for messages and logs."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except ArgumentError:
+        return "<unparsable URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
+def get_engine(url: str) -> Engine:
+    """One engine per URL per process (engines pool connections and are thread-safe)."""
+    with _LOCK:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            engine = _create(parse_db_url(url))
+            _ENGINES[url] = engine
+        return engine
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (after a fork, or at the end of tests)."""
+    with _LOCK:
+        for engine in _ENGINES.values():
+            engine.dispose()
+        _ENGINES.clear()
+
+
+def _create(url: URL) -> Engine:
+    if url.get_backend_name() == "sqlite":
+        # a writer waits this long for another writer's lock (override with ?timeout=SECONDS)
+        connect_args = {} if "timeout" in url.query else {"timeout": 30.0}
+        engine = create_engine(url, connect_args=connect_args)
+        _sqlite_writer_locking(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+
+
+def _sqlite_writer_locking(engine: Engine) -> None:
+    # pysqlite's own transaction handling defers BEGIN; the chain needs the write lock taken
+    # before the head is read, so every transaction starts with BEGIN IMMEDIATE.
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,461 @@
+"""The audit store: an append-only, hash-chained log of statements, masking steps and approvals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from lgpd_tasks.audit.engine import get_engine, redact_url
+from lgpd_tasks.audit.schema import SCHEMA_VERSION, audit_log, meta, metadata
+from lgpd_tasks.errors import AuditChainBroken, AuditUnavailable, ChainBreak
+from lgpd_tasks.identity import TaskIdentity
+
+GENESIS = "0" * 64
+"""The ``prev_hash`` of the first record of a chain."""
+
+# PostgreSQL advisory lock taken by every writer of the chain (an arbitrary, fixed key)
+_PG_CHAIN_LOCK = 0x6C67_7064_6175_6474 & 0x7FFF_FFFF_FFFF_FFFF
+
+_HASHED_FIELDS = (
+    "seq",
+    "record_id",
+    "ts",
+    "kind",
+    "ref",
+    "orchestrator",
+    "pipeline",
+    "task",
+    "run_id",
+    "attempt",
+    "principal",
+    "scope",
+    "purpose",
+    "legal_basis",
+    "decision",
+    "fingerprint",
+    "details",
+    "prev_hash",
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def isotime(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def record_hash(row: Mapping[str, Any]) -> str:
+    """sha256 over the canonical JSON of a record's fields, ``prev_hash`` included."""
+    payload = json.dumps(
+        {name: row.get(name) for name in _HASHED_FIELDS},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One stored record of the chain."""
+
+    seq: int
+    record_id: str
+    ts: str
+    kind: str
+    ref: str | None
+    orchestrator: str
+    pipeline: str
+    task: str
+    run_id: str
+    attempt: int
+    principal: str
+    scope: str | None
+    purpose: str | None
+    legal_basis: str | None
+    decision: str | None
+    fingerprint: str | None
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+    details_json: str = field(default="", repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in (*_HASHED_FIELDS, "hash")}
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """What a reader means by "a record": a statement's intent with its outcome, if any."""
+
+    entry: AuditEntry
+    outcome: AuditEntry | None = None
+
+    @property
+    def status(self) -> str:
+        if self.entry.kind != "statement":
+            return str(self.entry.details.get("event", self.entry.kind))
+        if self.entry.details.get("event") == "refused":
+            return "refused"
+        if self.outcome is None:
+            return "incomplete"
+        return str(self.outcome.details.get("status", "?"))
+
+    @property
+    def rows(self) -> int | None:
+        if self.outcome is None:
+            return None
+        rows = self.outcome.details.get("rows")
+        return int(rows) if rows is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = self.entry.to_dict()
+        data["status"] = self.status
+        if self.outcome is not None:
+            data["outcome"] = self.outcome.to_dict()
+        return data
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """What a writer supplies; the store adds sequence, time, id and hashes."""
+
+    kind: str
+    identity: TaskIdentity
+    details: Mapping[str, Any]
+    ref: str | None = None
+    scope: str | None = None
+    purpose: str | None = None
+    legal_basis: str | None = None
+    decision: str | None = None
+    fingerprint: str | None = None
+    record_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The result of recomputing the chain."""
+
+    records: int
+    head: str
+    breaks: tuple[ChainBreak, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaks
+
+
+@dataclass(frozen=True)
+class EntryFilter:
+    """Which records :meth:`AuditStore.entries` returns; ``None`` matches anything."""
+
+    pipeline: str | None = None
+    task: str | None = None
+    run_id: str | None = None
+    decision: str | None = None
+    kind: str | None = None
+    ref: str | None = None
+    since_seq: int | None = None
+
+
+class AuditStore:
+    """The audit log on SQLite or PostgreSQL.
+
+    >>> import tempfile, os
+    >>> store = AuditStore.from_url(f"sqlite:///{tempfile.mkdtemp()}/audit.db")
+    >>> who = TaskIdentity("cli", "cli", "maria", user="maria")
+    >>> entry = store.append(NewEntry(kind="note", identity=who, details={"what": "hello"}))
+    >>> entry.seq, entry.prev_hash == GENESIS
+    (1, True)
+    >>> store.verify().ok
+    True
+    """
+
+    def __init__(self, engine: Engine, *, url: str | None = None) -> None:
+        self.engine = engine
+        self.url = redact_url(url or engine.url)
+        self._ready = False
+
+    @classmethod
+    def from_url(cls, url: str) -> AuditStore:
+        return cls(get_engine(url), url=url)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def init(self) -> int:
+        """Create or check the tables; returns the schema version (``lgpd-tasks db init``)."""
+        try:
+            with self.engine.begin() as conn:
+                if self.is_postgres:
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CHAIN_LOCK})
+                metadata.create_all(conn, checkfirst=True)
+                found = conn.execute(
+                    select(meta.c.value).where(meta.c.key == "schema_version")
+                ).scalar()
+                if found is None:
+                    conn.execute(
+                        meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+                    )
+                elif int(found) > SCHEMA_VERSION:
+                    raise AuditUnavailable(
+                        f"audit store {self.url} has schema version {found}; "
+                        f"this lgpd-tasks knows up to {SCHEMA_VERSION}: upgrade lgpd-tasks"
+                    )
+        except SQLAlchemyError as err:
+            raise self._unavailable("cannot be initialised", err) from None
+        self._ready = True
+        return SCHEMA_VERSION
+
+    def ensure_ready(self) -> None:
+        if not self._ready:
+            self.init()
+
+    # -- writing --------------------------------------------------------------------------
+
+    def append(self, entry: NewEntry) -> AuditEntry:
+        """Append one record to the chain, or raise :class:`AuditUnavailable`."""
+        return self.append_many([entry])[0]
+
+    def append_many(self, entries: Sequence[NewEntry]) -> list[AuditEntry]:
+        """Append records in one transaction, chained in order."""
+        self.ensure_ready()
+        try:
+            with self.engine.begin() as conn:
+                return self._append_locked(conn, entries)
+        except SQLAlchemyError as err:
+            raise self._unavailable("cannot record", err) from None
+
+    def _append_locked(self, conn: Connection, entries: Sequence[NewEntry]) -> list[AuditEntry]:
+        if self.is_postgres:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CHAIN_LOCK})
+        head = conn.execute(
+            select(audit_log.c.seq, audit_log.c.hash).order_by(audit_log.c.seq.desc()).limit(1)
+        ).first()
+        seq, prev = (int(head[0]), str(head[1])) if head else (0, GENESIS)
+        stored: list[AuditEntry] = []
+        rows: list[dict[str, Any]] = []
+        for new in entries:
+            seq += 1
+            ident = new.identity
+            row: dict[str, Any] = {
+                "seq": seq,
+                "record_id": new.record_id,
+                "ts": isotime(utcnow()),
+                "kind": new.kind,
+                "ref": new.ref,
+                "orchestrator": ident.orchestrator,
+                "pipeline": ident.pipeline,
+                "task": ident.task,
+                "run_id": ident.run_id,
+                "attempt": ident.attempt,
+                "principal": ident.principal,
+                "scope": new.scope,
+                "purpose": new.purpose,
+                "legal_basis": new.legal_basis,
+                "decision": new.decision,
+                "fingerprint": new.fingerprint,
+                "details": _canonical(new.details),
+                "prev_hash": prev,
+            }
+            row["hash"] = record_hash(row)
+            prev = row["hash"]
+            rows.append(row)
+            stored.append(_entry(row))
+        conn.execute(audit_log.insert(), rows)
+        return stored
+
+    def record_masking(
+        self,
+        identity: TaskIdentity,
+        report: Mapping[str, Any],
+        *,
+        source: str,
+        destination: str,
+        scope: str | None = None,
+        purpose: str | None = None,
+        legal_basis: str | None = None,
+    ) -> AuditEntry:
+        """Record one masking step: what was masked, how, and the lineage edge it sits on.
+
+        ``report`` is ``MaskingReport.to_dict()``; ``source`` names where the data came from
+        (``airflow:dag.task`` or ``table crm.customers``) and ``destination`` where the masked
+        data went (``xcom:dag.task.return_value``, ``io_manager:asset/key``, ``s3://...``).
+        """
+        return self.append(
+            NewEntry(
+                kind="masking",
+                identity=identity,
+                scope=scope,
+                purpose=purpose,
+                legal_basis=legal_basis,
+                decision="masked",
+                details={
+                    "event": "masked",
+                    "source": source,
+                    "destination": destination,
+                    "report": dict(report),
+                    "lineage": [{"target": destination, "sources": [source]}],
+                },
+            )
+        )
+
+    # -- reading --------------------------------------------------------------------------
+
+    def entries(
+        self,
+        where: EntryFilter | None = None,
+        *,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[AuditEntry]:
+        """Stored records matching ``where``, oldest first unless ``newest_first``."""
+        self.ensure_ready()
+        where = where or EntryFilter()
+        query = select(audit_log)
+        for name in ("pipeline", "task", "run_id", "decision", "kind", "ref"):
+            value = getattr(where, name)
+            if value is not None:
+                query = query.where(audit_log.c[name] == value)
+        if where.since_seq is not None:
+            query = query.where(audit_log.c.seq > where.since_seq)
+        order = audit_log.c.seq.desc() if newest_first else audit_log.c.seq.asc()
+        query = query.order_by(order)
+        if limit is not None:
+            query = query.limit(limit)
+        try:
+            with self.engine.connect() as conn:
+                return [_entry(dict(r._mapping)) for r in conn.execute(query)]
+        except SQLAlchemyError as err:
+            raise self._unavailable("cannot be read", err) from None
+
+    def iter_chain(self, batch: int = 5000) -> Iterator[AuditEntry]:
+        """Every record in chain order, read in batches."""
+        last = 0
+        while True:
+            chunk = self.entries(EntryFilter(since_seq=last), limit=batch)
+            if not chunk:
+                return
+            yield from chunk
+            last = chunk[-1].seq
+
+    def records(self, where: EntryFilter | None = None, *, limit: int = 50) -> list[AuditRecord]:
+        """The newest ``limit`` records, oldest first, each statement joined with its outcome."""
+        where = where or EntryFilter()
+        heads = [
+            e
+            for e in self.entries(where, limit=limit * 2 + 10, newest_first=True)
+            if e.kind != "outcome"
+        ][:limit]
+        outcomes: dict[str, AuditEntry] = {}
+        ids = [e.record_id for e in heads if e.kind == "statement"]
+        if ids:
+            query = select(audit_log).where(audit_log.c.ref.in_(ids))
+            try:
+                with self.engine.connect() as conn:
+                    for r in conn.execute(query):
+                        entry = _entry(dict(r._mapping))
+                        if entry.ref is not None:
+                            outcomes[entry.ref] = entry
+            except SQLAlchemyError as err:
+                raise self._unavailable("cannot be read", err) from None
+        return [AuditRecord(e, outcomes.get(e.record_id)) for e in reversed(heads)]
+
+    def count(self) -> int:
+        self.ensure_ready()
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(audit_log)).scalar() or 0)
+
+    def verify(self) -> Verification:
+        """Recompute the chain; the breaks name the first altered, removed or moved record."""
+        breaks: list[ChainBreak] = []
+        prev = GENESIS
+        expected_seq = 1
+        records = 0
+        for entry in self.iter_chain():
+            records += 1
+            row = entry.to_dict()
+            row["details"] = entry.details_json
+            if entry.seq != expected_seq:
+                breaks.append(
+                    ChainBreak(
+                        entry.seq,
+                        entry.record_id,
+                        f"records #{expected_seq}..#{entry.seq - 1} are missing",
+                    )
+                )
+            if entry.prev_hash != prev:
+                breaks.append(
+                    ChainBreak(
+                        entry.seq,
+                        entry.record_id,
+                        "does not follow the record before it (a record was removed or reordered)",
+                    )
+                )
+            if record_hash(row) != entry.hash:
+                breaks.append(
+                    ChainBreak(
+                        entry.seq, entry.record_id, "content does not match its hash (altered)"
+                    )
+                )
+            prev = entry.hash
+            expected_seq = entry.seq + 1
+        return Verification(records=records, head=prev, breaks=tuple(breaks))
+
+    def verify_or_raise(self) -> Verification:
+        result = self.verify()
+        if result.breaks:
+            raise AuditChainBroken(result.breaks)
+        return result
+
+    def _unavailable(self, what: str, err: BaseException) -> AuditUnavailable:
+        detail = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        return AuditUnavailable(f"audit store {self.url} {what}: {detail}")
+
+
+def _canonical(details: Mapping[str, Any] | str) -> str:
+    if isinstance(details, str):
+        return details
+    return json.dumps(
+        details, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str
+    )
+
+
+def _entry(row: Mapping[str, Any]) -> AuditEntry:
+    raw = row["details"]
+    details = json.loads(raw) if isinstance(raw, str) else dict(raw)
+    return AuditEntry(
+        seq=int(row["seq"]),
+        record_id=row["record_id"],
+        ts=row["ts"],
+        kind=row["kind"],
+        ref=row["ref"],
+        orchestrator=row["orchestrator"],
+        pipeline=row["pipeline"],
+        task=row["task"],
+        run_id=row["run_id"],
+        attempt=int(row["attempt"]),
+        principal=row["principal"],
+        scope=row["scope"],
+        purpose=row["purpose"],
+        legal_basis=row["legal_basis"],
+        decision=row["decision"],
+        fingerprint=row["fingerprint"],
+        details=details,
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+        details_json=raw if isinstance(raw, str) else _canonical(details),
+    )

@@ -1,0 +1,89 @@
+"""``lgpd-tasks approvals list|show|approve|deny``: decide requests from the shell."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from lgpd_tasks.approvals import ApprovalRequest, ApprovalStore, Approver, Status
+from lgpd_tasks.cli import EXIT_OK
+from lgpd_tasks.commands._common import print_json, print_table
+from lgpd_tasks.identity import TaskIdentity
+
+
+def register(subparsers: Any) -> None:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "approvals", help="list and decide approval requests"
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    listing = verbs.add_parser("list", help="requests, newest first")
+    listing.add_argument("--db", required=True, help="audit store URL")
+    listing.add_argument("--status", choices=[s.value for s in Status])
+    listing.add_argument("--pipeline")
+    listing.add_argument("--format", choices=["table", "json"], default="table")
+    listing.set_defaults(func=run_list)
+
+    show = verbs.add_parser("show", help="one request with its decisions")
+    show.add_argument("request_id")
+    show.add_argument("--db", required=True, help="audit store URL")
+    show.set_defaults(func=run_show)
+
+    for verb, func in (("approve", run_approve), ("deny", run_deny)):
+        sub = verbs.add_parser(verb, help=f"{verb} a pending request")
+        sub.add_argument("request_id")
+        sub.add_argument("--db", required=True, help="audit store URL")
+        sub.add_argument("--as", dest="who", help="your name (default: OS user)")
+        sub.add_argument(
+            "--reason", required=verb == "deny", default="", help="why (required to deny)"
+        )
+        sub.set_defaults(func=func)
+
+
+def _approver(args: argparse.Namespace) -> Approver:
+    identity = TaskIdentity.for_cli(args.who)
+    return Approver(name=identity.user or identity.task, verified=False)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    requests = ApprovalStore.from_url(args.db).list_requests(
+        status=args.status, pipeline=args.pipeline
+    )
+    if args.format == "json":
+        print_json([r.to_dict() for r in requests])
+        return EXIT_OK
+    print_table(
+        ["id", "status", "requested", "by", "scope", "statement"],
+        [
+            [
+                r.id,
+                r.status.value,
+                r.requested_at[:19].replace("T", " "),
+                r.requested_by,
+                r.scope,
+                r.normalized[:80],
+            ]
+            for r in requests
+        ],
+    )
+    return EXIT_OK
+
+
+def run_show(args: argparse.Namespace) -> int:
+    print_json(ApprovalStore.from_url(args.db).get(args.request_id).to_dict())
+    return EXIT_OK
+
+
+def _decided(request: ApprovalRequest, verb: str) -> int:
+    print(f"{request.id}: {verb}; status now {request.status.value}")
+    return EXIT_OK
+
+
+def run_approve(args: argparse.Namespace) -> int:
+    store = ApprovalStore.from_url(args.db)
+    return _decided(store.approve(args.request_id, _approver(args), args.reason), "approved")
+
+
+def run_deny(args: argparse.Namespace) -> int:
+    store = ApprovalStore.from_url(args.db)
+    return _decided(store.deny(args.request_id, _approver(args), args.reason), "denied")

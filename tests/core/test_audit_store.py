@@ -1,0 +1,176 @@
+"""The audit store: hash chain, verification, tampering, concurrency, unavailability."""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from lgpd_tasks.audit import AuditStore, EntryFilter, NewEntry, dispose_engines
+from lgpd_tasks.cli import main
+from lgpd_tasks.errors import AuditChainBroken, AuditUnavailable
+from lgpd_tasks.identity import TaskIdentity
+
+WHO = TaskIdentity("airflow", "contractor", "extract", run_id="manual__1", attempt=1)
+
+
+def _fill(store: AuditStore, n: int, task: str = "extract") -> None:
+    ident = TaskIdentity("airflow", "contractor", task, run_id="manual__1")
+    for i in range(n):
+        store.append(NewEntry(kind="note", identity=ident, details={"i": i}, decision="allow"))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> AuditStore:
+    return AuditStore.from_url(f"sqlite:///{tmp_path}/audit.db")
+
+
+def test_chain_links_each_record_to_the_one_before(store: AuditStore) -> None:
+    _fill(store, 5)
+    entries = store.entries()
+    assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
+    for before, after in itertools.pairwise(entries):
+        assert after.prev_hash == before.hash
+    result = store.verify()
+    assert result.ok
+    assert result.records == 5
+    assert result.head == entries[-1].hash
+
+
+def _sql(store: AuditStore, statement: str) -> None:
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(statement)
+
+
+@pytest.mark.parametrize(
+    ("tamper", "seq", "problem"),
+    [
+        pytest.param(
+            "UPDATE lgpd_audit_log SET details = '{\"i\":99}' WHERE seq = 3",
+            3,
+            "altered",
+            id="altered-details",
+        ),
+        pytest.param(
+            "UPDATE lgpd_audit_log SET decision = 'block' WHERE seq = 2",
+            2,
+            "altered",
+            id="altered-decision",
+        ),
+        pytest.param("DELETE FROM lgpd_audit_log WHERE seq = 3", 4, "missing", id="removed"),
+        pytest.param(
+            "UPDATE lgpd_audit_log SET seq = 100 WHERE seq = 2;"
+            "UPDATE lgpd_audit_log SET seq = 2 WHERE seq = 3;"
+            "UPDATE lgpd_audit_log SET seq = 3 WHERE seq = 100",
+            2,
+            "reordered",
+            id="reordered",
+        ),
+    ],
+)
+def test_verify_names_the_first_broken_record(
+    store: AuditStore, tamper: str, seq: int, problem: str
+) -> None:
+    _fill(store, 5)
+    for statement in tamper.split(";"):
+        _sql(store, statement)
+    result = store.verify()
+    assert not result.ok
+    assert result.breaks[0].seq == seq
+    assert problem in result.breaks[0].problem
+    with pytest.raises(AuditChainBroken, match=f"record #{seq}"):
+        store.verify_or_raise()
+
+
+def test_cli_verify_exits_non_zero_naming_the_record(
+    store: AuditStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _fill(store, 3)
+    url = f"sqlite:///{tmp_path}/audit.db"
+    assert main(["audit", "verify", "--db", url]) == 0
+    assert "audit chain OK: 3 records" in capsys.readouterr().out
+    _sql(store, "UPDATE lgpd_audit_log SET task = 'other' WHERE seq = 2")
+    assert main(["audit", "verify", "--db", url]) == 1
+    assert "BROKEN at record #2" in capsys.readouterr().err
+
+
+def test_tail_filters_by_task(store: AuditStore, capsys: pytest.CaptureFixture[str]) -> None:
+    _fill(store, 2, task="extract")
+    _fill(store, 3, task="load")
+    records = store.records(EntryFilter(task="load"), limit=10)
+    assert [r.entry.task for r in records] == ["load"] * 3
+    assert [r.entry.seq for r in records] == [3, 4, 5]
+
+
+def test_unwritable_store_raises_audit_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    store = AuditStore.from_url(f"sqlite:///{path}")
+    _fill(store, 1)
+    dispose_engines()
+    # another process holds the write lock for longer than the writer waits
+    blocker = sqlite3.connect(path, timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        fast = AuditStore.from_url(f"sqlite:///{path}?timeout=0.2")
+        with pytest.raises(AuditUnavailable, match="database is locked"):
+            _fill(fast, 1)
+    finally:
+        blocker.rollback()
+        blocker.close()
+
+
+def test_unreachable_postgres_store_is_unavailable() -> None:
+    store = AuditStore.from_url("postgresql://nobody@127.0.0.1:1/none")
+    with pytest.raises(AuditUnavailable, match=r"127\.0\.0\.1:1"):
+        _fill(store, 1)
+
+
+def _writer(url: str, worker: int, count: int) -> None:
+    dispose_engines()
+    store = AuditStore.from_url(url)
+    ident = TaskIdentity("dagster", "job", f"op{worker}", run_id="r")
+    for i in range(count):
+        store.append(NewEntry(kind="note", identity=ident, details={"w": worker, "i": i}))
+
+
+def _concurrent(url: str, workers: int = 4, count: int = 25) -> AuditStore:
+    AuditStore.from_url(url).init()
+    dispose_engines()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(url, w, count)) for w in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    return AuditStore.from_url(url)
+
+
+def test_four_processes_keep_one_chain_on_sqlite(tmp_path: Path) -> None:
+    store = _concurrent(f"sqlite:///{tmp_path}/audit.db")
+    result = store.verify()
+    assert result.ok, result.breaks
+    assert result.records == 100
+
+
+@pytest.mark.postgres
+def test_four_processes_keep_one_chain_on_postgres(postgres_dsn: str) -> None:
+    import psycopg
+
+    db = "lgpd_audit_concurrency"
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {db}")
+        conn.execute(f"CREATE DATABASE {db}")
+    url = postgres_dsn.rsplit("/", 1)[0] + f"/{db}"
+    try:
+        store = _concurrent(url)
+        result = store.verify()
+        assert result.ok, result.breaks
+        assert result.records == 100
+    finally:
+        dispose_engines()
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
