@@ -256,6 +256,7 @@ class GuardedConnection:
         self.target = target
         self._on_close = on_close
         self._catalog = DatabaseCatalog(raw, driver)
+        self._pii_columns = frozenset(policy.masking.columns)
         self.closed = False
         self.last_decision: Decision | None = None
         # the guard itself is always on; only the defence-in-depth tests switch it off
@@ -314,7 +315,13 @@ class GuardedConnection:
 
     def check(self, sql: str) -> Decision:
         """The guard's decision for ``sql`` in this connection's scope; runs nothing."""
-        return check(sql, self.scope, dialect=self.policy.dialect, catalog=self._catalog)
+        return check(
+            sql,
+            self.scope,
+            dialect=self.policy.dialect,
+            catalog=self._catalog,
+            pii_columns=self._pii_columns,
+        )
 
     def query_df(self, sql: str, parameters: Any = None) -> pd.DataFrame:
         """Run a query and return its (masked) result as a pandas DataFrame."""

@@ -42,6 +42,9 @@ def register(subparsers: Any) -> None:
         sub.add_argument("--db", required=True, help="audit store URL")
         sub.add_argument("--as", dest="who", help="your name (default: OS user)")
         sub.add_argument(
+            "--policy", help="policy file whose approvals section applies (approvers, ...)"
+        )
+        sub.add_argument(
             "--reason", required=verb == "deny", default="", help="why (required to deny)"
         )
         sub.add_argument(
