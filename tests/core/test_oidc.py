@@ -185,6 +185,5 @@ def test_approver_rights_from_policy_entries() -> None:
     who = VerifiedApprover("maria.silva", frozenset({"dpo"}), IDP)
     assert who.may_approve([])
     assert who.may_approve(["group:dpo"])
-    assert who.may_approve(["oidc:maria.silva"])
     assert who.may_approve(["maria.silva"])
     assert not who.may_approve(["group:ops", "joao"])

@@ -37,9 +37,9 @@ def resolve_approver(
 
     With ``token``, the identity provider's verified subject, issuer and groups (a
     :class:`~lgpd_tasks.errors.TokenError` when the token fails). Without one, the claimed
-    ``name`` marked unverified, unless ``approvals.require_verified_identity`` refuses it.
-    A non-empty ``approvals.approvers`` list must admit the approver either way: entries are
-    ``group:NAME`` (verified approvers only) or a name / ``oidc:SUBJECT``.
+    ``name`` marked unverified, unless ``approvals.require_verified_identity`` refuses it
+    here already. The store then applies ``approvals.approvers`` (a name, or
+    ``group:NAME`` which only a verified token's groups can satisfy).
 
     >>> from lgpd_tasks.policy.model import ApprovalsSpec
     >>> resolve_approver(ApprovalsSpec(), name="joao")
@@ -53,11 +53,6 @@ def resolve_approver(
         if name:
             raise ApprovalError("give either a token or a name, not both: the token names you")
         checked = (verifier or verifier_from_settings(settings)).verify(token)
-        if not checked.may_approve(settings.approvers):
-            raise ApprovalError(
-                f"{checked.principal} is not among the policy's approvers "
-                f"({', '.join(settings.approvers)})"
-            )
         return Approver(
             name=checked.subject,
             verified=True,
@@ -70,10 +65,4 @@ def resolve_approver(
             "(approvals.require_verified_identity: true); approve with an identity-provider token"
         )
     identity = TaskIdentity.for_cli(name)
-    claimed = identity.user or identity.task
-    plain = [a for a in settings.approvers if not a.startswith("group:")]
-    if settings.approvers and claimed not in plain:
-        raise ApprovalError(
-            f"{claimed!r} is not among the policy's approvers (group entries need a token)"
-        )
-    return Approver(name=claimed, verified=False)
+    return Approver(name=identity.user or identity.task, verified=False)

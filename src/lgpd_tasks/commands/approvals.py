@@ -12,7 +12,7 @@ from lgpd_tasks.commands._common import print_json, print_table
 from lgpd_tasks.errors import ApprovalError
 
 if TYPE_CHECKING:
-    from lgpd_tasks.approvals import ApprovalRequest, Approver
+    from lgpd_tasks.approvals import ApprovalRequest, ApprovalStore, Approver
 
 #: Where ``approve``/``deny`` look for an identity-provider token when ``--token`` is absent.
 TOKEN_ENV = "LGPD_APPROVER_TOKEN"  # noqa: S105 - a variable name, not a secret
@@ -42,7 +42,9 @@ def register(subparsers: Any) -> None:
         sub.add_argument("--db", required=True, help="audit store URL")
         sub.add_argument("--as", dest="who", help="your name (default: OS user)")
         sub.add_argument(
-            "--policy", help="policy file whose approvals section applies (approvers, ...)"
+            "--policy",
+            help="policy file whose approvals section applies (approvers, "
+            "require_verified_identity, oidc)",
         )
         sub.add_argument(
             "--reason", required=verb == "deny", default="", help="why (required to deny)"
@@ -52,13 +54,12 @@ def register(subparsers: Any) -> None:
             help=f"identity-provider token proving who you are ('-' reads it from standard "
             f"input; default ${TOKEN_ENV}); needs --policy with approvals.oidc",
         )
-        sub.add_argument(
-            "--policy", help="policy file: approvals.oidc, approvers, require_verified_identity"
-        )
         sub.set_defaults(func=func)
 
 
-def _approver(args: argparse.Namespace) -> Approver:
+def _decision(args: argparse.Namespace) -> tuple[ApprovalStore, Approver]:
+    """The store under the policy's approval rules, and the approver (verified by token)."""
+    from lgpd_tasks.approvals import ApprovalStore
     from lgpd_tasks.approvals.identity import resolve_approver
     from lgpd_tasks.policy import load_policy
     from lgpd_tasks.policy.model import ApprovalsSpec
@@ -67,15 +68,16 @@ def _approver(args: argparse.Namespace) -> Approver:
     if token == "-":  # noqa: S105 - the stdin marker
         token = sys.stdin.readline().strip()
     if args.policy:
-        settings = load_policy(args.policy).approvals
+        rules = load_policy(args.policy).approvals
     elif token:
         raise ApprovalError(
             "--token needs --policy: its approvals.oidc section says which identity provider "
             "to trust"
         )
     else:
-        settings = ApprovalsSpec()
-    return resolve_approver(settings, token=token or None, name=args.who)
+        rules = ApprovalsSpec()
+    approver = resolve_approver(rules, token=token or None, name=args.who)
+    return ApprovalStore.from_url(args.db, rules), approver
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -118,14 +120,10 @@ def _decided(request: ApprovalRequest, verb: str) -> int:
 
 
 def run_approve(args: argparse.Namespace) -> int:
-    from lgpd_tasks.approvals import ApprovalStore
-
-    store = ApprovalStore.from_url(args.db)
-    return _decided(store.approve(args.request_id, _approver(args), args.reason), "approved")
+    store, approver = _decision(args)
+    return _decided(store.approve(args.request_id, approver, args.reason), "approved")
 
 
 def run_deny(args: argparse.Namespace) -> int:
-    from lgpd_tasks.approvals import ApprovalStore
-
-    store = ApprovalStore.from_url(args.db)
-    return _decided(store.deny(args.request_id, _approver(args), args.reason), "denied")
+    store, approver = _decision(args)
+    return _decided(store.deny(args.request_id, approver, args.reason), "denied")

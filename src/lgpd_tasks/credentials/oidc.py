@@ -29,8 +29,8 @@ class VerifiedApprover:
     """Who signed in at the identity provider, as its verified token says.
 
     >>> who = VerifiedApprover("maria@example.com.br", frozenset({"dpo"}), "https://idp")
-    >>> who.principal, who.may_approve(["group:dpo"]), who.may_approve(["group:ops"])
-    ('oidc:maria@example.com.br', True, False)
+    >>> who.may_approve(["group:dpo"]), who.may_approve(["group:ops"])
+    (True, False)
     """
 
     subject: str
@@ -45,17 +45,12 @@ class VerifiedApprover:
     def may_approve(self, approvers: Collection[str]) -> bool:
         """Whether a policy's ``approvals.approvers`` list admits this approver.
 
-        Entries are ``group:NAME`` (a member of that group) or a subject, written plain or
-        as ``oidc:SUBJECT``. An empty list admits every verified approver.
+        Entries are ``group:NAME`` (a member of that group) or a subject, as the approvals
+        store reads them. An empty list admits every verified approver.
         """
         if not approvers:
             return True
-        for entry in approvers:
-            if entry.startswith("group:") and entry[len("group:") :] in self.groups:
-                return True
-            if entry in (self.subject, self.principal):
-                return True
-        return False
+        return self.subject in approvers or any(f"group:{g}" in approvers for g in self.groups)
 
     def to_dict(self) -> dict[str, Any]:
         return {"subject": self.subject, "groups": sorted(self.groups), "issuer": self.issuer}
