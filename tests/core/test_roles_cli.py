@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from lgpd_tasks.audit import AuditStore, EntryFilter
 from lgpd_tasks.cli import main
 from lgpd_tasks.credentials import PostgresRoleBroker, libpq_url
 
@@ -49,9 +50,14 @@ credentials:
 
 
 def test_roles_issue_use_and_revoke_in_process(
-    postgres_dsn: str, pg_schema: str, setup: tuple[Path, str], capsys: pytest.CaptureFixture[str]
+    postgres_dsn: str,
+    pg_schema: str,
+    setup: tuple[Path, str],
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     policy, prefix = setup
+    audit_url = f"sqlite:///{tmp_path / 'audit.db'}"
     code = main(
         [
             "roles",
@@ -68,6 +74,8 @@ def test_roles_issue_use_and_revoke_in_process(
             "maria",
             "--format",
             "json",
+            "--audit",
+            audit_url,
         ]
     )
     assert code == 0
@@ -79,12 +87,33 @@ def test_roles_issue_use_and_revoke_in_process(
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(f'SELECT cpf FROM "{pg_schema}".cidades')
     assert (
-        main(["roles", "revoke", issued["role"], "--db", postgres_dsn, "--policy", str(policy)])
+        main(
+            [
+                "roles",
+                "revoke",
+                issued["role"],
+                "--db",
+                postgres_dsn,
+                "--policy",
+                str(policy),
+                "--audit",
+                audit_url,
+                "--as",
+                "joao",
+            ]
+        )
         == 0
     )
     assert "revoked" in capsys.readouterr().out
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(libpq_url(issued["url"]))
+    events = AuditStore.from_url(audit_url).entries(EntryFilter(kind="credential"))
+    assert [(e.details["event"], e.details["role"], e.principal) for e in events] == [
+        ("issued", issued["role"], "cli:maria"),
+        ("revoked", issued["role"], "cli:joao"),
+    ]
+    assert events[0].scope == "geo.read"
+    assert issued["url"].split("@")[0].split(":")[-1] not in str([e.details for e in events])
 
 
 def test_roles_revoke_refuses_a_role_outside_the_prefix(

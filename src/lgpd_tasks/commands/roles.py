@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lgpd_tasks.cli import EXIT_FAILED, EXIT_OK
 from lgpd_tasks.commands._common import print_json, print_table
@@ -13,6 +13,9 @@ from lgpd_tasks.credentials import PostgresRoleBroker
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.policy import Policy, load_policy, parse_duration
 from lgpd_tasks.policy.model import CredentialsSpec
+
+if TYPE_CHECKING:
+    from lgpd_tasks.audit import AuditStore
 
 
 def register(subparsers: Any) -> None:
@@ -30,11 +33,14 @@ def register(subparsers: Any) -> None:
     issue.add_argument("--ttl", type=_duration, help="lifetime, such as 15m (policy default)")
     issue.add_argument("--as", dest="who", help="who asks (default: the OS user)")
     issue.add_argument("--format", choices=["text", "json"], default="text")
+    issue.add_argument("--audit", help="audit store URL: record who asked for the role")
     issue.set_defaults(func=run_issue)
 
     revoke = verbs.add_parser("revoke", help="end a task role's sessions and drop it")
     revoke.add_argument("role")
     revoke.add_argument("--db", required=True, help="PostgreSQL URL of an administrator")
+    revoke.add_argument("--audit", help="audit store URL: record who revoked the role")
+    revoke.add_argument("--as", dest="who", help="who revokes (default: the OS user)")
     _add_naming(revoke)
     revoke.set_defaults(func=run_revoke)
 
@@ -72,12 +78,55 @@ def _broker(args: argparse.Namespace, policy: Policy | None) -> PostgresRoleBrok
     )
 
 
+def _audit_store(url: str | None) -> AuditStore | None:
+    if url is None:
+        return None
+    from lgpd_tasks.audit import AuditStore
+
+    store = AuditStore.from_url(url)
+    store.ensure_ready()  # fail before a role exists that the audit could not record
+    return store
+
+
+def _record(
+    store: AuditStore,
+    identity: TaskIdentity,
+    event: str,
+    role: str,
+    scope: str | None = None,
+    purpose: str | None = None,
+    **details: Any,
+) -> None:
+    from lgpd_tasks.audit import NewEntry
+
+    store.append(
+        NewEntry(
+            kind="credential",
+            identity=identity,
+            scope=scope,
+            purpose=purpose,
+            details={"event": event, "role": role, "asked_by": identity.principal, **details},
+        )
+    )
+
+
 def run_issue(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
     scope = policy.scope(args.scope)
     identity = TaskIdentity.for_cli(args.who)
+    store = _audit_store(args.audit)
     with _broker(args, policy) as broker:
         credential = broker.issue(identity, scope, ttl=args.ttl)
+    if store is not None:
+        _record(
+            store,
+            identity,
+            "issued",
+            credential.role or "",
+            scope.name,
+            scope.purpose.name,
+            expires_at=credential.expires_at.isoformat(),
+        )
     if args.format == "json":
         print_json(
             {
@@ -101,8 +150,12 @@ def run_issue(args: argparse.Namespace) -> int:
 
 def run_revoke(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy) if args.policy else None
+    store = _audit_store(args.audit)
     with _broker(args, policy) as broker:
         dropped = broker.revoke_role(args.role)
+    if store is not None:
+        identity = TaskIdentity.for_cli(args.who)
+        _record(store, identity, "revoked" if dropped else "already gone", args.role)
     print(f"{args.role}: {'revoked' if dropped else 'no such role (already revoked)'}")
     return EXIT_OK
 
