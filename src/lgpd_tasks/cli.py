@@ -26,7 +26,7 @@ EXIT_BLOCK = 4
 
 #: Modules under ``lgpd_tasks.commands``; each has ``register(subparsers)`` which adds its
 #: parser and sets ``func`` (``(args) -> int``) as the parser's default.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("mask",)
 
 
 def build_parser() -> argparse.ArgumentParser:
