@@ -87,7 +87,7 @@ def test_missing_key_fails_and_writes_nothing(
     source, target, policy = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "p.yaml"
     write_customers(source)
     policy.write_text(POLICY)
-    assert main(["mask", str(source), str(target), "--policy", str(policy)]) == 1
+    assert main(["mask", str(source), str(target), "--policy", str(policy)]) == 2
     assert "TEST_MASK_KEY" in capsys.readouterr().err
     assert not target.exists()
 
@@ -96,7 +96,7 @@ def test_unknown_strategy_is_named(tmp_path: Path, capsys: pytest.CaptureFixture
     source, policy = tmp_path / "in.csv", tmp_path / "p.yaml"
     write_customers(source)
     policy.write_text("version: 1\nmasking:\n  columns: {cpf: scramble}\n")
-    assert main(["mask", str(source), str(tmp_path / "o.csv"), "--policy", str(policy)]) == 1
+    assert main(["mask", str(source), str(tmp_path / "o.csv"), "--policy", str(policy)]) == 2
     assert "unknown strategy 'scramble'" in capsys.readouterr().err
 
 
@@ -106,7 +106,7 @@ def test_policy_column_missing_from_the_file(
     source, target, policy = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "p.yaml"
     write_customers(source)
     policy.write_text(POLICY.replace("email: partial", "telefone: partial"))
-    assert main(["mask", str(source), str(target), "--policy", str(policy)]) == 1
+    assert main(["mask", str(source), str(target), "--policy", str(policy)]) == 2
     assert "'telefone'" in capsys.readouterr().err
     assert not target.exists()
     assert list(tmp_path.glob(".out.csv*")) == []
@@ -127,7 +127,7 @@ def test_malformed_files_get_a_clear_error(
     source = tmp_path / name
     source.write_bytes(content)
     target = tmp_path / "out.csv"
-    assert main(["mask", str(source), str(target)]) == 1
+    assert main(["mask", str(source), str(target)]) == 2
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
@@ -135,7 +135,7 @@ def test_malformed_files_get_a_clear_error(
 
 
 def test_unreadable_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["mask", str(tmp_path / "none.csv"), str(tmp_path / "o.csv")]) == 1
+    assert main(["mask", str(tmp_path / "none.csv"), str(tmp_path / "o.csv")]) == 2
     assert "cannot read" in capsys.readouterr().err
 
 
@@ -143,7 +143,7 @@ def test_existing_output_survives_a_failed_run(tmp_path: Path) -> None:
     source, target = tmp_path / "bad.csv", tmp_path / "out.csv"
     source.write_bytes(b'a,b\n1,"2\n3,4,5,6\n')
     target.write_text("previous\n")
-    assert main(["mask", str(source), str(target)]) == 1
+    assert main(["mask", str(source), str(target)]) == 2
     assert target.read_text() == "previous\n"
 
 
