@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from lgpd_tasks.errors import (
     ApprovalRequired,
     LgpdError,
+    MaskingError,
     PolicyError,
     StatementBlocked,
 )
@@ -27,6 +28,8 @@ EXIT_BLOCK = 4
 #: Modules under ``lgpd_tasks.commands``; each has ``register(subparsers)`` which adds its
 #: parser and sets ``func`` (``(args) -> int``) as the parser's default.
 COMMAND_MODULES: tuple[str, ...] = (
+    "check",
+    "exec",
     "db",
     "audit",
     "approvals",
@@ -50,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except PolicyError as err:
+    except (PolicyError, MaskingError) as err:
         print(f"lgpd-tasks: {err}", file=sys.stderr)
         return EXIT_USAGE
     except ApprovalRequired as err:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lgpd_tasks.approvals import ApprovalRequest, ApprovalStore, Approver, Status
 from lgpd_tasks.cli import EXIT_OK
 from lgpd_tasks.commands._common import print_json, print_table
 from lgpd_tasks.identity import TaskIdentity
+
+if TYPE_CHECKING:
+    from lgpd_tasks.approvals import ApprovalRequest, Approver
 
 
 def register(subparsers: Any) -> None:
@@ -19,7 +21,7 @@ def register(subparsers: Any) -> None:
 
     listing = verbs.add_parser("list", help="requests, newest first")
     listing.add_argument("--db", required=True, help="audit store URL")
-    listing.add_argument("--status", choices=[s.value for s in Status])
+    listing.add_argument("--status", choices=["pending", "approved", "denied", "expired"])
     listing.add_argument("--pipeline")
     listing.add_argument("--format", choices=["table", "json"], default="table")
     listing.set_defaults(func=run_list)
@@ -35,17 +37,24 @@ def register(subparsers: Any) -> None:
         sub.add_argument("--db", required=True, help="audit store URL")
         sub.add_argument("--as", dest="who", help="your name (default: OS user)")
         sub.add_argument(
+            "--policy", help="policy file whose approvals section applies (approvers, ...)"
+        )
+        sub.add_argument(
             "--reason", required=verb == "deny", default="", help="why (required to deny)"
         )
         sub.set_defaults(func=func)
 
 
 def _approver(args: argparse.Namespace) -> Approver:
+    from lgpd_tasks.approvals import Approver
+
     identity = TaskIdentity.for_cli(args.who)
     return Approver(name=identity.user or identity.task, verified=False)
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from lgpd_tasks.approvals import ApprovalStore
+
     requests = ApprovalStore.from_url(args.db).list_requests(
         status=args.status, pipeline=args.pipeline
     )
@@ -65,11 +74,14 @@ def run_list(args: argparse.Namespace) -> int:
             ]
             for r in requests
         ],
+        wrap=["statement"],
     )
     return EXIT_OK
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from lgpd_tasks.approvals import ApprovalStore
+
     print_json(ApprovalStore.from_url(args.db).get(args.request_id).to_dict())
     return EXIT_OK
 
@@ -80,10 +92,14 @@ def _decided(request: ApprovalRequest, verb: str) -> int:
 
 
 def run_approve(args: argparse.Namespace) -> int:
+    from lgpd_tasks.approvals import ApprovalStore
+
     store = ApprovalStore.from_url(args.db)
     return _decided(store.approve(args.request_id, _approver(args), args.reason), "approved")
 
 
 def run_deny(args: argparse.Namespace) -> int:
+    from lgpd_tasks.approvals import ApprovalStore
+
     store = ApprovalStore.from_url(args.db)
     return _decided(store.deny(args.request_id, _approver(args), args.reason), "denied")

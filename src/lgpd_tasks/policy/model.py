@@ -101,11 +101,23 @@ StrategySpec = Annotated[str | dict[str, Any], Field(union_mode="left_to_right")
 
 
 class MaskingSpec(_Strict):
-    """How personal fields are masked between tasks."""
+    """How personal fields are masked between tasks.
+
+    ``columns`` names a strategy per column; ``types`` overrides the default strategy of a
+    detected type (``cpf``, ``email``, ``phone``...); ``detect`` also finds personal columns
+    by name and content; ``mask_all_cpf_shaped`` masks CPF-shaped numbers in free text even
+    with wrong check digits; ``sample_size`` and ``threshold`` tune content detection;
+    ``chunk_rows`` bounds the rows masked at once.
+    """
 
     columns: dict[str, StrategySpec] = Field(default_factory=dict)
     detect: bool = True
     key_env: str = "LGPD_MASKING_KEY"
+    types: dict[str, StrategySpec] = Field(default_factory=dict)
+    mask_all_cpf_shaped: bool = False
+    sample_size: PositiveInt = 1000
+    threshold: float = Field(default=0.8, gt=0, le=1)
+    chunk_rows: PositiveInt = 250_000
 
 
 class ApprovalsSpec(_Strict):

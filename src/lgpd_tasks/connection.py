@@ -1,0 +1,605 @@
+"""GuardedConnection: the DB-API wrapper that checks, gates, audits and masks every statement.
+
+The flow of one statement: analyse and decide (``lgpd_tasks.sql``) -> on ``block`` record it
+and raise -> on ``approve`` look up the approval (or open a request and raise) -> write the
+audit *intent* -> execute on the scoped connection -> mask results -> write the *outcome*.
+If the intent cannot be written the statement does not run.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Literal, Self
+
+from lgpd_tasks.approvals import ApprovalStore, NewRequest, Status
+from lgpd_tasks.audit import AuditStore, NewEntry, parse_db_url, redact_url
+from lgpd_tasks.audit.store import isotime, utcnow
+from lgpd_tasks.errors import (
+    ApprovalDenied,
+    ApprovalExpired,
+    ApprovalRequired,
+    LgpdError,
+    Reason,
+    ScopeViolation,
+    StatementBlocked,
+    StatementFailed,
+)
+from lgpd_tasks.identity import TaskIdentity
+from lgpd_tasks.masking import Masker
+from lgpd_tasks.policy import Policy, Scope, load_policy
+from lgpd_tasks.sql import Decision, check
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Driver = Literal["sqlite", "postgres"]
+
+#: Rule ids whose refusal means "outside the scope" (raised as ScopeViolation).
+SCOPE_RULES = frozenset({"read_scope", "write_scope"})
+
+
+class DatabaseCatalog:
+    """Column names from the database's own catalogue, to expand ``SELECT *``."""
+
+    def __init__(self, raw: Any, driver: Driver) -> None:
+        self._raw = raw
+        self._driver = driver
+        self._cache: dict[str, tuple[str, ...] | None] = {}
+
+    def columns(self, table: str) -> Sequence[str] | None:
+        if table not in self._cache:
+            self._cache[table] = self._lookup(table)
+        return self._cache[table]
+
+    def _lookup(self, table: str) -> tuple[str, ...] | None:
+        schema, _, name = table.rpartition(".")
+        try:
+            if self._driver == "sqlite":
+                cur = self._raw.execute(
+                    "SELECT name FROM pragma_table_info(?, ?)", (name, schema or "main")
+                )
+            else:
+                cur = self._raw.cursor()
+                cur.execute(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+                    (schema or "public", name),
+                )
+            cols = tuple(str(r[0]) for r in cur.fetchall())
+        except Exception:  # an unreadable catalogue leaves '*' unexpanded: fail closed
+            return None
+        return cols or None
+
+
+@dataclass
+class _Running:
+    """The statement a cursor last ran, until its outcome is written."""
+
+    intent_id: str
+    decision: Decision
+    started: float
+    approval_id: str | None
+    is_query: bool
+    rows: int = 0
+    masked: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class GuardedCursor:
+    """A DB-API 2.0 cursor whose statements go through the guard and the audit."""
+
+    def __init__(self, connection: GuardedConnection, raw: Any) -> None:
+        self._conn = connection
+        self._raw = raw
+        self._running: _Running | None = None
+        self._columns: list[str] = []
+        self.arraysize = 1
+
+    # -- DB-API attributes ----------------------------------------------------------------
+
+    @property
+    def description(self) -> Any:
+        return self._raw.description
+
+    @property
+    def rowcount(self) -> int:
+        return int(self._raw.rowcount)
+
+    @property
+    def connection(self) -> GuardedConnection:
+        return self._conn
+
+    # -- executing ------------------------------------------------------------------------
+
+    def execute(self, sql: str, parameters: Any = None) -> Self:
+        self._finish()
+        running = self._conn._admit(sql, parameters, many=False)
+        started = time.perf_counter()
+        try:
+            if parameters is None:
+                self._raw.execute(sql)
+            else:
+                self._raw.execute(sql, parameters)
+        except Exception as err:
+            raise self._conn._failed(running, err, started) from None
+        self._after_execute(running, started)
+        return self
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> Self:
+        self._finish()
+        params = list(seq_of_parameters)
+        running = self._conn._admit(sql, params, many=True)
+        started = time.perf_counter()
+        try:
+            self._raw.executemany(sql, params)
+        except Exception as err:
+            raise self._conn._failed(running, err, started) from None
+        self._after_execute(running, started)
+        return self
+
+    def _after_execute(self, running: _Running, started: float) -> None:
+        running.started = started
+        description = self._raw.description
+        if description is not None:
+            running.is_query = True
+            self._columns = [str(d[0]) for d in description]
+            self._running = running
+            return
+        running.rows = max(int(self._raw.rowcount), 0)
+        self._conn._complete(running)
+
+    # -- fetching -------------------------------------------------------------------------
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        row = self._raw.fetchone()
+        if row is None:
+            self._finish()
+            return None
+        return self._mask([row])[0]
+
+    def fetchmany(self, size: int | None = None) -> list[tuple[Any, ...]]:
+        rows = self._raw.fetchmany(size or self.arraysize)
+        if not rows:
+            self._finish()
+            return []
+        return self._mask(rows)
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        rows = self._raw.fetchall()
+        masked = self._mask(rows) if rows else []
+        self._finish()
+        return masked
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        while True:
+            batch = self.fetchmany(1000)
+            if not batch:
+                return
+            yield from batch
+
+    def _mask(self, rows: list[Any]) -> list[tuple[Any, ...]]:
+        running = self._running
+        if running is not None:
+            running.rows += len(rows)
+        masker = self._conn._masker
+        if masker is None:
+            return rows
+        masked, report = masker.mask_rows(self._columns, rows)
+        if running is not None:
+            for col in report.columns:
+                if col.cells_masked:
+                    seen = running.masked.setdefault(
+                        col.column,
+                        {"pii_type": col.detected_type, "strategy": col.strategy, "cells": 0},
+                    )
+                    seen["cells"] += col.cells_masked
+        return masked
+
+    def _finish(self) -> None:
+        running, self._running = self._running, None
+        if running is not None:
+            self._conn._complete(running)
+
+    def close(self) -> None:
+        try:
+            self._finish()
+        finally:
+            self._raw.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class GuardedConnection:
+    """A DB-API 2.0 connection bound to one task identity and one scope.
+
+    Statements outside the scope raise :class:`ScopeViolation` (or another
+    :class:`StatementBlocked`) and never reach the database; risky ones raise
+    :class:`ApprovalRequired` until a person approves them. Results come back masked.
+    Build one with :func:`connect`.
+    """
+
+    def __init__(
+        self,
+        raw: Any,
+        *,
+        driver: Driver,
+        policy: Policy,
+        scope: Scope,
+        identity: TaskIdentity,
+        audit: AuditStore,
+        approvals: ApprovalStore | None = None,
+        masker: Masker | None = None,
+        role: str | None = None,
+        on_close: Callable[[], None] | None = None,
+        target: str = "",
+    ) -> None:
+        self._raw = raw
+        self.driver: Driver = driver
+        self.policy = policy
+        self.scope = scope
+        self.identity = identity
+        self.audit = audit
+        self.approvals = approvals or ApprovalStore(audit)
+        self._masker = masker
+        self.role = role
+        self.target = target
+        self._on_close = on_close
+        self._catalog = DatabaseCatalog(raw, driver)
+        self.closed = False
+        self.last_decision: Decision | None = None
+        # the guard itself is always on; only the defence-in-depth tests switch it off
+        self._guard_enabled = True
+
+    # -- DB-API ---------------------------------------------------------------------------
+
+    def cursor(self) -> GuardedCursor:
+        self._check_open()
+        return GuardedCursor(self, self._raw.cursor())
+
+    def execute(self, sql: str, parameters: Any = None) -> GuardedCursor:
+        """Run one statement on a new cursor (as ``sqlite3.Connection.execute`` does)."""
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> GuardedCursor:
+        return self.cursor().executemany(sql, seq_of_parameters)
+
+    def commit(self) -> None:
+        self._check_open()
+        self._raw.commit()
+
+    def rollback(self) -> None:
+        self._check_open()
+        self._raw.rollback()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self._raw.close()
+        finally:
+            if self._on_close is not None:
+                self._on_close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if not self.closed:
+                if exc_type is None:
+                    self._raw.commit()
+                else:
+                    self._raw.rollback()
+        finally:
+            self.close()
+
+    # -- conveniences ---------------------------------------------------------------------
+
+    def check(self, sql: str) -> Decision:
+        """The guard's decision for ``sql`` in this connection's scope; runs nothing."""
+        return check(sql, self.scope, dialect=self.policy.dialect, catalog=self._catalog)
+
+    def query_df(self, sql: str, parameters: Any = None) -> pd.DataFrame:
+        """Run a query and return its (masked) result as a pandas DataFrame."""
+        import pandas as pd
+
+        cur = self.execute(sql, parameters)
+        try:
+            rows = cur.fetchall()
+            columns = [str(d[0]) for d in cur.description or ()]
+        finally:
+            cur.close()
+        return pd.DataFrame.from_records(rows, columns=columns)
+
+    # -- the guarded path -----------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise LgpdError("the guarded connection is closed")
+
+    def _admit(self, sql: str, parameters: Any, *, many: bool) -> _Running:
+        """Decide, gate and write the intent; raise instead when the statement may not run."""
+        self._check_open()
+        if not isinstance(sql, str):
+            raise StatementBlocked("statement is not a string", scope=self.scope.name, reasons=())
+        decision = self.check(sql)
+        self.last_decision = decision
+        approval_id: str | None = None
+        if self._guard_enabled:
+            if decision.action == "block":
+                self._record_refusal(decision, "block")
+                raise _blocked(decision, self.scope)
+            if decision.action == "approve":
+                approval_id = self._approval(decision)
+        entry = self._statement_entry(decision, approval_id, parameters, many)
+        stored = self.audit.append(entry)
+        return _Running(
+            intent_id=stored.record_id,
+            decision=decision,
+            started=time.perf_counter(),
+            approval_id=approval_id,
+            is_query=False,
+        )
+
+    def _approval(self, decision: Decision) -> str:
+        store = self.approvals
+        ttl = self.policy.approvals.ttl
+        existing = store.find(decision.fingerprint, self.identity)
+        if existing is not None:
+            if existing.usable:
+                return existing.id
+            if existing.status is Status.PENDING:
+                raise _approval_error(
+                    ApprovalRequired, existing.id, decision, self.scope, "waits for"
+                )
+            if existing.status in (Status.DENIED, Status.EXPIRED) and _recent(
+                existing.decided_at, ttl
+            ):
+                cls = ApprovalDenied if existing.status is Status.DENIED else ApprovalExpired
+                raise _approval_error(cls, existing.id, decision, self.scope, str(existing.status))
+        request = store.request(
+            self.identity,
+            NewRequest(
+                fingerprint=decision.fingerprint,
+                scope=self.scope.name,
+                purpose=self.scope.purpose.name,
+                legal_basis=self.scope.purpose.legal_basis,
+                statement_kind=",".join(s.kind for s in decision.statements),
+                normalized=decision.normalized,
+                reasons=decision.reasons,
+                ttl=ttl,
+                min_approvers=self.policy.approvals.min_approvers,
+            ),
+        )
+        raise _approval_error(ApprovalRequired, request.id, decision, self.scope, "waits for")
+
+    def _statement_entry(
+        self, decision: Decision, approval_id: str | None, parameters: Any, many: bool
+    ) -> NewEntry:
+        details: dict[str, Any] = {
+            "event": "intent",
+            "statements": [s.to_dict() for s in decision.statements],
+            "normalized": decision.normalized,
+            "reasons": [r.to_dict() for r in decision.reasons],
+            "approval_id": approval_id,
+            "parameters": _describe_parameters(parameters, many),
+            "role": self.role,
+            "target": self.target,
+            "identity": _identity_details(self.identity),
+        }
+        if not self._guard_enabled:
+            details["guard"] = "disabled"
+        return NewEntry(
+            kind="statement",
+            identity=self.identity,
+            scope=self.scope.name,
+            purpose=self.scope.purpose.name,
+            legal_basis=self.scope.purpose.legal_basis,
+            decision="allow" if approval_id is None else "approved",
+            fingerprint=decision.fingerprint,
+            details=details,
+        )
+
+    def _record_refusal(self, decision: Decision, action: str) -> None:
+        entry = NewEntry(
+            kind="statement",
+            identity=self.identity,
+            scope=self.scope.name,
+            purpose=self.scope.purpose.name,
+            legal_basis=self.scope.purpose.legal_basis,
+            decision=action,
+            fingerprint=decision.fingerprint,
+            details={
+                "event": "refused",
+                "statements": [s.to_dict() for s in decision.statements],
+                "normalized": decision.normalized,
+                "reasons": [r.to_dict() for r in decision.reasons],
+                "role": self.role,
+                "target": self.target,
+                "identity": _identity_details(self.identity),
+            },
+        )
+        self.audit.append(entry)
+
+    def _complete(self, running: _Running, error: BaseException | None = None) -> None:
+        duration_ms = round((time.perf_counter() - running.started) * 1000, 3)
+        details: dict[str, Any] = {
+            "event": "outcome",
+            "status": "error" if error is not None else "ok",
+            "rows": running.rows,
+            "duration_ms": duration_ms,
+        }
+        if running.masked:
+            details["masked"] = running.masked
+        if error is not None:
+            details["error_class"] = type(error).__name__
+            sqlstate = getattr(error, "sqlstate", None)
+            if sqlstate:
+                details["sqlstate"] = sqlstate
+        if running.approval_id is not None and error is None:
+            if not self.approvals.consume(running.approval_id, self.identity):
+                details["approval"] = "already used"
+            details["approval_id"] = running.approval_id
+        self.audit.append(
+            NewEntry(
+                kind="outcome",
+                identity=self.identity,
+                ref=running.intent_id,
+                scope=self.scope.name,
+                purpose=self.scope.purpose.name,
+                legal_basis=self.scope.purpose.legal_basis,
+                decision=running.decision.action,
+                fingerprint=running.decision.fingerprint,
+                details=details,
+            )
+        )
+
+    def _failed(self, running: _Running, err: Exception, started: float) -> StatementFailed:
+        running.started = started
+        self._complete(running, err)
+        message = str(err).strip() or type(err).__name__
+        if self._masker is not None:
+            message = self._masker.mask_text(message)
+        return StatementFailed(
+            f"database refused the statement ({type(err).__name__}): {message}",
+            error_class=type(err).__name__,
+            sqlstate=getattr(err, "sqlstate", None),
+        )
+
+
+def _blocked(decision: Decision, scope: Scope) -> StatementBlocked:
+    reasons = [r for r in decision.reasons if r.action == "block"] or list(decision.reasons)
+    first = reasons[0] if reasons else Reason("unknown", "block", "blocked")
+    cls = ScopeViolation if first.rule in SCOPE_RULES else StatementBlocked
+    return cls(
+        f"statement blocked in scope {scope.name!r} by rule {first.rule}: {first.message}",
+        scope=scope.name,
+        reasons=reasons,
+    )
+
+
+def _approval_error(
+    cls: type[ApprovalRequired], request_id: str, decision: Decision, scope: Scope, state: str
+) -> ApprovalRequired:
+    why = "; ".join(f"{r.rule}: {r.message}" for r in decision.reasons if r.action == "approve")
+    if cls is ApprovalRequired:
+        text = (
+            f"statement in scope {scope.name!r} {state} approval request {request_id} ({why}); "
+            f"approve it with `lgpd-tasks approvals approve {request_id}` or from the "
+            "orchestrator's LGPD page, then run the task again"
+        )
+    else:
+        text = (
+            f"approval request {request_id} for this statement in scope {scope.name!r} was {state}"
+        )
+    return cls(
+        text,
+        scope=scope.name,
+        request_id=request_id,
+        fingerprint=decision.fingerprint,
+        reasons=decision.reasons,
+    )
+
+
+def _recent(moment: str | None, ttl: timedelta) -> bool:
+    return moment is not None and moment > isotime(utcnow() - ttl)
+
+
+def _describe_parameters(parameters: Any, many: bool) -> dict[str, Any] | None:
+    """What kind of parameters came with the statement; never their values."""
+    if parameters is None:
+        return None
+    if many:
+        return {"batches": len(parameters)}
+    if isinstance(parameters, Mapping):
+        return {"named": sorted(str(k) for k in parameters)}
+    try:
+        return {"positional": len(parameters)}
+    except TypeError:
+        return {"positional": 1}
+
+
+def _identity_details(identity: TaskIdentity) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    if identity.map_index is not None:
+        data["map_index"] = identity.map_index
+    if identity.partition is not None:
+        data["partition"] = identity.partition
+    if identity.user is not None:
+        data["user"] = identity.user
+    data.update(identity.extra)
+    return data
+
+
+def connect(
+    url: str,
+    *,
+    policy: Policy | str | os.PathLike[str],
+    scope: str | Scope,
+    identity: TaskIdentity,
+    audit: str | AuditStore,
+    approvals: ApprovalStore | None = None,
+    mask_results: bool = True,
+) -> GuardedConnection:
+    """Open a guarded connection to ``url`` (``sqlite:///file.db`` or ``postgresql://...``).
+
+    ``policy`` is a loaded :class:`Policy` or a policy file path; ``scope`` a scope name or a
+    (possibly narrowed) :class:`Scope`; ``audit`` the audit store or its URL.
+    """
+    loaded = policy if isinstance(policy, Policy) else load_policy(policy)
+    bound = loaded.scope(scope) if isinstance(scope, str) else scope
+    store = audit if isinstance(audit, AuditStore) else AuditStore.from_url(audit)
+    store.ensure_ready()
+    masker = Masker.from_policy(loaded) if mask_results else None
+    driver, raw = _open_raw(url)
+    return GuardedConnection(
+        raw,
+        driver=driver,
+        policy=loaded,
+        scope=bound,
+        identity=identity,
+        audit=store,
+        approvals=approvals,
+        masker=masker,
+        target=redact_url(url),
+    )
+
+
+def _open_raw(url: str) -> tuple[Driver, Any]:
+    parsed = parse_db_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ":memory:"
+        if database != ":memory:" and not Path(database).parent.exists():
+            raise LgpdError(f"no folder for the SQLite database {database!r}")
+        return "sqlite", sqlite3.connect(database)
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - the postgres extra is missing
+        raise LgpdError(
+            "PostgreSQL needs the 'postgres' extra: pip install 'lgpd-tasks[postgres]'"
+        ) from None
+    conninfo = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        return "postgres", psycopg.connect(conninfo, connect_timeout=10)
+    except psycopg.Error as err:
+        raise StatementFailed(
+            f"cannot connect to {redact_url(url)}: {str(err).strip().splitlines()[0]}",
+            error_class=type(err).__name__,
+            sqlstate=getattr(err, "sqlstate", None),
+        ) from None

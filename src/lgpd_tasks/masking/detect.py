@@ -1,0 +1,305 @@
+"""Detection of personal data: by column name (PT and EN) and by content on a sample."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from lgpd_tasks.masking.validators import (
+    is_valid_card,
+    is_valid_cnpj,
+    is_valid_cpf,
+    is_valid_ip,
+    is_valid_phone,
+)
+
+
+class PiiType(StrEnum):
+    """The kinds of personal data the engine knows."""
+
+    CPF = "cpf"
+    CNPJ = "cnpj"
+    EMAIL = "email"
+    PHONE = "phone"
+    CEP = "cep"
+    CARD = "card"
+    IP = "ip"
+    BIRTH_DATE = "birth_date"
+    NAME = "name"
+    ADDRESS = "address"
+    RG = "rg"
+    DOCUMENT = "document"
+    TEXT = "text"
+    """Free text with personal data inside it; masked span by span."""
+    OTHER = "other"
+    """A column the policy names whose content is of no known type."""
+
+
+# Column names are compared in a compact form: lower case, no accents, only letters and digits.
+_EXACT_NAMES: dict[PiiType, tuple[str, ...]] = {
+    PiiType.CPF: ("cpf", "nrcpf", "numcpf", "numerocpf", "cpfcnpj", "documentocpf"),
+    PiiType.CNPJ: ("cnpj", "nrcnpj", "numcnpj", "numerocnpj"),
+    PiiType.EMAIL: ("email", "emails", "correioeletronico", "mail", "emailaddress"),
+    PiiType.PHONE: (
+        "telefone",
+        "telefones",
+        "tel",
+        "celular",
+        "fone",
+        "phone",
+        "phonenumber",
+        "mobile",
+        "whatsapp",
+        "contatotelefonico",
+    ),
+    PiiType.NAME: (
+        "nome",
+        "nomecompleto",
+        "name",
+        "fullname",
+        "firstname",
+        "lastname",
+        "sobrenome",
+        "primeironome",
+        "nomesocial",
+        "nomemae",
+        "nomedamae",
+        "nomepai",
+        "nomedopai",
+        "nomecliente",
+        "nomedocliente",
+        "nomepessoa",
+        "nomeresponsavel",
+        "nomecontato",
+        "nomefuncionario",
+        "nometitular",
+        "customername",
+        "contactname",
+        "titular",
+        "responsavel",
+    ),
+    PiiType.ADDRESS: (
+        "endereco",
+        "enderecocompleto",
+        "logradouro",
+        "address",
+        "streetaddress",
+        "street",
+        "rua",
+        "complemento",
+        "bairro",
+        "numeroendereco",
+        "addressline1",
+        "addressline2",
+    ),
+    PiiType.CEP: ("cep", "zip", "zipcode", "postalcode", "codigopostal"),
+    PiiType.BIRTH_DATE: (
+        "datanascimento",
+        "datadenascimento",
+        "nascimento",
+        "dtnascimento",
+        "dtnasc",
+        "datanasc",
+        "nasc",
+        "birthdate",
+        "dateofbirth",
+        "dob",
+        "birthday",
+    ),
+    PiiType.RG: ("rg", "numerorg", "identidade", "carteiraidentidade", "registrogeral"),
+    PiiType.CARD: (
+        "cartao",
+        "numerocartao",
+        "cartaocredito",
+        "cartaodecredito",
+        "card",
+        "cardnumber",
+        "creditcard",
+    ),
+    PiiType.IP: ("ip", "ipaddress", "enderecoip", "ipv4", "ipv6", "ipcliente", "clientip"),
+    PiiType.DOCUMENT: (
+        "cnh",
+        "passaporte",
+        "passport",
+        "pis",
+        "pispasep",
+        "nis",
+        "cns",
+        "cartaosus",
+        "tituloeleitor",
+        "titulodeeleitor",
+        "ctps",
+        "documento",
+        "ssn",
+    ),
+}
+
+# Words that make a column personal wherever they appear among its name's words
+# (``cpf_cliente``, ``email_contato``); weaker words such as ``nome`` or ``ip`` only count
+# as whole names, because ``nome_produto`` or ``tipo`` are not personal.
+_STRONG_WORDS: dict[str, PiiType] = {
+    "cpf": PiiType.CPF,
+    "cnpj": PiiType.CNPJ,
+    "email": PiiType.EMAIL,
+    "telefone": PiiType.PHONE,
+    "celular": PiiType.PHONE,
+    "phone": PiiType.PHONE,
+    "whatsapp": PiiType.PHONE,
+    "cep": PiiType.CEP,
+    "nascimento": PiiType.BIRTH_DATE,
+    "logradouro": PiiType.ADDRESS,
+    "endereco": PiiType.ADDRESS,
+    "cartao": PiiType.CARD,
+    "passaporte": PiiType.DOCUMENT,
+    "cnh": PiiType.DOCUMENT,
+}
+
+_NAME_INDEX: dict[str, PiiType] = {
+    name: pii for pii, names in _EXACT_NAMES.items() for name in names
+}
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
+
+
+def compact_name(name: str) -> str:
+    """A column name folded for comparison: no case, accents, spaces or punctuation.
+
+    >>> compact_name("Data de Nascimento"), compact_name("E_mail"), compact_name("endereço")
+    ('datadenascimento', 'email', 'endereco')
+    """
+    return "".join(_words(name))
+
+
+def _words(name: str) -> list[str]:
+    split = _CAMEL.sub(" ", name)
+    folded = unicodedata.normalize("NFKD", split).encode("ascii", "ignore").decode().lower()
+    return [w for w in _WORD_SPLIT.split(folded) if w]
+
+
+def type_from_name(name: object) -> PiiType | None:
+    """The kind of personal data a column name announces, if any.
+
+    >>> type_from_name("CPF_Cliente"), type_from_name("e-mail"), type_from_name("dataNascimento")
+    (<PiiType.CPF: 'cpf'>, <PiiType.EMAIL: 'email'>, <PiiType.BIRTH_DATE: 'birth_date'>)
+    >>> type_from_name("nome_produto") is None, type_from_name("tipo") is None
+    (True, True)
+    """
+    if not isinstance(name, str):
+        return None
+    words = _words(name)
+    exact = _NAME_INDEX.get("".join(words))
+    if exact is not None:
+        return exact
+    for word in words:
+        strong = _STRONG_WORDS.get(word)
+        if strong is not None:
+            return strong
+    return None
+
+
+# Whole-cell shapes, checked on a sample before the validators run.
+_SHAPES: dict[PiiType, re.Pattern[str]] = {
+    PiiType.CPF: re.compile(r"[0-9]{3}[. ]?[0-9]{3}[. ]?[0-9]{3}[-. ]?[0-9]{2}"),
+    PiiType.CNPJ: re.compile(r"[0-9A-Z]{2}\.?[0-9A-Z]{3}\.?[0-9A-Z]{3}/?[0-9A-Z]{4}-?[0-9]{2}"),
+    PiiType.EMAIL: re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
+    # Content alone says "phone" only when the number is written like one (punctuation, +55 or
+    # a mobile 9), so that bare 10-digit codes are not taken for landlines.
+    PiiType.PHONE: re.compile(
+        r"(\+?55 ?)?(\(0?[1-9]{2}\) ?|0?[1-9]{2}[ -])9?[0-9]{4}[ .-]?[0-9]{4}"
+        r"|\+?55[1-9]{2}9?[0-9]{8}|[1-9]{2}9[0-9]{8}"
+    ),
+    # Only the hyphenated spelling: eight bare digits are as likely an order number.
+    PiiType.CEP: re.compile(r"[0-9]{5}-[0-9]{3}"),
+    PiiType.CARD: re.compile(r"[0-9]{4}([ -]?[0-9]{4}){2}[ -]?[0-9]{1,7}"),
+    PiiType.IP: re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}|[0-9A-Fa-f:]*:[0-9A-Fa-f:.]+"),
+}
+
+_VALIDATORS: dict[PiiType, Callable[[str], bool]] = {
+    PiiType.CPF: is_valid_cpf,
+    PiiType.CNPJ: is_valid_cnpj,
+    PiiType.CARD: is_valid_card,
+    PiiType.PHONE: is_valid_phone,
+    PiiType.IP: is_valid_ip,
+}
+
+#: Order of preference when a value fits several shapes (an 11-digit CPF can look like a phone).
+CONTENT_TYPES: tuple[PiiType, ...] = (
+    PiiType.CPF,
+    PiiType.CNPJ,
+    PiiType.CARD,
+    PiiType.EMAIL,
+    PiiType.PHONE,
+    PiiType.CEP,
+    PiiType.IP,
+)
+
+
+def value_type(value: str) -> PiiType | None:
+    """The kind of personal data a whole cell holds, validated (check digits, Luhn, DDD).
+
+    >>> value_type("529.982.247-25"), value_type("ana@pf.gov.br"), value_type("01310-100")
+    (<PiiType.CPF: 'cpf'>, <PiiType.EMAIL: 'email'>, <PiiType.CEP: 'cep'>)
+    >>> value_type("529.982.247-26") is None
+    True
+    """
+    text = value.strip()
+    for pii in CONTENT_TYPES:
+        if _SHAPES[pii].fullmatch(text):
+            check = _VALIDATORS.get(pii)
+            if check is None or check(text):
+                return pii
+    return None
+
+
+@dataclass(frozen=True)
+class ContentGuess:
+    """What a sample of a column looks like: its best type and the share of values that fit."""
+
+    pii_type: PiiType | None
+    confidence: float
+    has_text: bool
+    """Some values hold personal data inside longer text."""
+
+
+def guess_content(
+    values: Sequence[str], threshold: float, span_finder: Callable[[str], bool]
+) -> ContentGuess:
+    """Classify a sample of non-empty strings.
+
+    A type wins when at least ``threshold`` of the sample validates as it. Otherwise the
+    column is free text with personal data when any value holds a span ``span_finder``
+    accepts and the column reads like text (spaces) or like a mix of contact values.
+    """
+    if not values:
+        return ContentGuess(None, 0.0, False)
+    counts: dict[PiiType, int] = {}
+    for value in values:
+        found = value_type(value)
+        if found is not None:
+            counts[found] = counts.get(found, 0) + 1
+    size = len(values)
+    if counts:
+        best = max(counts, key=lambda p: counts[p])
+        confidence = counts[best] / size
+        if confidence >= threshold:
+            return ContentGuess(best, round(confidence, 4), False)
+    typed_share = sum(counts.values()) / size
+    spaced = any(" " in v.strip() for v in values)
+    with_email = any("@" in v for v in values)
+    if spaced or with_email or typed_share >= threshold:
+        hits = sum(1 for v in values if span_finder(v))
+        if hits:
+            return ContentGuess(PiiType.TEXT, round(hits / size, 4), True)
+    return ContentGuess(None, 0.0, False)
+
+
+def sample_positions(length: int, size: int) -> Iterable[int]:
+    """Row positions of a sample: the first rows and an even spread over the rest."""
+    if length <= size:
+        return range(length)
+    head = size // 4
+    step = (length - head) / (size - head)
+    return [*range(head), *(head + int(i * step) for i in range(size - head))]

@@ -1,0 +1,480 @@
+"""The masking engine: plans per column (policy, name, content) and applies strategies column-wise."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from pandas.api.types import (
+    is_datetime64_any_dtype,
+    is_float_dtype,
+    is_integer_dtype,
+    is_object_dtype,
+    is_string_dtype,
+)
+
+from lgpd_tasks.errors import MaskingError
+from lgpd_tasks.masking.detect import (
+    PiiType,
+    compact_name,
+    guess_content,
+    sample_positions,
+    type_from_name,
+)
+from lgpd_tasks.masking.report import ColumnReport, MaskingReport
+from lgpd_tasks.masking.strategies import (
+    ALREADY_MASKED,
+    Drop,
+    Generalize,
+    Hmac,
+    HmacKey,
+    MaskContext,
+    Null,
+    Partial,
+    Redact,
+    Strategy,
+    strategy_from_spec,
+)
+from lgpd_tasks.masking.text import PREFILTER, TextScrubber
+
+if TYPE_CHECKING:
+    from lgpd_tasks.policy.policy import Policy
+
+StrategyLike = Strategy | str | Mapping[str, Any]
+
+#: What each detected type gets when the policy does not say; none of these needs a key.
+DEFAULT_STRATEGIES: Mapping[PiiType, Strategy] = MappingProxyType(
+    {
+        PiiType.CPF: Partial(),
+        PiiType.CNPJ: Partial(),
+        PiiType.EMAIL: Partial(),
+        PiiType.PHONE: Partial(),
+        PiiType.CARD: Partial(),
+        PiiType.IP: Partial(),
+        PiiType.CEP: Generalize(),
+        PiiType.BIRTH_DATE: Generalize(),
+        PiiType.NAME: Redact(),
+        PiiType.ADDRESS: Redact(),
+        PiiType.RG: Redact(),
+        PiiType.DOCUMENT: Redact(),
+        PiiType.OTHER: Redact(token="[REDACTED]"),  # noqa: S106
+        PiiType.TEXT: Redact(),
+    }
+)
+
+MIN_KEY_BYTES = 16
+ROWS_SAMPLE = 64
+"""Rows sampled per column of a DB-API result; kept small because every query pays for it."""
+
+
+@dataclass(frozen=True)
+class MaskingRules:
+    """What to mask and how, without a policy file.
+
+    ``columns`` maps a column name (compared without case, accents, spaces or underscores)
+    to a strategy, ``types`` overrides the default strategy of a detected type. With
+    ``detect`` off only the listed columns are masked; with it on, columns are also
+    recognised by name and by the content of a sample of ``sample_size`` values, where a
+    type needs ``threshold`` of the sample to validate.
+    """
+
+    columns: Mapping[str, StrategyLike] = field(default_factory=dict)
+    types: Mapping[str, StrategyLike] = field(default_factory=dict)
+    detect: bool = True
+    key_env: str = "LGPD_MASKING_KEY"
+    mask_all_cpf_shaped: bool = False
+    sample_size: int = 1000
+    threshold: float = 0.8
+    chunk_rows: int = 250_000
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """How one column will be masked, decided once per frame (or once per file)."""
+
+    position: int
+    column: str
+    pii_type: PiiType
+    strategy: Strategy
+    confidence: float
+    detected_by: str
+
+    def report(self, cells: int) -> ColumnReport:
+        return ColumnReport(
+            column=self.column,
+            detected_type=self.pii_type.value,
+            strategy=self.strategy.name,
+            cells_masked=cells,
+            confidence=self.confidence,
+            detected_by=self.detected_by,
+        )
+
+
+class Masker:
+    """Masks DataFrames, DB-API rows and free text under one set of rules.
+
+    >>> masker = Masker()
+    >>> df = pd.DataFrame({"cpf": ["529.982.247-25", None], "cidade": ["Recife", "Natal"]})
+    >>> masked, report = masker.mask_dataframe(df)
+    >>> masked["cpf"].tolist(), masked["cidade"].tolist(), report.masked_columns
+    (['***.***.***-25', nan], ['Recife', 'Natal'], ('cpf',))
+    >>> masker.mask_text("falha para ana@pf.gov.br, CPF 529.982.247-25")
+    'falha para [EMAIL], CPF [CPF]'
+    """
+
+    def __init__(self, rules: MaskingRules | None = None, *, key: bytes | None = None) -> None:
+        self.rules = rules = rules or MaskingRules()
+        if not 0 < rules.threshold <= 1:
+            raise MaskingError(f"masking threshold must be in (0, 1], got {rules.threshold}")
+        if rules.sample_size < 1 or rules.chunk_rows < 1:
+            raise MaskingError("masking sample_size and chunk_rows must be positive")
+        self._columns: dict[str, tuple[str, Strategy]] = {}
+        for name, spec in rules.columns.items():
+            where = f"masking.columns.{name}"
+            strategy = strategy_from_spec(spec, where)
+            pii = type_from_name(name)
+            if pii is not None:
+                _check(strategy, pii, where)
+            self._columns[compact_name(name)] = (name, strategy)
+        types = dict(DEFAULT_STRATEGIES)
+        for type_name, spec in rules.types.items():
+            where = f"masking.types.{type_name}"
+            try:
+                pii = PiiType(type_name)
+            except ValueError:
+                known = ", ".join(p.value for p in PiiType)
+                raise MaskingError(
+                    f"{where}: unknown type {type_name!r} (known: {known})"
+                ) from None
+            strategy = strategy_from_spec(spec, where)
+            _check(strategy, pii, where)
+            types[pii] = strategy
+        self._types: Mapping[PiiType, Strategy] = MappingProxyType(types)
+        self._ctx = MaskContext(hmac_key=self._resolve_key(key))
+        self._scrubber = TextScrubber(mask_all_cpf_shaped=rules.mask_all_cpf_shaped)
+        self._name_plans: dict[tuple[object, ...], tuple[ColumnPlan | None, ...]] = {}
+
+    @classmethod
+    def from_policy(cls, policy: Policy, *, key: bytes | None = None) -> Masker:
+        """A masker for a policy's ``masking`` section; the HMAC key is checked now."""
+        spec = policy.masking
+        return cls(
+            MaskingRules(
+                columns=dict(spec.columns),
+                types=dict(spec.types),
+                detect=spec.detect,
+                key_env=spec.key_env,
+                mask_all_cpf_shaped=spec.mask_all_cpf_shaped,
+                sample_size=spec.sample_size,
+                threshold=spec.threshold,
+                chunk_rows=spec.chunk_rows,
+            ),
+            key=key,
+        )
+
+    def _resolve_key(self, key: bytes | None) -> HmacKey | None:
+        users = [f"masking.columns.{n}" for n, s in self._columns.values() if isinstance(s, Hmac)]
+        users += [f"masking.types.{p.value}" for p, s in self._types.items() if isinstance(s, Hmac)]
+        if key is None:
+            if not users:
+                return None
+            env = self.rules.key_env
+            raw = os.environ.get(env, "")
+            if not raw:
+                raise MaskingError(
+                    f"{users[0]}: strategy 'hmac' needs a key in the environment variable "
+                    f"{env}, which is not set; refusing to hash without a key"
+                )
+            key = raw.encode()
+            source = f"the environment variable {env}"
+        else:
+            source = "the key given"
+        if len(key) < MIN_KEY_BYTES:
+            raise MaskingError(
+                f"the HMAC key in {source} is too short: at least {MIN_KEY_BYTES} bytes"
+            )
+        return HmacKey(key)
+
+    # -- planning ---------------------------------------------------------------------------
+
+    def strategy_for(self, pii: PiiType) -> Strategy:
+        return self._types[pii]
+
+    def missing_columns(self, names: Sequence[object]) -> list[str]:
+        """Policy columns that are not among ``names`` (the CLI refuses such a file)."""
+        present = {compact_name(n) for n in names if isinstance(n, str)}
+        return [orig for key, (orig, _) in self._columns.items() if key not in present]
+
+    def _plan_by_name(self, position: int, name: object) -> ColumnPlan | None:
+        label = str(name)
+        explicit = self._columns.get(compact_name(name)) if isinstance(name, str) else None
+        pii = type_from_name(name)
+        if explicit is not None:
+            return ColumnPlan(position, label, pii or PiiType.OTHER, explicit[1], 1.0, "policy")
+        if pii is not None and self.rules.detect:
+            return ColumnPlan(position, label, pii, self._types[pii], 1.0, "name")
+        return None
+
+    def _plan_by_content(self, position: int, name: object, sample: list[str]) -> ColumnPlan | None:
+        guess = guess_content(sample, self.rules.threshold, self._scrubber.has_span)
+        if guess.pii_type is None:
+            return None
+        pii = guess.pii_type
+        return ColumnPlan(position, str(name), pii, self._types[pii], guess.confidence, "content")
+
+    def _refine_explicit(self, plan: ColumnPlan, sample: list[str]) -> ColumnPlan:
+        # A policy column with a name we do not know still gets a type from its content,
+        # so that "partial" keeps an e-mail's domain; free text is masked as a whole cell.
+        guess = guess_content(sample, self.rules.threshold, self._scrubber.has_span)
+        if guess.pii_type is None or guess.pii_type is PiiType.TEXT:
+            return plan
+        return ColumnPlan(
+            plan.position, plan.column, guess.pii_type, plan.strategy, 1.0, plan.detected_by
+        )
+
+    def plan(self, df: pd.DataFrame) -> list[ColumnPlan]:
+        """Decide, for every column of ``df``, whether and how it is masked."""
+        plans: list[ColumnPlan] = []
+        positions = list(sample_positions(len(df), self.rules.sample_size))
+        for j, name in enumerate(df.columns):
+            plan = self._plan_by_name(j, name)
+            needs_content = (plan is None and self.rules.detect) or (
+                plan is not None and plan.pii_type is PiiType.OTHER
+            )
+            if needs_content:
+                col = df.iloc[:, j]
+                if is_string_dtype(col.dtype) or is_object_dtype(col.dtype):
+                    sample = _strings(col.iloc[positions].tolist())
+                    if len(sample) < min(20, len(positions)):
+                        sample = _strings(col.dropna().head(self.rules.sample_size).tolist())
+                    if plan is None:
+                        plan = self._plan_by_content(j, name, sample)
+                    else:
+                        plan = self._refine_explicit(plan, sample)
+            if (
+                plan is not None
+                and plan.pii_type is PiiType.OTHER
+                and is_datetime64_any_dtype(df.dtypes.iloc[j])
+            ):
+                plan = replace(plan, pii_type=PiiType.BIRTH_DATE)
+            if plan is not None:
+                if plan.pii_type is not PiiType.TEXT:
+                    _check(plan.strategy, plan.pii_type, f"column {plan.column!r}")
+                plans.append(plan)
+        return plans
+
+    # -- applying ---------------------------------------------------------------------------
+
+    def mask_dataframe(self, df: pd.DataFrame) -> tuple[pd.DataFrame, MaskingReport]:
+        """Mask ``df`` into a new frame; ``df`` itself is never modified."""
+        if not isinstance(df, pd.DataFrame):
+            raise MaskingError(
+                f"mask_dataframe expects a pandas DataFrame, got {type(df).__name__}"
+            )
+        return self.apply(df, self.plan(df))
+
+    def apply(
+        self, df: pd.DataFrame, plans: Sequence[ColumnPlan]
+    ) -> tuple[pd.DataFrame, MaskingReport]:
+        """Mask ``df`` with plans made earlier (the CLI plans on a file's first chunk)."""
+        # A shallow copy is enough under pandas 3's copy-on-write: replacing a column of
+        # ``out`` never reaches ``df``, and untouched columns share their buffers.
+        out = df.copy(deep=False)
+        drop: list[int] = []
+        reports: list[ColumnReport] = []
+        for plan in plans:
+            col = df.iloc[:, plan.position]
+            masked, cells = self._apply_chunked(col, plan)
+            if masked is None:
+                drop.append(plan.position)
+            elif masked is not col:
+                out.isetitem(plan.position, masked)  # type: ignore[arg-type]  # stubs omit Series
+            reports.append(plan.report(cells))
+        if drop:
+            keep = [j for j in range(out.shape[1]) if j not in set(drop)]
+            out = out.iloc[:, keep]
+        return out, MaskingReport(rows=len(df), columns=tuple(reports))
+
+    def _apply_chunked(
+        self, col: pd.Series[Any], plan: ColumnPlan
+    ) -> tuple[pd.Series[Any] | None, int]:
+        size = self.rules.chunk_rows
+        if len(col) <= size:
+            return self._apply_column(col, plan)
+        parts: list[pd.Series[Any]] = []
+        cells = 0
+        for start in range(0, len(col), size):
+            part, n = self._apply_column(col.iloc[start : start + size], plan)
+            if part is None:
+                return None, int(col.notna().sum())
+            parts.append(part)
+            cells += n
+        if cells == 0:
+            return col, 0
+        return pd.concat(parts), cells
+
+    def _apply_column(
+        self, col: pd.Series[Any], plan: ColumnPlan
+    ) -> tuple[pd.Series[Any] | None, int]:
+        strategy = plan.strategy
+        if isinstance(strategy, Drop):
+            return None, int(col.notna().sum())
+        if isinstance(strategy, Null):
+            cells = int(col.notna().sum())
+            return (col.where(np.zeros(len(col), dtype=bool)) if cells else col), cells
+        if plan.pii_type is PiiType.TEXT:
+            return self._scrub_column(col)
+        return self._mask_values(col, plan.pii_type, strategy)
+
+    def _mask_values(
+        self, col: pd.Series[Any], pii: PiiType, strategy: Strategy
+    ) -> tuple[pd.Series[Any], int]:
+        na = col.isna()
+        if is_datetime64_any_dtype(col.dtype):
+            if isinstance(strategy, Generalize):
+                return col.dt.year.astype("Int64"), int((~na).sum())
+            text = col.dt.strftime("%Y-%m-%d").astype("str")
+        elif (
+            is_integer_dtype(col.dtype)
+            and isinstance(strategy, Generalize)
+            and pii is PiiType.BIRTH_DATE
+        ):
+            # Years already: generalising again changes nothing.
+            return col, 0
+        elif is_float_dtype(col.dtype) and bool(((col % 1) == 0).where(~na, True).all()):
+            text = col.astype("Int64").astype("str")
+        else:
+            text = col if col.dtype == "str" else col.astype("str")
+        if pii is PiiType.CPF and not is_string_dtype(col.dtype) and not is_object_dtype(col.dtype):
+            text = text.str.zfill(11)
+        elif (
+            pii is PiiType.CNPJ
+            and not is_string_dtype(col.dtype)
+            and not is_object_dtype(col.dtype)
+        ):
+            text = text.str.zfill(14)
+        todo = (~na) & text.str.len().gt(0) & ~text.str.contains(ALREADY_MASKED, regex=True)
+        todo = todo.fillna(False).astype(bool)
+        cells = int(todo.sum())
+        if cells == 0:
+            return col, 0
+        everything = cells == len(text)
+        masked = strategy.mask(text if everything else text[todo], pii, self._ctx)
+        if everything:
+            out = masked
+        else:
+            out = text.copy()
+            out[todo] = masked
+        if is_object_dtype(col.dtype):
+            out = out.astype(object)
+            if na.any():
+                out[na] = col[na]
+        return out, cells
+
+    def _scrub_column(self, col: pd.Series[Any]) -> tuple[pd.Series[Any], int]:
+        if not (is_string_dtype(col.dtype) or is_object_dtype(col.dtype)):
+            return col, 0
+        hits = col.str.contains(PREFILTER, regex=True)
+        hits = hits.fillna(False).astype(bool)
+        if not hits.any():
+            return col, 0
+        before = col[hits].tolist()
+        after = [self._scrubber(v) if isinstance(v, str) else v for v in before]
+        cells = sum(1 for a, b in zip(before, after, strict=True) if a != b)
+        if cells == 0:
+            return col, 0
+        out = col.copy()
+        out[hits] = after
+        return out, cells
+
+    def mask_rows(
+        self, column_names: Sequence[object], rows: list[Any]
+    ) -> tuple[list[Any], MaskingReport]:
+        """Mask DB-API result rows; returns ``rows`` itself when no column needs masking.
+
+        Names are planned once per column-name tuple; content is checked on a sample of
+        up to 64 rows of each call. A dropped column keeps its place with nulls, since a
+        cursor's description fixes the shape.
+        """
+        names = tuple(column_names)
+        if not rows:
+            return rows, MaskingReport(rows=0)
+        by_name = self._name_plans.get(names)
+        if by_name is None:
+            by_name = tuple(self._plan_by_name(j, n) for j, n in enumerate(names))
+            if len(self._name_plans) > 1024:
+                self._name_plans.clear()
+            self._name_plans[names] = by_name
+        positions = list(sample_positions(len(rows), ROWS_SAMPLE))
+        plans: list[ColumnPlan] = []
+        for j, plan in enumerate(by_name):
+            if plan is None and not self.rules.detect:
+                continue
+            if plan is None or plan.pii_type is PiiType.OTHER:
+                sample = _strings([rows[i][j] for i in positions])
+                if sample:
+                    if plan is None:
+                        plan = self._plan_by_content(j, names[j], sample)
+                    else:
+                        plan = self._refine_explicit(plan, sample)
+            if plan is not None:
+                plans.append(plan)
+        if not plans:
+            return rows, MaskingReport(rows=len(rows))
+        columns = list(zip(*rows, strict=True))
+        reports: list[ColumnReport] = []
+        for plan in plans:
+            if plan.pii_type is not PiiType.TEXT:
+                _check(plan.strategy, plan.pii_type, f"column {plan.column!r}")
+            values = pd.Series(columns[plan.position], dtype=object)
+            applied = replace(plan, strategy=Null()) if isinstance(plan.strategy, Drop) else plan
+            masked, cells = self._apply_chunked(values, applied)
+            if masked is not None and masked is not values:
+                columns[plan.position] = tuple(_nulls_to_none(masked))
+            reports.append(plan.report(cells))
+        return list(zip(*columns, strict=True)), MaskingReport(
+            rows=len(rows), columns=tuple(reports)
+        )
+
+    def mask_text(self, text: str) -> str:
+        """``text`` with CPF, CNPJ, e-mail, phone and card spans replaced by type tokens."""
+        return self._scrubber(text)
+
+
+def _check(strategy: Strategy, pii: PiiType, where: str) -> None:
+    try:
+        strategy.check(pii)
+    except MaskingError as err:
+        raise MaskingError(f"{where}: {err}") from None
+
+
+def _strings(values: list[Any]) -> list[str]:
+    return [v for v in values if isinstance(v, str) and v.strip()]
+
+
+def _nulls_to_none(values: pd.Series[Any]) -> list[Any]:
+    out = values.astype(object)
+    return [None if v is None or (isinstance(v, float) and v != v) else v for v in out.tolist()]
+
+
+def mask_dataframe(
+    df: pd.DataFrame, rules: MaskingRules | Masker | None = None
+) -> tuple[pd.DataFrame, MaskingReport]:
+    """Mask ``df`` under ``rules`` (defaults: detect everything, no key needed)."""
+    masker = rules if isinstance(rules, Masker) else Masker(rules)
+    return masker.mask_dataframe(df)
+
+
+def mask_text(text: str, rules: MaskingRules | Masker | None = None) -> str:
+    """Scrub personal-data spans from free text (log lines, error messages).
+
+    >>> mask_text("cliente 11.222.333/0001-81 ligou de (11) 98765-4321")
+    'cliente [CNPJ] ligou de [PHONE]'
+    """
+    masker = rules if isinstance(rules, Masker) else Masker(rules)
+    return masker.mask_text(text)

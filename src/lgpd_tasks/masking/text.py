@@ -1,0 +1,90 @@
+"""Personal data inside free text: find CPF, CNPJ, e-mail, phone and card spans and replace them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from lgpd_tasks.masking.detect import PiiType
+from lgpd_tasks.masking.validators import (
+    is_valid_card,
+    is_valid_cnpj,
+    is_valid_cpf,
+    is_valid_phone,
+)
+
+#: A cheap superset of every span below, in the RE2 subset (no lookarounds, ``\d``, ``\b`` or
+#: ``\s``) so that pandas runs it on Arrow strings without falling back to Python's ``re``.
+#: Only rows it hits go through the exact, validating pass.
+PREFILTER = (
+    r"@|[0-9]{4}|[0-9]{3}[. ][0-9]{3}"
+    r"|[0-9A-Z]{2}\.[0-9A-Z]{3}\.[0-9A-Z]{3}|[0-9A-Z]{12}[0-9]{2}"
+)
+
+_SPANS = re.compile(
+    r"(?P<email>[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})"
+    r"|(?<![0-9A-Za-z])(?P<cnpj>[0-9A-Z]{2}\.?[0-9A-Z]{3}\.?[0-9A-Z]{3}/?[0-9A-Z]{4}-?[0-9]{2})"
+    r"(?![0-9A-Za-z])"
+    r"|(?<![0-9])(?P<cpf>[0-9]{3}[. ]?[0-9]{3}[. ]?[0-9]{3}[-. ]?[0-9]{2})(?![0-9])"
+    r"|(?<![0-9])(?P<card>[0-9]{4}(?:[ -]?[0-9]{4}){2}[ -]?[0-9]{1,7})(?![0-9])"
+    r"|(?<![0-9+])(?P<phone>(?:\+?55 ?)?(?:\(0?[1-9]{2}\) ?|0?[1-9]{2}[ -])9?[0-9]{4}[ .-]?[0-9]{4}"
+    r"|\+55 ?[1-9]{2}9?[0-9]{8})(?![0-9])"
+)
+
+# A matched shape may still be another type: 14 digits that are no CNPJ can be a card.
+_CANDIDATES: dict[str, tuple[tuple[PiiType, Callable[[str], bool]], ...]] = {
+    "email": ((PiiType.EMAIL, lambda _: True),),
+    "cnpj": ((PiiType.CNPJ, is_valid_cnpj), (PiiType.CARD, is_valid_card)),
+    "cpf": ((PiiType.CPF, is_valid_cpf),),
+    "card": ((PiiType.CARD, is_valid_card),),
+    "phone": ((PiiType.PHONE, is_valid_phone),),
+}
+
+Replacer = Callable[[PiiType, str], str]
+
+
+def redact_token(pii: PiiType, _value: str) -> str:
+    """The default replacement for a span: its type in brackets (``[CPF]``)."""
+    return f"[{pii.value.upper()}]"
+
+
+class TextScrubber:
+    """Replaces validated personal-data spans in strings.
+
+    >>> scrub = TextScrubber()
+    >>> scrub("cliente 529.982.247-25 (ana@pf.gov.br) pedido 123.456.789-00")
+    'cliente [CPF] ([EMAIL]) pedido 123.456.789-00'
+    >>> TextScrubber(mask_all_cpf_shaped=True)("pedido 123.456.789-00")
+    'pedido [CPF]'
+    """
+
+    def __init__(self, replacer: Replacer = redact_token, *, mask_all_cpf_shaped: bool = False):
+        self._replacer = replacer
+        self._all_cpf_shaped = mask_all_cpf_shaped
+
+    def kind(self, group: str, span: str) -> PiiType | None:
+        """The validated type of a matched span, or ``None`` when it is only look-alike."""
+        if group == "cpf" and self._all_cpf_shaped:
+            return PiiType.CPF
+        for pii, check in _CANDIDATES[group]:
+            if check(span):
+                return pii
+        return None
+
+    def _replace(self, match: re.Match[str]) -> str:
+        group = match.lastgroup
+        span = match.group()
+        if group is None:
+            return span
+        pii = self.kind(group, span)
+        return span if pii is None else self._replacer(pii, span)
+
+    def __call__(self, text: str) -> str:
+        return _SPANS.sub(self._replace, text)
+
+    def has_span(self, text: str) -> bool:
+        """Whether ``text`` holds at least one validated span."""
+        for match in _SPANS.finditer(text):
+            if match.lastgroup is not None and self.kind(match.lastgroup, match.group()):
+                return True
+        return False

@@ -1,0 +1,570 @@
+"""Resolve a parsed statement's tables and columns, what it writes, and its column lineage.
+
+The walk follows SQL's own scoping: CTEs (data-modifying ones included), derived tables,
+``LATERAL``, correlated subqueries in any clause, set operations and ``RETURNING``. A
+column whose table cannot be known is attributed to every table it could come from, so
+an uncertain read is checked against each of them (fail closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
+
+from lgpd_tasks.policy import ALL, Scope
+from lgpd_tasks.policy.names import qualified_name
+from lgpd_tasks.sql.conditions import always_true
+from lgpd_tasks.sql.model import Catalog, LineageEdge
+
+Output = tuple[str, frozenset[str]]
+"""An output column of a query: its name and the ``schema.table.column`` it comes from."""
+
+
+@dataclass
+class Relation:
+    """Something a FROM clause makes visible: a real table or a derived result."""
+
+    table: str | None = None
+    #: Output columns for derived results; catalogue columns (no sources) for tables.
+    outputs: list[Output] | None = None
+    columns: frozenset[str] | None = None
+
+    def definitely_has(self, name: str, granted: frozenset[str] | None) -> bool:
+        if self.table is not None:
+            if self.columns is not None:
+                return name in self.columns
+            # an explicit column grant asserts the column exists in that table
+            return granted is not None and ALL not in granted and name in granted
+        return self.outputs is not None and any(n == name for n, _ in self.outputs)
+
+    def may_have(self, name: str) -> bool:
+        if self.table is not None:
+            return self.columns is None or name in self.columns
+        if self.outputs is None:
+            return True
+        return any(n in (name, ALL) for n, _ in self.outputs)
+
+
+@dataclass
+class Env:
+    """CTEs in reach and the FROM sources of enclosing queries (innermost first)."""
+
+    ctes: dict[str, Relation] = field(default_factory=dict)
+    outer: tuple[dict[str, Relation], ...] = ()
+
+    def inner(self, sources: dict[str, Relation]) -> Env:
+        return Env(dict(self.ctes), (sources, *self.outer))
+
+
+class Walker:
+    """Collects reads, writes, functions and lineage of one statement."""
+
+    def __init__(self, dialect: str, catalog: Catalog | None, scope: Scope | None) -> None:
+        self.dialect = dialect
+        self._dialect = Dialect.get_or_raise(dialect)
+        self.catalog = catalog
+        self.scope = scope
+        self.tables_read: set[str] = set()
+        self.tables_written: set[str] = set()
+        self.reads: dict[str, set[str]] = {}
+        self.writes: dict[str, set[str]] = {}
+        self.functions: set[str] = set()
+        self.unknown_functions: set[str] = set()
+        self.unresolved: set[str] = set()
+        self.lineage: list[LineageEdge] = []
+        #: Kinds of writes anywhere in the statement (data-modifying CTEs included).
+        self.write_kinds: set[str] = set()
+        #: Tables deleted from or updated with no WHERE or an always-true one.
+        self.unbounded: set[str] = set()
+
+    # -- names -------------------------------------------------------------------------
+    def ident(self, node: exp.Expr | str | None) -> str:
+        if node is None:
+            return ""
+        if isinstance(node, str):
+            node = exp.to_identifier(node)
+        if not isinstance(node, exp.Identifier):
+            return node.name
+        return str(self._dialect.normalize_identifier(node.copy()).name)
+
+    def table_name(self, table: exp.Table) -> str:
+        schema = self.ident(table.args.get("db")) or None
+        return qualified_name(self.ident(table.this), schema, self.dialect)
+
+    def catalog_columns(self, table: str) -> list[str] | None:
+        if self.catalog is None:
+            return None
+        cols = self.catalog.columns(table)
+        return list(cols) if cols is not None else None
+
+    # -- recording ---------------------------------------------------------------------
+    def read(self, table: str, column: str) -> None:
+        self.tables_read.add(table)
+        self.reads.setdefault(table, set()).add(column)
+
+    def write(self, table: str, columns: Iterable[str]) -> None:
+        self.tables_written.add(table)
+        self.writes.setdefault(table, set()).update(columns)
+
+    def edge(self, target: str, sources: Iterable[str]) -> None:
+        self.lineage.append(LineageEdge(target, tuple(sorted(set(sources)))))
+
+    def real(self, table: str) -> Relation:
+        cols = self.catalog_columns(table)
+        return Relation(table=table, columns=frozenset(cols) if cols is not None else None)
+
+    # -- queries -----------------------------------------------------------------------
+    def query(self, node: exp.Expr | None, env: Env) -> list[Output]:
+        """Walk a query or a data-modifying statement; return its output columns."""
+        if node is None:
+            return []
+        if isinstance(node, exp.Subquery):
+            env = self.ctes(node, env)
+            return self.query(node.this, env)
+        if isinstance(node, exp.Select):
+            return self.select(node, env)
+        if isinstance(node, exp.SetOperation):
+            env = self.ctes(node, env)
+            left = self.query(node.left, env)
+            right = self.query(node.right, env)
+            if len(left) != len(right) or any(n == ALL for n, _ in (*left, *right)):
+                merged = frozenset().union(*(s for _, s in (*left, *right)))
+                return [(ALL, merged)] if merged or left or right else []
+            return [(ln, ls | rs) for (ln, ls), (_, rs) in zip(left, right, strict=True)]
+        if isinstance(node, exp.Values):
+            return self.values(node, env)
+        if isinstance(node, exp.Insert):
+            return self.insert(node, env)
+        if isinstance(node, exp.Update):
+            return self.update(node, env)
+        if isinstance(node, exp.Delete):
+            return self.delete(node, env)
+        if isinstance(node, exp.Merge):
+            return self.merge(node, env)
+        for child in node.iter_expressions():
+            self.expr(child, {}, env)
+        return []
+
+    def ctes(self, node: exp.Expr, env: Env) -> Env:
+        with_ = node.args.get("with_")
+        if not isinstance(with_, exp.With):
+            return env
+        env = Env(dict(env.ctes), env.outer)
+        for cte in with_.expressions:
+            name = self.ident(cte.args["alias"].this)
+            if with_.args.get("recursive"):
+                env.ctes[name] = Relation()  # the self-reference: outputs unknown
+            outputs = self.query(cte.this, env)
+            env.ctes[name] = Relation(outputs=self.renamed(outputs, cte.args.get("alias")))
+        return env
+
+    def renamed(self, outputs: list[Output], alias: exp.Expr | None) -> list[Output]:
+        names = [self.ident(c) for c in alias.args.get("columns") or []] if alias else []
+        if not names:
+            return outputs
+        if any(n == ALL for n, _ in outputs) or len(outputs) < len(names):
+            merged = frozenset().union(*(s for _, s in outputs))
+            return [(n, merged) for n in names]
+        return [(n, outputs[i][1]) for i, n in enumerate(names)] + outputs[len(names) :]
+
+    def values(self, node: exp.Values, env: Env) -> list[Output]:
+        width = 0
+        for row in node.expressions:
+            self.expr(row, {}, env)
+            width = max(width, len(row.expressions) if isinstance(row, exp.Tuple) else 1)
+        return self.renamed(
+            [(f"column{i + 1}", frozenset()) for i in range(width)], node.args.get("alias")
+        )
+
+    def select(self, node: exp.Select, env: Env) -> list[Output]:
+        env = self.ctes(node, env)
+        sources: dict[str, Relation] = {}
+        from_ = node.args.get("from_")
+        if isinstance(from_, exp.From):
+            self.add_source(from_.this, sources, env)
+        joins = node.args.get("joins") or []
+        for join in joins:
+            self.add_source(join.this, sources, env)
+        outputs: list[Output] = []
+        for projection in node.expressions:
+            star = self.star_qualifier(projection)
+            if star is not None:
+                outputs.extend(self.star(star, sources))
+            else:
+                outputs.append((self.output_name(projection), self.expr(projection, sources, env)))
+        aliases = frozenset(n for n, _ in outputs)
+        for join in joins:
+            self.expr(join.args.get("on"), sources, env)
+            for using in join.args.get("using") or []:
+                name = self.ident(using)
+                for rel in sources.values():
+                    self.from_relation(rel, name)
+        for key in ("where", "qualify", "distinct", "prewhere", "connect"):
+            self.expr(node.args.get(key), sources, env)
+        for key in ("group", "having", "order", "windows"):
+            self.expr(node.args.get(key), sources, env, aliases)
+        for key in ("limit", "offset"):
+            self.expr(node.args.get(key), sources, env)
+        into = node.args.get("into")
+        if isinstance(into, exp.Into) and isinstance(into.this, exp.Table):
+            self.write(self.table_name(into.this), [ALL])
+        return outputs
+
+    def output_name(self, projection: exp.Expr) -> str:
+        if isinstance(projection, exp.Alias):
+            return self.ident(projection.args.get("alias"))
+        if isinstance(projection, exp.Column):
+            return self.ident(projection.this)
+        if isinstance(projection, exp.Anonymous):
+            return projection.name.lower()
+        if isinstance(projection, exp.Func):
+            return projection.sql_name().lower()
+        # PostgreSQL's name for any other expression; never a literal's text
+        return "?column?"
+
+    def add_source(self, node: exp.Expr, sources: dict[str, Relation], env: Env) -> None:
+        alias_node = node.args.get("alias")
+        alias = self.ident(alias_node.this) if isinstance(alias_node, exp.TableAlias) else ""
+        if isinstance(node, exp.Table):
+            if isinstance(node.this, exp.Func) or not isinstance(node.this, exp.Identifier):
+                self.expr(node.this, sources, env)
+                columns = alias_node.args.get("columns") if alias_node else None
+                outputs = [(self.ident(c), frozenset[str]()) for c in columns or []]
+                sources[alias or node.this.name.lower()] = Relation(outputs=outputs or None)
+                return
+            name = self.ident(node.this)
+            if not node.args.get("db") and name in env.ctes:
+                rel = env.ctes[name]
+                sources[alias or name] = Relation(
+                    outputs=self.renamed(rel.outputs, alias_node) if rel.outputs else rel.outputs
+                )
+            else:
+                table = self.table_name(node)
+                self.tables_read.add(table)
+                sources[alias or name] = self.real(table)
+            for join in node.args.get("joins") or []:
+                self.add_source(join.this, sources, env)
+                self.expr(join.args.get("on"), sources, env)
+            return
+        if isinstance(node, exp.Subquery):
+            outputs = self.query(node.this, env.inner(sources))
+            sources[alias] = Relation(outputs=self.renamed(outputs, alias_node))
+            return
+        if isinstance(node, exp.Lateral):
+            inner = node.this
+            if isinstance(inner, exp.Subquery):
+                outputs = self.query(inner.this, env.inner(sources))
+                sources[alias] = Relation(outputs=self.renamed(outputs, alias_node))
+            else:
+                self.expr(inner, sources, env)
+                sources[alias] = Relation()
+            return
+        if isinstance(node, exp.Values):
+            sources[alias] = Relation(outputs=self.values(node, env))
+            return
+        # UNNEST, table functions, anything else: walk it, its columns stay unknown
+        self.expr(node, sources, env)
+        sources[alias or node.alias_or_name.lower()] = Relation()
+
+    def star(self, qualifier: str, sources: Mapping[str, Relation]) -> list[Output]:
+        outputs: list[Output] = []
+        chosen = (
+            list(sources.values())
+            if qualifier == ALL
+            else [sources[qualifier]]
+            if qualifier in sources
+            else []
+        )
+        if qualifier != ALL and not chosen:
+            self.unresolved.add(f"{qualifier}.*")
+        for rel in chosen:
+            if rel.table is not None:
+                cols = self.catalog_columns(rel.table)
+                if cols is None:
+                    self.read(rel.table, ALL)
+                    outputs.append((ALL, frozenset({f"{rel.table}.{ALL}"})))
+                else:
+                    for col in cols:
+                        self.read(rel.table, col)
+                        outputs.append((col, frozenset({f"{rel.table}.{col}"})))
+            elif rel.outputs is not None:
+                outputs.extend(rel.outputs)
+        return outputs
+
+    # -- expressions -------------------------------------------------------------------
+    def expr(
+        self,
+        node: exp.Expr | None,
+        sources: dict[str, Relation],
+        env: Env,
+        aliases: frozenset[str] = frozenset(),
+    ) -> frozenset[str]:
+        """Walk an expression; record column reads and calls; return its source columns."""
+        if node is None:
+            return frozenset()
+        found: set[str] = set()
+        stack: list[exp.Expr] = [node]
+        while stack:
+            current = stack.pop()
+            if isinstance(current, exp.Column):
+                star = self.star_qualifier(current)
+                if star is not None:
+                    for _, srcs in self.star(star, sources):
+                        found |= srcs
+                else:
+                    found |= self.column(current, sources, env, aliases)
+                continue
+            if isinstance(current, (exp.Query, exp.DML)):
+                for _, srcs in self.query(current, env.inner(sources)):
+                    found |= srcs
+                continue
+            if isinstance(current, exp.Subquery):
+                for _, srcs in self.query(current, env.inner(sources)):
+                    found |= srcs
+                continue
+            if isinstance(current, exp.Table) and isinstance(current.this, exp.Identifier):
+                # a bare table inside an expression (``IN (TABLE t)``...): at least a read
+                self.add_source(current, {}, env)
+                continue
+            if isinstance(current, exp.Func):
+                self.function(current)
+            stack.extend(current.iter_expressions())
+        return frozenset(found)
+
+    def function(self, node: exp.Func) -> None:
+        if isinstance(node, exp.Anonymous):
+            name = node.name.lower()
+            self.functions.add(name)
+            self.unknown_functions.add(name)
+        else:
+            self.functions.add(node.sql_name().lower())
+
+    def column(
+        self,
+        node: exp.Column,
+        sources: Mapping[str, Relation],
+        env: Env,
+        aliases: frozenset[str] = frozenset(),
+    ) -> frozenset[str]:
+        name = self.ident(node.this)
+        qualifier = self.ident(node.args.get("table")) if node.args.get("table") else ""
+        levels = (sources, *env.outer)
+        if qualifier:
+            for level in levels:
+                if qualifier in level:
+                    return self.from_relation(level[qualifier], name)
+            self.unresolved.add(f"{qualifier}.{name}")
+            return frozenset()
+        chosen: list[Relation] = []
+        for level in levels:
+            candidates = [rel for rel in level.values() if rel.may_have(name)]
+            definite = [rel for rel in candidates if rel.definitely_has(name, self.granted(rel))]
+            if definite:
+                chosen.extend(definite)
+                break
+            chosen.extend(candidates)
+        if not chosen:
+            if name not in aliases:
+                self.unresolved.add(name)
+            return frozenset()
+        found: set[str] = set()
+        for rel in chosen:
+            found |= self.from_relation(rel, name)
+        return frozenset(found)
+
+    def granted(self, rel: Relation) -> frozenset[str] | None:
+        if self.scope is None or rel.table is None:
+            return None
+        return self.scope.readable_columns(rel.table)
+
+    def from_relation(self, rel: Relation, name: str) -> frozenset[str]:
+        if rel.table is not None:
+            self.read(rel.table, name)
+            return frozenset({f"{rel.table}.{name}"})
+        if rel.outputs is None:
+            return frozenset()
+        for out_name, srcs in rel.outputs:
+            if out_name == name:
+                return srcs
+        found: set[str] = set()
+        for out_name, srcs in rel.outputs:
+            if out_name == ALL:
+                found |= {s[: -len(ALL)] + name if s.endswith("." + ALL) else s for s in srcs}
+        return frozenset(found)
+
+    # -- data-modifying statements -----------------------------------------------------
+    def target(self, node: exp.Expr) -> tuple[str, str, list[str] | None]:
+        """Table name, alias in scope and listed columns of an INSERT/UPDATE/DELETE target."""
+        columns: list[str] | None = None
+        if isinstance(node, exp.Schema):
+            columns = [self.ident(c) for c in node.expressions]
+            node = node.this
+        if not isinstance(node, exp.Table) or not isinstance(node.this, exp.Identifier):
+            self.unresolved.add("<target>")
+            return "?", "?", columns
+        table = self.table_name(node)
+        return table, self.ident(node.args["alias"].this) if node.alias else node.name, columns
+
+    def returning(self, node: exp.Expr, sources: dict[str, Relation], env: Env) -> list[Output]:
+        returning = node.args.get("returning")
+        if not isinstance(returning, exp.Returning):
+            return []
+        outputs: list[Output] = []
+        for projection in returning.expressions:
+            star = self.star_qualifier(projection)
+            if star is not None:
+                outputs.extend(self.star(star, sources))
+            else:
+                outputs.append((self.output_name(projection), self.expr(projection, sources, env)))
+        return outputs
+
+    def insert(self, node: exp.Insert, env: Env) -> list[Output]:
+        env = self.ctes(node, env)
+        table, alias, columns = self.target(node.this)
+        if columns is None:
+            columns = self.catalog_columns(table)
+        self.write_kinds.add("insert")
+        outputs = self.query(node.expression, env) if node.expression is not None else []
+        self.write(table, columns if columns is not None else [ALL])
+        known = columns is not None and all(n != ALL for n, _ in outputs)
+        if columns is not None and known:
+            for position, column in enumerate(columns):
+                if position < len(outputs) and outputs[position][1]:
+                    self.edge(f"{table}.{column}", outputs[position][1])
+        else:
+            merged = frozenset().union(*(s for _, s in outputs))
+            if merged:
+                for column in columns or [ALL]:
+                    self.edge(f"{table}.{column}", merged)
+        sources = {alias: self.real(table)}
+        conflict = node.args.get("conflict")
+        if isinstance(conflict, exp.OnConflict):
+            proposed = (
+                [(c, outputs[i][1]) for i, c in enumerate(columns) if i < len(outputs)]
+                if columns is not None and known
+                else None
+            )
+            conflict_sources = {**sources, "excluded": Relation(outputs=proposed)}
+            if conflict.args.get("expressions"):
+                self.write_kinds.add("update")
+            for assignment in conflict.args.get("expressions") or []:
+                self.assignment(table, assignment, conflict_sources, env)
+            self.expr(conflict.args.get("where"), conflict_sources, env)
+        return self.returning(node, sources, env)
+
+    def assignment(
+        self, table: str, node: exp.Expr, sources: dict[str, Relation], env: Env
+    ) -> None:
+        if not isinstance(node, exp.EQ):
+            self.expr(node, sources, env)
+            return
+        targets = node.this.expressions if isinstance(node.this, exp.Tuple) else [node.this]
+        srcs = self.expr(node.expression, sources, env)
+        for target in targets:
+            column = self.ident(target.this) if isinstance(target, exp.Column) else target.name
+            self.write(table, [column])
+            if srcs:
+                self.edge(f"{table}.{column}", srcs)
+
+    def update(self, node: exp.Update, env: Env) -> list[Output]:
+        env = self.ctes(node, env)
+        table, alias, _ = self.target(node.this)
+        self.tables_written.add(table)
+        sources: dict[str, Relation] = {alias: self.real(table)}
+        from_ = node.args.get("from_")
+        if isinstance(from_, exp.From):
+            self.add_source(from_.this, sources, env)
+        for join in node.args.get("joins") or []:
+            self.add_source(join.this, sources, env)
+            self.expr(join.args.get("on"), sources, env)
+        for assignment in node.expressions:
+            self.assignment(table, assignment, sources, env)
+        self.expr(node.args.get("where"), sources, env)
+        self.bounded(node, table)
+        return self.returning(node, sources, env)
+
+    def bounded(self, node: exp.Update | exp.Delete, table: str) -> None:
+        self.write_kinds.add("update" if isinstance(node, exp.Update) else "delete")
+        where = node.args.get("where")
+        if not isinstance(where, exp.Where) or always_true(where.this):
+            self.unbounded.add(table)
+
+    def delete(self, node: exp.Delete, env: Env) -> list[Output]:
+        env = self.ctes(node, env)
+        table, alias, _ = self.target(node.this)
+        self.write(table, [ALL])
+        sources: dict[str, Relation] = {alias: self.real(table)}
+        for using in node.args.get("using") or []:
+            self.add_source(using, sources, env)
+        self.expr(node.args.get("where"), sources, env)
+        self.bounded(node, table)
+        return self.returning(node, sources, env)
+
+    def merge(self, node: exp.Merge, env: Env) -> list[Output]:
+        env = self.ctes(node, env)
+        table, alias, _ = self.target(node.this)
+        self.write(table, [ALL])
+        sources: dict[str, Relation] = {alias: self.real(table)}
+        using = node.args.get("using")
+        if using is not None:
+            self.add_source(using, sources, env)
+        self.expr(node.args.get("on"), sources, env)
+        whens = node.args.get("whens")
+        for when in whens.expressions if isinstance(whens, exp.Whens) else []:
+            self.expr(when.args.get("condition"), sources, env)
+            then = when.args.get("then")
+            if isinstance(then, exp.Update):
+                self.write_kinds.add("update")
+                for assignment in then.expressions:
+                    self.assignment(table, assignment, sources, env)
+            elif isinstance(then, exp.Insert):
+                self.write_kinds.add("insert")
+                cols = then.this.expressions if isinstance(then.this, exp.Tuple) else []
+                vals = then.expression.expressions if isinstance(then.expression, exp.Tuple) else []
+                for position, col in enumerate(cols):
+                    column = self.ident(col.this) if isinstance(col, exp.Column) else col.name
+                    srcs = (
+                        self.expr(vals[position], sources, env)
+                        if position < len(vals)
+                        else frozenset()
+                    )
+                    if srcs:
+                        self.edge(f"{table}.{column}", srcs)
+                for extra in vals[len(cols) :]:
+                    self.expr(extra, sources, env)
+            elif isinstance(then, exp.Var) and then.name.upper() == "DELETE":
+                self.write_kinds.add("delete")
+            elif then is not None:
+                self.expr(then, sources, env)
+        return self.returning(node, sources, env)
+
+    def copy_target(self, node: exp.Expr, into: bool) -> None:
+        """``COPY table [(columns)]``: reads (``TO``) or writes (``FROM``) those columns."""
+        columns: Sequence[str] | None = None
+        if isinstance(node, exp.Schema):
+            columns = [self.ident(c) for c in node.expressions]
+            node = node.this
+        if not isinstance(node, exp.Table):
+            self.query(node, Env())
+            return
+        table = self.table_name(node)
+        if columns is None:
+            columns = self.catalog_columns(table) or [ALL]
+        if into:
+            self.write_kinds.add("insert")
+            self.write(table, columns)
+        else:
+            for column in columns:
+                self.read(table, column)
+
+    def star_qualifier(self, node: exp.Expr) -> str | None:
+        """``*`` for a bare star, the table alias for ``t.*``, ``None`` when not a star."""
+        if isinstance(node, exp.Star):
+            return ALL
+        if isinstance(node, exp.Column) and isinstance(node.this, exp.Star):
+            table = node.args.get("table")
+            return self.ident(table) if table is not None else ALL
+        return None
