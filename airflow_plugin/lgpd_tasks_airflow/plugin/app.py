@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from airflow.api_fastapi.core_api.security import GetUserDep
 from lgpd_tasks.approvals import ApprovalRequest
-from lgpd_tasks.errors import AuditUnavailable
+from lgpd_tasks.errors import AuditUnavailable, PolicyError
 from lgpd_tasks_airflow.plugin import service
 from lgpd_tasks_airflow.plugin.access import (
     LoginRequired,
@@ -281,7 +281,14 @@ def create_app() -> FastAPI:
         return RedirectResponse(login_url(request), status_code=status.HTTP_303_SEE_OTHER)
 
     @app.exception_handler(AuditUnavailable)
-    async def _store_down(request: Request, exc: AuditUnavailable) -> Response:
-        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+    @app.exception_handler(PolicyError)
+    async def _not_configured(request: Request, exc: Exception) -> Response:
+        # the store or the policy cannot be used: say which and how to fix it, decide nothing
+        code = status.HTTP_503_SERVICE_UNAVAILABLE
+        if "/api/" in request.url.path:
+            return JSONResponse({"detail": str(exc)}, status_code=code)
+        return TEMPLATES.TemplateResponse(
+            request, "unavailable.html", {"message": str(exc)}, status_code=code
+        )
 
     return app

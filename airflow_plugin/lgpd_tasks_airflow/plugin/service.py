@@ -60,7 +60,9 @@ def decide(perms: Permissions, request_id: str, action: str, reason: str) -> App
     reason = reason.strip()
     if action == "deny" and not reason:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "a denial needs a reason")
-    approver = Approver(name=perms.user.get_name(), verified=True, issuer=ISSUER)
+    approver = Approver(
+        name=perms.user.get_name(), verified=True, issuer=ISSUER, groups=user_groups(perms.user)
+    )
     store = approval_store()
     try:
         if action == "approve":
@@ -79,6 +81,20 @@ def approval_view(perms: Permissions, request: ApprovalRequest) -> dict[str, Any
         request.status is Status.PENDING and not own and perms.can_decide(request.pipeline)
     )
     return data
+
+
+def user_groups(user: BaseUser) -> tuple[str, ...]:
+    """The role(s) and teams the auth manager gives the user, for ``group:`` approvers."""
+    groups: list[str] = []
+    role = getattr(user, "role", None)
+    if isinstance(role, str) and role:
+        groups.append(role.lower())
+    for name in ("roles", "teams", "groups"):
+        for item in getattr(user, name, None) or ():
+            label = getattr(item, "name", item)
+            if isinstance(label, str) and label:
+                groups.append(label if name == "teams" else label.lower())
+    return tuple(dict.fromkeys(groups))
 
 
 def is_own(user: BaseUser, request: ApprovalRequest) -> bool:

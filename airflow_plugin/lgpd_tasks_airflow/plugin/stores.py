@@ -13,12 +13,15 @@ from typing import Any
 from sqlalchemy.engine import URL
 
 from lgpd_tasks.approvals import ApprovalStore
+from lgpd_tasks.audit import AuditStore
 from lgpd_tasks.errors import AuditUnavailable
+from lgpd_tasks.policy import POLICY_ENV, load_policy
+from lgpd_tasks.policy.model import ApprovalsSpec
 
 AUDIT_URL_ENV = "LGPD_AUDIT_URL"
 AUDIT_CONN_ID = "lgpd_audit"
 
-_STORES: dict[str, ApprovalStore] = {}
+_STORES: dict[str, AuditStore] = {}
 _LOCK = threading.Lock()
 
 
@@ -37,14 +40,37 @@ def audit_url() -> str:
 
 
 def approval_store() -> ApprovalStore:
-    """The approvals store (and through ``.audit`` the audit store) for this request."""
+    """The approvals store (and through ``.audit`` the audit store) for this request.
+
+    It enforces the policy's ``approvals`` rules (who may approve, verified identities)
+    when the api-server knows the policy file; a policy file that is set but broken
+    raises :class:`~lgpd_tasks.errors.PolicyError` rather than deciding without its rules.
+    """
     url = audit_url()
     with _LOCK:
-        store = _STORES.get(url)
-        if store is None:
-            store = ApprovalStore.from_url(url)
-            _STORES[url] = store
-        return store
+        audit = _STORES.get(url)
+        if audit is None:
+            audit = AuditStore.from_url(url)
+            _STORES[url] = audit
+    return ApprovalStore(audit, approval_rules())
+
+
+def policy_path() -> str | None:
+    """``LGPD_POLICY_FILE``, else ``[lgpd] policy_file`` in Airflow's configuration."""
+    from_env = os.environ.get(POLICY_ENV, "").strip()
+    if from_env:
+        return from_env
+    from airflow.configuration import conf
+
+    configured = conf.get("lgpd", "policy_file", fallback="") or ""
+    return configured.strip() or None
+
+
+def approval_rules() -> ApprovalsSpec:
+    path = policy_path()
+    if path is None:
+        return ApprovalsSpec()
+    return load_policy(path).approvals
 
 
 def connection_url(conn: Any) -> str:
