@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from airflow.api_fastapi.core_api.security import GetUserDep
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ValidationError
 
-from airflow.api_fastapi.core_api.security import GetUserDep
 from lgpd_tasks.approvals import ApprovalRequest
 from lgpd_tasks.errors import AuditUnavailable, PolicyError
 from lgpd_tasks_airflow.plugin import service
@@ -100,7 +100,7 @@ async def _decide(request: Request, user: Any, request_id: str, action: str) -> 
             body = DecisionBody.model_validate(await request.json())
         except (ValueError, ValidationError) as err:
             raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_ENTITY, 'expected {"reason": "..."}'
+                status.HTTP_422_UNPROCESSABLE_CONTENT, 'expected {"reason": "..."}'
             ) from err
         decided = service.decide(perms, request_id, action, body.reason)
         return JSONResponse(service.approval_view(perms, decided))
@@ -115,11 +115,13 @@ async def _decide(request: Request, user: Any, request_id: str, action: str) -> 
         except HTTPException as exc:
             if exc.status_code == status.HTTP_404_NOT_FOUND:
                 raise
-            return _approval_page(request, perms, request_id, error=str(exc.detail), code=exc.status_code)
+            return _approval_page(
+                request, perms, request_id, error=str(exc.detail), code=exc.status_code
+            )
         return RedirectResponse(back, status_code=status.HTTP_303_SEE_OTHER)
     raise HTTPException(
         status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-        "send application/json ({\"reason\": \"...\"}) or a form",
+        'send application/json ({"reason": "..."}) or a form',
     )
 
 

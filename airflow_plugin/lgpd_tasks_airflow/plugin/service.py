@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from fastapi import HTTPException, status
 
-from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from lgpd_tasks.approvals import ApprovalRequest, Approver, Status
 from lgpd_tasks.audit import AuditRecord, EntryFilter
 from lgpd_tasks.errors import ApprovalError
@@ -27,7 +27,7 @@ _AIRFLOW_PRINCIPAL = "airflow:"
 def list_approvals(perms: Permissions, which: str = "all") -> list[ApprovalRequest]:
     if which not in APPROVAL_FILTERS:
         raise HTTPException(
-            status.HTTP_422_UNPROCESSABLE_ENTITY,
+            status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"status must be one of {', '.join(APPROVAL_FILTERS)}, not {which!r}",
         )
     store = approval_store()
@@ -59,7 +59,7 @@ def decide(perms: Permissions, request_id: str, action: str, reason: str) -> App
         )
     reason = reason.strip()
     if action == "deny" and not reason:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "a denial needs a reason")
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "a denial needs a reason")
     approver = Approver(
         name=perms.user.get_name(), verified=True, issuer=ISSUER, groups=user_groups(perms.user)
     )
