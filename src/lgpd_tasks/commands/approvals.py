@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 from lgpd_tasks.cli import EXIT_OK
 from lgpd_tasks.commands._common import print_json, print_table
-from lgpd_tasks.identity import TaskIdentity
+from lgpd_tasks.errors import ApprovalError
 
 if TYPE_CHECKING:
-    from lgpd_tasks.approvals import ApprovalRequest, Approver
+    from lgpd_tasks.approvals import ApprovalRequest, ApprovalStore, Approver
+
+#: Where ``approve``/``deny`` look for an identity-provider token when ``--token`` is absent.
+TOKEN_ENV = "LGPD_APPROVER_TOKEN"  # noqa: S105 - a variable name, not a secret
 
 
 def register(subparsers: Any) -> None:
@@ -37,19 +42,42 @@ def register(subparsers: Any) -> None:
         sub.add_argument("--db", required=True, help="audit store URL")
         sub.add_argument("--as", dest="who", help="your name (default: OS user)")
         sub.add_argument(
-            "--policy", help="policy file whose approvals section applies (approvers, ...)"
+            "--policy",
+            help="policy file whose approvals section applies (approvers, "
+            "require_verified_identity, oidc)",
         )
         sub.add_argument(
             "--reason", required=verb == "deny", default="", help="why (required to deny)"
         )
+        sub.add_argument(
+            "--token",
+            help=f"identity-provider token proving who you are ('-' reads it from standard "
+            f"input; default ${TOKEN_ENV}); needs --policy with approvals.oidc",
+        )
         sub.set_defaults(func=func)
 
 
-def _approver(args: argparse.Namespace) -> Approver:
-    from lgpd_tasks.approvals import Approver
+def _decision(args: argparse.Namespace) -> tuple[ApprovalStore, Approver]:
+    """The store under the policy's approval rules, and the approver (verified by token)."""
+    from lgpd_tasks.approvals import ApprovalStore
+    from lgpd_tasks.approvals.identity import resolve_approver
+    from lgpd_tasks.policy import load_policy
+    from lgpd_tasks.policy.model import ApprovalsSpec
 
-    identity = TaskIdentity.for_cli(args.who)
-    return Approver(name=identity.user or identity.task, verified=False)
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    if token == "-":  # noqa: S105 - the stdin marker
+        token = sys.stdin.readline().strip()
+    if args.policy:
+        rules = load_policy(args.policy).approvals
+    elif token:
+        raise ApprovalError(
+            "--token needs --policy: its approvals.oidc section says which identity provider "
+            "to trust"
+        )
+    else:
+        rules = ApprovalsSpec()
+    approver = resolve_approver(rules, token=token or None, name=args.who)
+    return ApprovalStore.from_url(args.db, rules), approver
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -92,14 +120,10 @@ def _decided(request: ApprovalRequest, verb: str) -> int:
 
 
 def run_approve(args: argparse.Namespace) -> int:
-    from lgpd_tasks.approvals import ApprovalStore
-
-    store = ApprovalStore.from_url(args.db)
-    return _decided(store.approve(args.request_id, _approver(args), args.reason), "approved")
+    store, approver = _decision(args)
+    return _decided(store.approve(args.request_id, approver, args.reason), "approved")
 
 
 def run_deny(args: argparse.Namespace) -> int:
-    from lgpd_tasks.approvals import ApprovalStore
-
-    store = ApprovalStore.from_url(args.db)
-    return _decided(store.deny(args.request_id, _approver(args), args.reason), "denied")
+    store, approver = _decision(args)
+    return _decided(store.deny(args.request_id, approver, args.reason), "denied")
