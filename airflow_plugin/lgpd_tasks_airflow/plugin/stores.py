@@ -105,8 +105,8 @@ def connection_url(conn: Any) -> str:
 def _airflow_connection(conn_id: str) -> Any | None:
     # The api-server is not a task: the models API reads environment variables, secrets
     # backends and the metadata database without a supervisor process.
-    from airflow.sdk.exceptions import AirflowNotFoundException
     from airflow.models.connection import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
     try:
         return Connection.get_connection_from_secrets(conn_id)
