@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -529,3 +531,39 @@ def _hidden(html: str, name: str) -> str:
     marker = f'name="{name}" value="'
     start = html.index(marker) + len(marker)
     return html[start : html.index('"', start)]
+
+
+def test_postgres_connection_becomes_a_postgresql_url() -> None:
+    from airflow.models.connection import Connection
+    from lgpd_tasks_airflow.plugin.stores import connection_url
+
+    conn = Connection(
+        conn_id="lgpd_audit",
+        conn_type="postgres",
+        host="127.0.0.1",
+        port=5432,
+        login="audit",
+        password="s3cr@t",
+        schema="lgpd",
+    )
+    assert connection_url(conn) == "postgresql://audit:s3cr%40t@127.0.0.1:5432/lgpd"
+    explicit = Connection(
+        conn_id="lgpd_audit", conn_type="generic", extra=json.dumps({"url": "sqlite:///a.db"})
+    )
+    assert connection_url(explicit) == "sqlite:///a.db"
+
+
+def test_loading_the_plugin_builds_no_web_app_and_touches_no_store() -> None:
+    # every Airflow process loads plugins; only the api-server should pay for the pages
+    code = (
+        "import sys\n"
+        "from lgpd_tasks_airflow.plugin import LgpdPlugin\n"
+        "assert LgpdPlugin.fastapi_apps[0]['url_prefix'] == '/lgpd'\n"
+        "assert 'lgpd_tasks_airflow.plugin.app' not in sys.modules\n"
+        "assert 'lgpd_tasks_airflow.plugin.stores' not in sys.modules\n"
+    )
+    env = {**os.environ, "LGPD_AUDIT_URL": "sqlite:////nonexistent/dir/audit.db"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
