@@ -300,6 +300,21 @@ def test_browser_approves_from_the_approvals_page(
     browser.execute_script("document.documentElement.setAttribute('data-theme', 'dark')")
     browser.save_screenshot(str(ARTIFACTS / "lgpd-approvals-decided-dark.png"))
 
+    browser.execute_script("document.documentElement.removeAttribute('data-theme')")
+
+    # the run's audit: the approval request and the decision, each linked to its record
+    browser.get(f"{server.url}/lgpd/audit?dag_id=contractor_pipeline&run_id=manual__browser")
+    rows = WebDriverWait(browser, 30).until(
+        ec.presence_of_all_elements_located((By.CSS_SELECTOR, "table.grid tbody tr"))
+    )
+    assert any("requested" in row.text for row in rows)
+    assert any("approved" in row.text for row in rows)
+    browser.save_screenshot(str(ARTIFACTS / "lgpd-audit.png"))
+    rows[-1].find_element(By.CSS_SELECTOR, "a").click()
+    WebDriverWait(browser, 30).until(ec.presence_of_element_located((By.CSS_SELECTOR, ".hash")))
+    assert "purge_staging" in browser.page_source
+    browser.save_screenshot(str(ARTIFACTS / "lgpd-audit-record.png"))
+
     # the same page inside Airflow's own UI, reached through the LGPD nav entry
     browser.get(f"{server.url}/plugin/lgpd-approvals")
     frame = WebDriverWait(browser, 60).until(
