@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit venv bench bench-masking clean
+.PHONY: demo test lint typecheck unit venv bench bench-masking clean browser
 
 venv: $(STAMP)
 
@@ -27,7 +27,13 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest
 
-test: lint typecheck unit
+# The browser test drives Debian's Chromium; install it once where we may (root, apt).
+browser:
+	@if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && apt-get install -y -q chromium chromium-driver; \
+	fi
+
+test: lint typecheck browser unit
 
 bench: $(STAMP)
 	$(PY) benchmarks/guard.py

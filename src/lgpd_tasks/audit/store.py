@@ -166,6 +166,7 @@ class EntryFilter:
     kind: str | None = None
     ref: str | None = None
     since_seq: int | None = None
+    record_id: str | None = None
 
 
 class AuditStore:
@@ -326,7 +327,7 @@ class AuditStore:
         self.ensure_ready()
         where = where or EntryFilter()
         query = select(audit_log)
-        for name in ("pipeline", "task", "run_id", "decision", "kind", "ref"):
+        for name in ("pipeline", "task", "run_id", "decision", "kind", "ref", "record_id"):
             value = getattr(where, name)
             if value is not None:
                 query = query.where(audit_log.c[name] == value)
