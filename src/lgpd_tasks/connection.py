@@ -373,6 +373,7 @@ class GuardedConnection:
             if existing.usable:
                 return existing.id
             if existing.status is Status.PENDING:
+                self._record_refusal(decision, "approve", existing.id, "pending")
                 raise _approval_error(
                     ApprovalRequired, existing.id, decision, self.scope, "waits for"
                 )
@@ -380,6 +381,7 @@ class GuardedConnection:
                 existing.decided_at, ttl
             ):
                 cls = ApprovalDenied if existing.status is Status.DENIED else ApprovalExpired
+                self._record_refusal(decision, "approve", existing.id, str(existing.status))
                 raise _approval_error(cls, existing.id, decision, self.scope, str(existing.status))
         request = store.request(
             self.identity,
@@ -395,6 +397,7 @@ class GuardedConnection:
                 min_approvers=self.policy.approvals.min_approvers,
             ),
         )
+        self._record_refusal(decision, "approve", request.id, "pending")
         raise _approval_error(ApprovalRequired, request.id, decision, self.scope, "waits for")
 
     def _statement_entry(
@@ -424,7 +427,14 @@ class GuardedConnection:
             details=details,
         )
 
-    def _record_refusal(self, decision: Decision, action: str) -> None:
+    def _record_refusal(
+        self,
+        decision: Decision,
+        action: str,
+        approval_id: str | None = None,
+        approval_status: str | None = None,
+    ) -> None:
+        """Record a statement that did not run: blocked, or waiting for its approval."""
         entry = NewEntry(
             kind="statement",
             identity=self.identity,
@@ -438,6 +448,8 @@ class GuardedConnection:
                 "statements": [s.to_dict() for s in decision.statements],
                 "normalized": decision.normalized,
                 "reasons": [r.to_dict() for r in decision.reasons],
+                "approval_id": approval_id,
+                "approval_status": approval_status,
                 "role": self.role,
                 "target": self.target,
                 "identity": _identity_details(self.identity),

@@ -123,7 +123,12 @@ def test_approve_then_exec_runs_and_audit_verifies(
     assert "7 row(s) affected" in capsys.readouterr().out
     assert main(["audit", "tail", "--db", urls["audit"], "--format", "json"]) == 0
     records = json.loads(capsys.readouterr().out)
-    assert [r["kind"] for r in records] == ["approval", "approval", "statement"]
+    assert [(r["kind"], r["status"]) for r in records] == [
+        ("approval", "requested"),
+        ("statement", "approval pending"),
+        ("approval", "approve"),
+        ("statement", "ok"),
+    ]
     assert main(["audit", "verify", "--db", urls["audit"]]) == 0
 
 

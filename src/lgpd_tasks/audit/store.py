@@ -106,7 +106,8 @@ class AuditRecord:
         if self.entry.kind != "statement":
             return str(self.entry.details.get("event", self.entry.kind))
         if self.entry.details.get("event") == "refused":
-            return "refused"
+            waiting = self.entry.details.get("approval_status")
+            return f"approval {waiting}" if waiting else "refused"
         if self.outcome is None:
             return "incomplete"
         return str(self.outcome.details.get("status", "?"))
