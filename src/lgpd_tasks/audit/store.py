@@ -215,6 +215,13 @@ class AuditStore:
                         f"audit store {self.url} has schema version {found}; "
                         f"this lgpd-tasks knows up to {SCHEMA_VERSION}: upgrade lgpd-tasks"
                     )
+                elif int(found) < SCHEMA_VERSION:
+                    # versions so far only add tables, which create_all has just made
+                    conn.execute(
+                        meta.update()
+                        .where(meta.c.key == "schema_version")
+                        .values(value=str(SCHEMA_VERSION))
+                    )
         except SQLAlchemyError as err:
             raise self._unavailable("cannot be initialised", err) from None
         self._ready = True
