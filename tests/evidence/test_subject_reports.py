@@ -158,7 +158,8 @@ def test_subject_report_finds_exactly_the_tasks_that_touched_the_person(
         ("dagster:support_job.fix_email", "changed"),
     ]
     read, changed = report["accesses"]
-    assert read["purpose"] == "customer_report" and read["legal_basis"] == "legitimate_interest"
+    assert read["purpose"] == "customer_report"
+    assert read["legal_basis"] == "legitimate_interest"
     assert read["columns_read"]["main.customers"] == ["cidade", "cpf", "id", "nome"]
     assert read["run_id"] == "scheduled__2025-01-01"
     assert changed["columns_written"] == {"main.customers": ["email"]}
@@ -215,7 +216,8 @@ def test_subject_report_never_holds_the_raw_identifier(
     for secret in (planted["cpf"], digits, planted["nome"]):
         assert secret.encode() not in raw
     bucket = (tmp_path / "bucket" / "customer_report" / "2025-01.csv").read_text()
-    assert planted["cpf"] not in bucket and planted["nome"] not in bucket
+    assert planted["cpf"] not in bucket
+    assert planted["nome"] not in bucket
 
 
 def test_report_subject_reads_the_identifier_from_stdin_in_process(
@@ -289,7 +291,8 @@ def test_insert_values_and_returning_are_traced(
             (fake.name(), cpf, fake.email()),
         )
         rows = conn.execute("DELETE FROM customers WHERE cidade IS NULL RETURNING cpf").fetchall()
-    assert len(rows) == 1 and rows[0][0] != cpf  # masked on the way out
+    assert len(rows) == 1
+    assert rows[0][0] != cpf
     store = AuditStore.from_url(audit_url)
     trail = SubjectTrail.from_policy(pol, store)
     assert trail is not None
@@ -310,24 +313,26 @@ def test_ropa_from_policy_and_audit(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     _pipelines(source, audit_url, policy, people[4], tmp_path / "bucket")
-    with pytest.raises(Exception, match="blocked"), connect(
-        source, policy=policy, scope="support.fix", identity=DAGSTER, audit=audit_url
-    ) as conn:
+    with (
+        pytest.raises(Exception, match="blocked"),
+        connect(
+            source, policy=policy, scope="support.fix", identity=DAGSTER, audit=audit_url
+        ) as conn,
+    ):
         conn.execute("SELECT nome FROM customers")
     report = ropa_report(AuditStore.from_url(audit_url), policy)
     by_purpose = {p["purpose"]: p for p in report["purposes"]}
     cr = by_purpose["customer_report"]
-    assert cr["legal_basis"] == "legitimate_interest" and cr["retention"] == "180d"
+    assert cr["legal_basis"] == "legitimate_interest"
+    assert cr["retention"] == "180d"
     assert cr["data_subjects"] == ["customers"]
     assert {"cpf", "name"} <= set(cr["personal_data"])
-    assert (
-        cr["sources"] == ["main.customer_summary", "main.customers", "main.orders"]
-        or "main.customers" in cr["sources"]
-    )
+    assert {"main.customers", "main.orders"} <= set(cr["sources"])
     bucket_file = (tmp_path / "bucket" / "customer_report" / "2025-01.csv").as_uri()
     assert bucket_file in cr["destinations"]
     assert "table main.customer_summary" in cr["destinations"]
-    assert cr["counts"]["runs"] == 2 and cr["counts"]["tasks"] == 3
+    assert cr["counts"]["runs"] == 2
+    assert cr["counts"]["tasks"] == 3
     assert cr["security_measures"]["masking steps between tasks"] == 1
     support = by_purpose["support"]
     assert support["security_measures"]["blocked statements"] == 1
@@ -340,7 +345,9 @@ def test_ropa_from_policy_and_audit(
     )
     page = capsys.readouterr().out
     svg = page[page.index("<svg") : page.index("</svg>") + 6]
-    assert "main.customers" in svg and "customer_report.extract" in svg and bucket_file[-20:] in svg
+    assert "main.customers" in svg
+    assert "customer_report.extract" in svg
+    assert bucket_file[-20:] in svg
     assert svg.count("<path") >= 4
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert (
@@ -390,5 +397,6 @@ def test_write_report_to_s3_records_the_bucket(
     )
     assert not set(back["cpf"]) & {p["cpf"] for p in people}
     entry = AuditStore.from_url(audit_url).entries()[-1]
-    assert entry.kind == "masking" and entry.details["destination"] == stored.url
+    assert entry.kind == "masking"
+    assert entry.details["destination"] == stored.url
     assert entry.purpose == "customer_report"
