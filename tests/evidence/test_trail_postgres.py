@@ -65,7 +65,7 @@ def test_trail_on_postgres_finds_the_person_and_survives_purge(
 
         assert (
             purge_before(store, datetime.now(UTC), identity=TaskIdentity.for_cli("dpo")).records
-            == 3
+            == 2
         )
         assert store.verify().ok
         with psycopg.connect(postgres_dsn) as raw:
