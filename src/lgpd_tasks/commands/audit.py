@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lgpd_tasks.audit import AuditRecord, AuditStore, EntryFilter, redact_url
-from lgpd_tasks.audit.store import utcnow
 from lgpd_tasks.cli import EXIT_FAILED, EXIT_OK
 from lgpd_tasks.commands._common import print_json, print_table
 from lgpd_tasks.errors import EvidenceError
+
+if TYPE_CHECKING:
+    from lgpd_tasks.audit import AuditRecord
 
 
 def register(subparsers: Any) -> None:
@@ -74,6 +75,8 @@ def register(subparsers: Any) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from lgpd_tasks.audit import AuditStore
+
     result = AuditStore.from_url(args.db).verify()
     if args.format == "json":
         print_json(
@@ -98,6 +101,8 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_tail(args: argparse.Namespace) -> int:
+    from lgpd_tasks.audit import AuditStore, EntryFilter, redact_url
+
     store = AuditStore.from_url(args.db)
     where = EntryFilter(
         pipeline=args.pipeline,
@@ -115,6 +120,7 @@ def run_tail(args: argparse.Namespace) -> int:
         ["#", "time", "who", "scope", "kind", "decision", "status", "rows", "what"],
         rows,
         title=f"audit {redact_url(args.db)}",
+        wrap=["what"],
     )
     return EXIT_OK
 
@@ -146,6 +152,8 @@ def _row(record: AuditRecord) -> list[Any]:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from lgpd_tasks.audit import AuditStore
+    from lgpd_tasks.audit.store import utcnow
     from lgpd_tasks.evidence.export import export_audit, longest_retention
     from lgpd_tasks.evidence.objects import open_target
     from lgpd_tasks.policy import load_policy
@@ -183,6 +191,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_purge(args: argparse.Namespace) -> int:
+    from lgpd_tasks.audit import AuditStore
     from lgpd_tasks.evidence.purge import purge_before
     from lgpd_tasks.identity import TaskIdentity
 

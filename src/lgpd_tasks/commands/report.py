@@ -7,10 +7,8 @@ import getpass
 import sys
 from typing import Any
 
-from lgpd_tasks.audit import AuditStore
 from lgpd_tasks.cli import EXIT_OK, EXIT_USAGE
 from lgpd_tasks.commands.audit import parse_when
-from lgpd_tasks.policy import load_policy
 
 
 def register(subparsers: Any) -> None:
@@ -55,7 +53,9 @@ def read_identifier() -> str:
 
 
 def run_subject(args: argparse.Namespace) -> int:
+    from lgpd_tasks.audit import AuditStore
     from lgpd_tasks.evidence.reports import render_subject, subject_report
+    from lgpd_tasks.policy import load_policy
 
     identifier = read_identifier()
     if not identifier:
@@ -69,7 +69,9 @@ def run_subject(args: argparse.Namespace) -> int:
 
 
 def run_ropa(args: argparse.Namespace) -> int:
+    from lgpd_tasks.audit import AuditStore
     from lgpd_tasks.evidence.reports import render_ropa, ropa_report
+    from lgpd_tasks.policy import load_policy
 
     report = ropa_report(
         AuditStore.from_url(args.audit),
