@@ -32,6 +32,7 @@ from lgpd_tasks.errors import (
     StatementBlocked,
     StatementFailed,
 )
+from lgpd_tasks.evidence.subjects import StatementTrail, SubjectTrail
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.masking import Masker
 from lgpd_tasks.policy import Policy, Scope, load_policy
@@ -90,6 +91,7 @@ class _Running:
     is_query: bool
     rows: int = 0
     masked: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trail: StatementTrail | None = None
 
 
 class GuardedCursor:
@@ -129,7 +131,7 @@ class GuardedCursor:
                 self._raw.execute(sql, parameters)
         except Exception as err:
             raise self._conn._failed(running, err, started) from None
-        self._after_execute(running, started)
+        self._after_execute(running, started, sql, parameters, many=False)
         return self
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> Self:
@@ -141,18 +143,29 @@ class GuardedCursor:
             self._raw.executemany(sql, params)
         except Exception as err:
             raise self._conn._failed(running, err, started) from None
-        self._after_execute(running, started)
+        self._after_execute(running, started, sql, params, many=True)
         return self
 
-    def _after_execute(self, running: _Running, started: float) -> None:
+    def _after_execute(
+        self, running: _Running, started: float, sql: str, parameters: Any, *, many: bool
+    ) -> None:
         running.started = started
         description = self._raw.description
+        columns = [str(d[0]) for d in description] if description is not None else []
+        # subject trail: which people's rows this statement returns or changes
+        trail = self._conn._subject_trail
+        if trail is not None:
+            running.trail = trail.begin(
+                running.intent_id, running.decision, columns, sql, parameters, many=many
+            )
         if description is not None:
             running.is_query = True
-            self._columns = [str(d[0]) for d in description]
+            self._columns = columns
             self._running = running
             return
         running.rows = max(int(self._raw.rowcount), 0)
+        if running.trail is not None:
+            running.trail.close()
         self._conn._complete(running)
 
     # -- fetching -------------------------------------------------------------------------
@@ -188,6 +201,8 @@ class GuardedCursor:
         running = self._running
         if running is not None:
             running.rows += len(rows)
+            if running.trail is not None:
+                running.trail.observe(rows)  # raw key values, before masking
         masker = self._conn._masker
         if masker is None:
             return rows
@@ -205,6 +220,8 @@ class GuardedCursor:
     def _finish(self) -> None:
         running, self._running = self._running, None
         if running is not None:
+            if running.trail is not None:
+                running.trail.close()
             self._conn._complete(running)
 
     def close(self) -> None:
@@ -243,6 +260,7 @@ class GuardedConnection:
         role: str | None = None,
         on_close: Callable[[], None] | None = None,
         target: str = "",
+        subject_trail: SubjectTrail | Literal["policy"] | None = "policy",
     ) -> None:
         self._raw = raw
         self.driver: Driver = driver
@@ -257,6 +275,12 @@ class GuardedConnection:
         self._on_close = on_close
         self._catalog = DatabaseCatalog(raw, driver)
         self._pii_columns = frozenset(policy.masking.columns)
+        # "policy": a trail when the policy declares subject keys (None switches it off)
+        self._subject_trail = (
+            SubjectTrail.from_policy(policy, audit)
+            if isinstance(subject_trail, str)
+            else subject_trail
+        )
         self.closed = False
         self.last_decision: Decision | None = None
         # the guard itself is always on; only the defence-in-depth tests switch it off

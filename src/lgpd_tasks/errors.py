@@ -14,6 +14,7 @@
     ├── StatementFailed              the database refused or failed a guarded statement (scrubbed)
     ├── AuditUnavailable             the audit record cannot be written, so nothing runs
     ├── AuditChainBroken             `audit verify` found an altered, removed or reordered record
+    ├── EvidenceError                export, purge or a report cannot be done (target, range...)
     ├── MaskingError                 masking cannot be done as asked (unknown strategy, no key...)
     ├── CredentialError              a scoped credential cannot be issued or revoked
     └── TokenError                   a task or approver token fails verification (malformed...)
@@ -192,6 +193,10 @@ class AuditChainBroken(LgpdError):
         super().__init__(
             f"audit chain broken at record #{first.seq} ({first.record_id}): {first.problem}"
         )
+
+
+class EvidenceError(LgpdError):
+    """Evidence cannot be produced as asked: an export target, a purge, a report."""
 
 
 class MaskingError(LgpdError):

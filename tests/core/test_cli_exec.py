@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from faker import Faker
 
+from lgpd_tasks.audit.schema import SCHEMA_VERSION
 from lgpd_tasks.cli import main
 
 POLICY = Path(__file__).parents[2] / "examples" / "core" / "policy.yaml"
@@ -171,4 +172,4 @@ def test_console_script_runs_in_a_subprocess(urls: dict[str, str]) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert "schema version 1" in done.stdout
+    assert f"schema version {SCHEMA_VERSION}" in done.stdout

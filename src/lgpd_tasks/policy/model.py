@@ -190,6 +190,35 @@ class CredentialsSpec(_Strict):
     admin_url_env: str | None = None
 
 
+SubjectNormalization = Literal["auto", "digits", "casefold", "exact"]
+
+
+class SubjectKeySpec(_Strict):
+    """Which column of a table identifies the data subject of each row (for the subject trail).
+
+    ``key`` holds the subject's identifier (a CPF, an e-mail) — or, with ``references``,
+    the value of the referenced table's ``primary_key`` (``crm.orders.customer_id`` ->
+    ``crm.customers.id``). ``primary_key`` lets statements that name a row by its id, not by
+    the identifier, still be traced once the id and the identifier were seen together.
+    ``normalize`` makes ``123.456.789-09`` and ``12345678909`` the same person: ``digits``
+    keeps digits only, ``casefold`` trims and lowercases, ``auto`` does ``digits`` when
+    only digits and separators are present and ``casefold`` otherwise.
+    """
+
+    key: str
+    primary_key: str | None = None
+    references: str | None = None
+    normalize: SubjectNormalization = "auto"
+    category: str | None = None
+
+
+def _subject_key(value: object) -> object:
+    return {"key": value} if isinstance(value, str) else value
+
+
+SubjectKey = Annotated[SubjectKeySpec, BeforeValidator(_subject_key)]
+
+
 class PolicySpec(_Strict):
     """The whole policy document, as written."""
 
@@ -200,3 +229,5 @@ class PolicySpec(_Strict):
     masking: MaskingSpec = Field(default_factory=MaskingSpec)
     approvals: ApprovalsSpec = Field(default_factory=ApprovalsSpec)
     credentials: CredentialsSpec = Field(default_factory=CredentialsSpec)
+    #: Table -> its subject key (``{crm.customers: cpf}``), for the record-level trail.
+    subjects: dict[str, SubjectKey] = Field(default_factory=dict)
