@@ -1,6 +1,6 @@
 """MaskingIOManager: masks every output before the wrapped IO manager stores it, and audits it."""
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: Dagster reads the field annotations at runtime.
 
 import datetime as dt
 import decimal
@@ -53,7 +53,7 @@ class MaskingIOManager(dg.ConfigurableIOManagerFactory):  # type: ignore[misc]
         description="Also write a masking audit record for outputs with nothing to mask.",
     )
 
-    def create_io_manager(self, context: dg.InitResourceContext) -> _MaskingIOManager:
+    def create_io_manager(self, context: dg.InitResourceContext) -> "_MaskingIOManager":
         return _MaskingIOManager(self.lgpd, self.inner, record_unmasked=self.record_unmasked)
 
 
