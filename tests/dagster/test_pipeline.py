@@ -167,10 +167,14 @@ def test_io_manager_masks_raw_frames_from_any_asset(contractor: Contractor, tmp_
 def test_io_manager_refuses_objects_it_cannot_mask(contractor: Contractor, tmp_path: Path) -> None:
     @dg.asset
     def opaque() -> object:
-        return Opaque()
+        return _Opaque()
 
     store = tmp_path / "opaque_store"
     io = MaskingIOManager(lgpd=contractor.lgpd, inner=dg.FilesystemIOManager(base_dir=str(store)))
     with pytest.raises(MaskingFailure, match="cannot mask"):
         dg.materialize([opaque], resources={"io_manager": io}, instance=contractor.instance)
     assert not (store / "opaque").exists()
+
+
+class _Opaque:
+    """An object the IO manager does not know how to mask."""
