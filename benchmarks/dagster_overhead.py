@@ -21,7 +21,6 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import psycopg
-
 from lgpd_tasks_dagster import GuardedDatabaseResource, MaskingIOManager
 
 DSN = os.environ.get("LGPD_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -62,8 +61,14 @@ def seed(schema: str, rows: int) -> None:
         with conn.cursor().copy(f'COPY "{schema}".people FROM STDIN') as copy:
             for i in range(rows):
                 copy.write_row(
-                    (i, rng.choice(names), fake.cpf(), rng.choice(emails), rng.choice(cities),
-                     round(rng.uniform(10, 5000), 2))
+                    (
+                        i,
+                        rng.choice(names),
+                        fake.cpf(),
+                        rng.choice(emails),
+                        rng.choice(cities),
+                        round(rng.uniform(10, 5000), 2),
+                    )
                 )
 
 
@@ -101,7 +106,9 @@ def main() -> None:
     seed(schema, args.rows)
     try:
         lgpd = GuardedDatabaseResource(
-            policy_file=str(policy), scope="bench.read", database_url=DSN,
+            policy_file=str(policy),
+            scope="bench.read",
+            database_url=DSN,
             audit_url=f"sqlite:///{work / 'audit.db'}",
         )
         plain_io = dg.FilesystemIOManager(base_dir=str(work / "plain"))

@@ -46,7 +46,7 @@ class ApprovalDecision(Enum):
     deny = "deny"
 
 
-class ApprovalDecisionConfig(dg.Config):  # type: ignore[misc]
+class ApprovalDecisionConfig(dg.Config):
     """What the approver types in the Launchpad."""
 
     request_id: str = Field(description="The approval request id, apr_... (in the failed run).")
@@ -155,8 +155,13 @@ def relaunch_request(
     )
 
 
-_KEPT_TAGS = frozenset({"dagster/partition", "dagster/asset_partition_range_start",
-                        "dagster/asset_partition_range_end"})
+_KEPT_TAGS = frozenset(
+    {
+        "dagster/partition",
+        "dagster/asset_partition_range_start",
+        "dagster/asset_partition_range_end",
+    }
+)
 
 
 def evaluate_approvals(
@@ -252,5 +257,3 @@ __all__ = [
     "lgpd_decide",
     "resolve_approver",
 ]
-
-

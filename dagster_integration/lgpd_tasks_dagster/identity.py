@@ -54,7 +54,9 @@ def identity_from_context(context: dg.OpExecutionContext) -> TaskIdentity:
     )
 
 
-def relaunch_identity(identity: TaskIdentity, request_pipeline: str, request_run: str) -> TaskIdentity:
+def relaunch_identity(
+    identity: TaskIdentity, request_pipeline: str, request_run: str
+) -> TaskIdentity:
     """The identity a relaunched run uses for the statement its approval was given for.
 
     The approval is bound to the gated run; the run the sensor launches after the approval

@@ -22,7 +22,7 @@ from lgpd_tasks_dagster.resource import GuardedDatabaseResource
 _SCALARS = (int, float, bool, decimal.Decimal, dt.date, dt.datetime, dt.time, dt.timedelta)
 
 
-class MaskingIOManager(dg.ConfigurableIOManagerFactory):  # type: ignore[misc]
+class MaskingIOManager(dg.ConfigurableIOManagerFactory["_MaskingIOManager"]):
     """Wraps an IO manager so that what it stores holds no raw personal values.
 
     DataFrames are masked column by column with the policy's rules (masking is idempotent:
@@ -72,7 +72,9 @@ class _MaskingIOManager(dg.IOManager):
         except LgpdError as err:
             raise to_failure(err) from err
         if isinstance(masked, pd.DataFrame):
-            context.add_output_metadata(report_metadata(report) | {COLUMN_SCHEMA: schema_from_frame(masked)})
+            context.add_output_metadata(
+                report_metadata(report) | {COLUMN_SCHEMA: schema_from_frame(masked)}
+            )
         elif report.columns:
             context.add_output_metadata(report_metadata(report))
         if report.columns or self._record_unmasked:
@@ -144,7 +146,9 @@ def _text_report(changed: bool) -> MaskingReport:
 
     if not changed:
         return MaskingReport(rows=1)
-    return MaskingReport(rows=1, columns=(ColumnReport("<text>", "text", "redact", 1, 1.0, "content"),))
+    return MaskingReport(
+        rows=1, columns=(ColumnReport("<text>", "text", "redact", 1, 1.0, "content"),)
+    )
 
 
 def report_metadata(report: MaskingReport) -> dict[str, Any]:

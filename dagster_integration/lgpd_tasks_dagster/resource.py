@@ -38,7 +38,7 @@ APPROVALS_ASSET = "lgpd_approvals"
 APPROVALS_PARTITIONS = "lgpd_approval_requests"
 
 
-class GuardedDatabaseResource(dg.ConfigurableResource):  # type: ignore[misc]
+class GuardedDatabaseResource(dg.ConfigurableResource["GuardedDatabaseResource"]):
     """A database connection per op or asset, scoped, guarded, masked and audited.
 
     Every statement goes through the lgpd-tasks guard in the op's scope, is recorded in the
@@ -189,9 +189,7 @@ class GuardedDatabaseResource(dg.ConfigurableResource):  # type: ignore[misc]
         self._add_output_metadata(current_context(), {COLUMN_SCHEMA: schema_from_frame(df)})
         return df
 
-    def execute(
-        self, sql: str, parameters: Any = None, *, scope: str | Scope | None = None
-    ) -> int:
+    def execute(self, sql: str, parameters: Any = None, *, scope: str | Scope | None = None) -> int:
         """Run one statement and commit; returns the row count."""
         with self.get_connection(scope) as conn:
             cur = conn.execute(sql, parameters)

@@ -7,41 +7,59 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+from lgpd_tasks_dagster import GuardedDatabaseResource
+from lgpd_tasks_dagster.approvals import SENSOR_NAME
+from lgpd_tasks_dagster.resource import APPROVALS_PARTITIONS
 from sqlalchemy import update
 
 from lgpd_tasks.approvals import ApprovalStore, Status
 from lgpd_tasks.audit import AuditStore, EntryFilter
 from lgpd_tasks.audit.schema import approval_requests
-from lgpd_tasks_dagster import GuardedDatabaseResource
-from lgpd_tasks_dagster.approvals import SENSOR_NAME
-from lgpd_tasks_dagster.resource import APPROVALS_PARTITIONS
 
 from .conftest import Contractor
 
 
 def _old_payments(source: Path) -> int:
     with sqlite3.connect(source) as conn:
-        return int(conn.execute("SELECT count(*) FROM payments WHERE paid_at < '2023-01-01'").fetchone()[0])
+        return int(
+            conn.execute("SELECT count(*) FROM payments WHERE paid_at < '2023-01-01'").fetchone()[0]
+        )
 
 
-def _gated_run(contractor: Contractor, user: str = "ana.costa") -> tuple[dg.ExecuteInProcessResult, str]:
+def _gated_run(
+    contractor: Contractor, user: str = "ana.costa"
+) -> tuple[dg.ExecuteInProcessResult, str]:
     result = contractor.run("contractor_purge", tags={"lgpd/user": user})
     assert not result.success
     failure = result.failure_data_for_node("purged_old_payments")
-    assert failure is not None and failure.user_failure_data is not None
+    assert failure is not None
+    assert failure.user_failure_data is not None
     request_id = str(failure.user_failure_data.metadata["request_id"].value)
     assert request_id.startswith("apr_")
     return result, request_id
 
 
-def _decide(contractor: Contractor, request_id: str, decision: str, approver: str,
-            reason: str = "purge agreed with finance") -> dg.ExecuteInProcessResult:
+def _decide(
+    contractor: Contractor,
+    request_id: str,
+    decision: str,
+    approver: str,
+    reason: str = "purge agreed with finance",
+) -> dg.ExecuteInProcessResult:
     return contractor.run(
         "lgpd_approve",
-        run_config={"ops": {"lgpd_decide": {"config": {
-            "request_id": request_id, "decision": decision, "reason": reason,
-            "approver_token": approver,
-        }}}},
+        run_config={
+            "ops": {
+                "lgpd_decide": {
+                    "config": {
+                        "request_id": request_id,
+                        "decision": decision,
+                        "reason": reason,
+                        "approver_token": approver,
+                    }
+                }
+            }
+        },
     )
 
 
@@ -73,9 +91,11 @@ def test_statement_needing_approval_fails_and_names_the_request(contractor: Cont
     before = _old_payments(contractor.source)
     result, request_id = _gated_run(contractor)
     failure = result.failure_data_for_node("purged_old_payments")
-    assert failure is not None and failure.user_failure_data is not None
+    assert failure is not None
+    assert failure.user_failure_data is not None
     description = failure.user_failure_data.description or ""
-    assert request_id in description and "lgpd_approve" in description
+    assert request_id in description
+    assert "lgpd_approve" in description
     meta = failure.user_failure_data.metadata
     assert meta["scope"].value == "contractor.purge"
     assert meta["rule"].value
@@ -89,7 +109,8 @@ def test_approve_then_sensor_relaunches_and_the_purge_runs_once(contractor: Cont
     assert approved.success
 
     tick = _tick(contractor)
-    assert tick.run_requests is not None and len(tick.run_requests) == 1
+    assert tick.run_requests is not None
+    assert len(tick.run_requests) == 1
     relaunch = tick.run_requests[0]
     assert relaunch.run_key == request_id
     assert relaunch.job_name == "contractor_purge"
@@ -102,7 +123,8 @@ def test_approve_then_sensor_relaunches_and_the_purge_runs_once(contractor: Cont
 
     store = ApprovalStore(AuditStore.from_url(contractor.audit_url))
     request = store.get(request_id)
-    assert request.consumed_at is not None and not request.usable
+    assert request.consumed_at is not None
+    assert not request.usable
     assert request.decisions[0].approver == "maria.souza"
     assert request.decisions[0].verified is False
     again = _tick(contractor, tick.cursor)

@@ -50,11 +50,13 @@ def _launch(port: int, job: str, run_config: dict[str, Any], tags: dict[str, str
              __typename ... on LaunchRunSuccess { run { runId } }
              ... on PythonError { message } ... on RunConfigValidationInvalid { errors { message } }
            } }""",
-        {"p": {
-            "selector": {**REPO, "jobName": job},
-            "runConfigData": run_config,
-            "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
-        }},
+        {
+            "p": {
+                "selector": {**REPO, "jobName": job},
+                "runConfigData": run_config,
+                "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in tags.items()]},
+            }
+        },
     )
     launched = data["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
@@ -65,7 +67,9 @@ def _wait_run(port: int, run_id: str, timeout: float = 90) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         data = _graphql(
-            port, "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }", {"id": run_id}
+            port,
+            "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
+            {"id": run_id},
         )
         status = str(data["runOrError"]["status"])
         if status in {"SUCCESS", "FAILURE", "CANCELED"}:
@@ -105,9 +109,21 @@ def dagster_dev(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     )
     log = (tmp_path / "dagster_dev.log").open("wb")
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster"), "dev", "-m", "lgpd_contractor",
-         "-h", "127.0.0.1", "-p", str(port)],
-        cwd=EXAMPLE, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "dev",
+            "-m",
+            "lgpd_contractor",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=EXAMPLE,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120
@@ -117,7 +133,9 @@ def dagster_dev(tmp_path: Path) -> Iterator[tuple[int, Path]]:
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError((tmp_path / "dagster_dev.log").read_text()[-3000:]) from None
+                    raise AssertionError(
+                        (tmp_path / "dagster_dev.log").read_text()[-3000:]
+                    ) from None
                 time.sleep(1)
         yield port, tmp_path
     finally:
@@ -130,7 +148,9 @@ def dagster_dev(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         log.close()
 
 
-def test_approve_from_the_launchpad_and_the_sensor_relaunches(dagster_dev: tuple[int, Path]) -> None:
+def test_approve_from_the_launchpad_and_the_sensor_relaunches(
+    dagster_dev: tuple[int, Path],
+) -> None:
     port, root = dagster_dev
 
     details = _graphql(
@@ -152,9 +172,23 @@ def test_approve_from_the_launchpad_and_the_sensor_relaunches(dagster_dev: tuple
     assert [r.run_id for r in pending] == [gated]
     request_id = pending[0].id
 
-    approve = _launch(port, "lgpd_approve", {"ops": {"lgpd_decide": {"config": {
-        "request_id": request_id, "decision": "approve", "reason": "yearly purge",
-        "approver_token": "maria.souza"}}}}, {})
+    approve = _launch(
+        port,
+        "lgpd_approve",
+        {
+            "ops": {
+                "lgpd_decide": {
+                    "config": {
+                        "request_id": request_id,
+                        "decision": "approve",
+                        "reason": "yearly purge",
+                        "approver_token": "maria.souza",
+                    }
+                }
+            }
+        },
+        {},
+    )
     assert _wait_run(port, approve) == "SUCCESS"
 
     deadline = time.monotonic() + 90

@@ -9,14 +9,14 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-
-from lgpd_tasks.audit import AuditStore, EntryFilter
 from lgpd_tasks_dagster import (
     GuardedDatabaseResource,
     MaskingFailure,
     MaskingIOManager,
     StatementBlockedFailure,
 )
+
+from lgpd_tasks.audit import AuditStore, EntryFilter
 
 from .conftest import Contractor
 
@@ -75,7 +75,13 @@ def test_extract_has_column_lineage_and_schema(contractor: Contractor) -> None:
     schema = metadata["dagster/column_schema"].value
     assert isinstance(schema, dg.TableSchema)
     assert [c.name for c in schema.columns] == [
-        "id", "nome", "cpf", "email", "cidade", "amount", "paid_at"
+        "id",
+        "nome",
+        "cpf",
+        "email",
+        "cidade",
+        "amount",
+        "paid_at",
     ]
 
 
@@ -113,7 +119,9 @@ def test_statement_outside_the_scope_fails_with_metadata(contractor: Contractor)
         return lgpd.query_df("SELECT nome, salario FROM folha", scope="contractor.extract")
 
     result = dg.materialize(
-        [salaries], resources={"lgpd": contractor.lgpd}, instance=contractor.instance,
+        [salaries],
+        resources={"lgpd": contractor.lgpd},
+        instance=contractor.instance,
         raise_on_error=False,
     )
     assert not result.success
@@ -144,10 +152,12 @@ def test_io_manager_masks_raw_frames_from_any_asset(contractor: Contractor, tmp_
 
     fake = Faker("pt_BR")
     raw = pd.DataFrame(
-        {"cliente": [fake.name() for _ in range(20)],
-         "documento": [fake.cpf() for _ in range(20)],
-         "contato": [fake.email() for _ in range(20)],
-         "nota": [f"ligar para {fake.cpf()}" for _ in range(20)]}
+        {
+            "cliente": [fake.name() for _ in range(20)],
+            "documento": [fake.cpf() for _ in range(20)],
+            "contato": [fake.email() for _ in range(20)],
+            "nota": [f"ligar para {fake.cpf()}" for _ in range(20)],
+        }
     )
 
     @dg.asset
@@ -156,7 +166,9 @@ def test_io_manager_masks_raw_frames_from_any_asset(contractor: Contractor, tmp_
 
     store = tmp_path / "raw_store"
     io = MaskingIOManager(lgpd=contractor.lgpd, inner=dg.FilesystemIOManager(base_dir=str(store)))
-    result = dg.materialize([raw_people], resources={"io_manager": io}, instance=contractor.instance)
+    result = dg.materialize(
+        [raw_people], resources={"io_manager": io}, instance=contractor.instance
+    )
     assert result.success
     data = (store / "raw_people").read_bytes()
     for value in [*raw["documento"], *raw["contato"]]:

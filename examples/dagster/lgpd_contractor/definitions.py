@@ -7,10 +7,10 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+from lgpd_tasks_dagster import GuardedDatabaseResource, build_lgpd_definitions
 from pydantic import Field
 
 from lgpd_contractor.source import create_source
-from lgpd_tasks_dagster import GuardedDatabaseResource, build_lgpd_definitions
 
 HERE = Path(__file__).resolve().parent.parent
 
@@ -118,8 +118,8 @@ contractor_purge = dg.define_asset_job("contractor_purge", selection=["purged_ol
 def build_defs(
     *,
     policy_file: str | None = None,
-    database_url: str | dg.EnvVar = dg.EnvVar("CONTRACTOR_DB_URL"),
-    audit_url: str | dg.EnvVar = dg.EnvVar("LGPD_AUDIT_URL"),
+    database_url: str | dg.EnvVar | None = None,
+    audit_url: str | dg.EnvVar | None = None,
     storage_dir: str | None = None,
     report_folder: str = "reporting",
     sensor_interval_seconds: int = 30,
@@ -127,11 +127,14 @@ def build_defs(
     """The example's Definitions; tests pass their own paths, ``dagster dev`` reads the env."""
     lgpd = GuardedDatabaseResource(
         policy_file=policy_file or str(HERE / "policy.yaml"),
-        database_url=database_url,
-        audit_url=audit_url,
+        database_url=database_url or dg.EnvVar("CONTRACTOR_DB_URL"),
+        audit_url=audit_url or dg.EnvVar("LGPD_AUDIT_URL"),
         masking_key=dg.EnvVar("LGPD_MASKING_KEY"),
         approvers=["maria.souza", "joao.lima"],
-        table_asset_keys={"main.contractors": "source/contractors", "main.payments": "source/payments"},
+        table_asset_keys={
+            "main.contractors": "source/contractors",
+            "main.payments": "source/payments",
+        },
     )
     return build_lgpd_definitions(
         dg.Definitions(
