@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit venv bench clean
+.PHONY: demo test lint typecheck unit venv bench bench-masking clean
 
 venv: $(STAMP)
 
@@ -31,6 +31,12 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(PY) benchmarks/guard.py
+	$(PY) benchmarks/credentials.py
+
+# Needs the bench extra (Presidio, spaCy); the default venv and `make test` do not.
+bench-masking: $(STAMP)
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -e ".[all,dev,bench]"
+	$(PY) benchmarks/masking.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .demo

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from lgpd_tasks.approvals import ApprovalStore, NewRequest, Status
 from lgpd_tasks.audit import AuditStore, NewEntry, parse_db_url, redact_url
 from lgpd_tasks.audit.store import isotime, utcnow
+from lgpd_tasks.credentials import CredentialBroker, PostgresRoleBroker, broker_from_policy
 from lgpd_tasks.errors import (
     ApprovalDenied,
     ApprovalExpired,
@@ -255,6 +256,7 @@ class GuardedConnection:
         self.target = target
         self._on_close = on_close
         self._catalog = DatabaseCatalog(raw, driver)
+        self._pii_columns = frozenset(policy.masking.columns)
         self.closed = False
         self.last_decision: Decision | None = None
         # the guard itself is always on; only the defence-in-depth tests switch it off
@@ -313,7 +315,13 @@ class GuardedConnection:
 
     def check(self, sql: str) -> Decision:
         """The guard's decision for ``sql`` in this connection's scope; runs nothing."""
-        return check(sql, self.scope, dialect=self.policy.dialect, catalog=self._catalog)
+        return check(
+            sql,
+            self.scope,
+            dialect=self.policy.dialect,
+            catalog=self._catalog,
+            pii_columns=self._pii_columns,
+        )
 
     def query_df(self, sql: str, parameters: Any = None) -> pd.DataFrame:
         """Run a query and return its (masked) result as a pandas DataFrame."""
@@ -556,18 +564,39 @@ def connect(
     audit: str | AuditStore,
     approvals: ApprovalStore | None = None,
     mask_results: bool = True,
+    broker: CredentialBroker | None = None,
 ) -> GuardedConnection:
     """Open a guarded connection to ``url`` (``sqlite:///file.db`` or ``postgresql://...``).
 
     ``policy`` is a loaded :class:`Policy` or a policy file path; ``scope`` a scope name or a
     (possibly narrowed) :class:`Scope`; ``audit`` the audit store or its URL.
+
+    The login comes from ``broker`` or, by default, from the broker the policy's
+    ``credentials:`` section names: with ``postgres_role`` the connection logs in as a fresh
+    role that holds exactly the scope's grants, and the role is revoked on close. ``url``
+    is then the administrator's URL, which the connection itself never uses.
     """
     loaded = policy if isinstance(policy, Policy) else load_policy(policy)
     bound = loaded.scope(scope) if isinstance(scope, str) else scope
     store = audit if isinstance(audit, AuditStore) else AuditStore.from_url(audit)
     store.ensure_ready()
     masker = Masker.from_policy(loaded) if mask_results else None
-    driver, raw = _open_raw(url)
+    owned = broker is None
+    chosen = broker_from_policy(loaded, url) if broker is None else broker
+    credential = chosen.issue(identity, bound)
+
+    def release() -> None:
+        try:
+            chosen.revoke(credential)
+        finally:
+            if owned and isinstance(chosen, PostgresRoleBroker):
+                chosen.close()
+
+    try:
+        driver, raw = _open_raw(credential.url)
+    except BaseException:
+        release()
+        raise
     return GuardedConnection(
         raw,
         driver=driver,
@@ -577,6 +606,8 @@ def connect(
         audit=store,
         approvals=approvals,
         masker=masker,
+        role=credential.role,
+        on_close=release,
         target=redact_url(url),
     )
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lgpd_tasks.audit import AuditRecord, AuditStore, EntryFilter, redact_url
 from lgpd_tasks.cli import EXIT_FAILED, EXIT_OK
 from lgpd_tasks.commands._common import print_json, print_table
+
+if TYPE_CHECKING:
+    from lgpd_tasks.audit import AuditRecord
 
 
 def register(subparsers: Any) -> None:
@@ -40,6 +42,8 @@ def register(subparsers: Any) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from lgpd_tasks.audit import AuditStore
+
     result = AuditStore.from_url(args.db).verify()
     if args.format == "json":
         print_json(
@@ -64,6 +68,8 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_tail(args: argparse.Namespace) -> int:
+    from lgpd_tasks.audit import AuditStore, EntryFilter, redact_url
+
     store = AuditStore.from_url(args.db)
     where = EntryFilter(
         pipeline=args.pipeline,
@@ -81,6 +87,7 @@ def run_tail(args: argparse.Namespace) -> int:
         ["#", "time", "who", "scope", "kind", "decision", "status", "rows", "what"],
         rows,
         title=f"audit {redact_url(args.db)}",
+        wrap=["what"],
     )
     return EXIT_OK
 
