@@ -11,6 +11,7 @@ import dagster as dg
 from pydantic import Field
 
 from lgpd_tasks.approvals import ApprovalRequest, Approver, Status
+from lgpd_tasks.approvals.identity import resolve_approver as verify_approver
 from lgpd_tasks.errors import ApprovalError, AuditUnavailable, LgpdError
 from lgpd_tasks_dagster.errors import APPROVE_JOB, DECIDE_OP, ApprovalDecisionFailure, to_failure
 from lgpd_tasks_dagster.identity import APPROVAL_TAG, GATED_RUN_TAG
@@ -63,12 +64,16 @@ class ApprovalDecisionConfig(dg.Config):
 def resolve_approver(lgpd: GuardedDatabaseResource, token: str) -> Approver:
     """The approver a Launchpad token names.
 
-    Open-source Dagster has no user identity, so the token is checked against the configured
-    approver names (resource ``approvers`` and the policy's ``approvals.approvers``) and the
+    A signed OIDC ID token is verified against the policy's ``approvals.oidc`` issuer and
+    recorded as verified. Otherwise (open-source Dagster has no user identity) the token is
+    checked against the configured approver names (resource ``approvers`` and the policy's ``approvals.approvers``) and the
     decision is recorded as unverified; a policy that requires verified identities refuses.
     """
     policy = lgpd.load_policy()
     name = token.strip()
+    if name.count(".") == 2 and policy.approvals.oidc is not None:
+        # a signed OIDC ID token: the identity provider's verified subject decides
+        return verify_approver(policy.approvals, token=name)
     allowed = set(lgpd.approvers) | set(policy.approvals.approvers)
     if policy.approvals.require_verified_identity:
         raise ApprovalError(
