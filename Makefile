@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit venv bench clean
+.PHONY: demo test lint typecheck unit venv bench bench-masking clean browser
 
 venv: $(STAMP)
 
@@ -27,10 +27,22 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(PY) -m pytest
 
-test: lint typecheck unit
+# The browser test drives Debian's Chromium; install it once where we may (root, apt).
+browser:
+	@if { [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; } && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && apt-get install -y -q chromium chromium-driver; \
+	fi
+
+test: lint typecheck browser unit
 
 bench: $(STAMP)
 	$(PY) benchmarks/guard.py
+	$(PY) benchmarks/credentials.py
+
+# Needs the bench extra (Presidio, spaCy); the default venv and `make test` do not.
+bench-masking: $(STAMP)
+	$(VENV)/bin/uv pip install --quiet --python $(PY) -e ".[all,dev,bench]"
+	$(PY) benchmarks/masking.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .demo

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from lgpd_tasks.errors import (
     ApprovalRequired,
     LgpdError,
+    MaskingError,
     PolicyError,
     StatementBlocked,
 )
@@ -32,6 +33,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "db",
     "audit",
     "approvals",
+    "roles",
+    "mask",
+    "report",
 )
 
 
@@ -52,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except PolicyError as err:
+    except (PolicyError, MaskingError) as err:
         print(f"lgpd-tasks: {err}", file=sys.stderr)
         return EXIT_USAGE
     except ApprovalRequired as err:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from lgpd_tasks.approvals import ApprovalStore, NewRequest, Status
 from lgpd_tasks.audit import AuditStore, NewEntry, parse_db_url, redact_url
 from lgpd_tasks.audit.store import isotime, utcnow
+from lgpd_tasks.credentials import CredentialBroker, PostgresRoleBroker, broker_from_policy
 from lgpd_tasks.errors import (
     ApprovalDenied,
     ApprovalExpired,
@@ -31,6 +32,7 @@ from lgpd_tasks.errors import (
     StatementBlocked,
     StatementFailed,
 )
+from lgpd_tasks.evidence.subjects import StatementTrail, SubjectTrail
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.masking import Masker
 from lgpd_tasks.policy import Policy, Scope, load_policy
@@ -89,6 +91,7 @@ class _Running:
     is_query: bool
     rows: int = 0
     masked: dict[str, dict[str, Any]] = field(default_factory=dict)
+    trail: StatementTrail | None = None
 
 
 class GuardedCursor:
@@ -128,7 +131,7 @@ class GuardedCursor:
                 self._raw.execute(sql, parameters)
         except Exception as err:
             raise self._conn._failed(running, err, started) from None
-        self._after_execute(running, started)
+        self._after_execute(running, started, sql, parameters, many=False)
         return self
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> Self:
@@ -140,18 +143,29 @@ class GuardedCursor:
             self._raw.executemany(sql, params)
         except Exception as err:
             raise self._conn._failed(running, err, started) from None
-        self._after_execute(running, started)
+        self._after_execute(running, started, sql, params, many=True)
         return self
 
-    def _after_execute(self, running: _Running, started: float) -> None:
+    def _after_execute(
+        self, running: _Running, started: float, sql: str, parameters: Any, *, many: bool
+    ) -> None:
         running.started = started
         description = self._raw.description
+        columns = [str(d[0]) for d in description] if description is not None else []
+        # subject trail: which people's rows this statement returns or changes
+        trail = self._conn._subject_trail
+        if trail is not None:
+            running.trail = trail.begin(
+                running.intent_id, running.decision, columns, sql, parameters, many=many
+            )
         if description is not None:
             running.is_query = True
-            self._columns = [str(d[0]) for d in description]
+            self._columns = columns
             self._running = running
             return
         running.rows = max(int(self._raw.rowcount), 0)
+        if running.trail is not None:
+            running.trail.close()
         self._conn._complete(running)
 
     # -- fetching -------------------------------------------------------------------------
@@ -187,6 +201,8 @@ class GuardedCursor:
         running = self._running
         if running is not None:
             running.rows += len(rows)
+            if running.trail is not None:
+                running.trail.observe(rows)  # raw key values, before masking
         masker = self._conn._masker
         if masker is None:
             return rows
@@ -204,6 +220,8 @@ class GuardedCursor:
     def _finish(self) -> None:
         running, self._running = self._running, None
         if running is not None:
+            if running.trail is not None:
+                running.trail.close()
             self._conn._complete(running)
 
     def close(self) -> None:
@@ -242,6 +260,7 @@ class GuardedConnection:
         role: str | None = None,
         on_close: Callable[[], None] | None = None,
         target: str = "",
+        subject_trail: SubjectTrail | Literal["policy"] | None = "policy",
     ) -> None:
         self._raw = raw
         self.driver: Driver = driver
@@ -255,6 +274,13 @@ class GuardedConnection:
         self.target = target
         self._on_close = on_close
         self._catalog = DatabaseCatalog(raw, driver)
+        self._pii_columns = frozenset(policy.masking.columns)
+        # "policy": a trail when the policy declares subject keys (None switches it off)
+        self._subject_trail = (
+            SubjectTrail.from_policy(policy, audit)
+            if isinstance(subject_trail, str)
+            else subject_trail
+        )
         self.closed = False
         self.last_decision: Decision | None = None
         # the guard itself is always on; only the defence-in-depth tests switch it off
@@ -313,7 +339,13 @@ class GuardedConnection:
 
     def check(self, sql: str) -> Decision:
         """The guard's decision for ``sql`` in this connection's scope; runs nothing."""
-        return check(sql, self.scope, dialect=self.policy.dialect, catalog=self._catalog)
+        return check(
+            sql,
+            self.scope,
+            dialect=self.policy.dialect,
+            catalog=self._catalog,
+            pii_columns=self._pii_columns,
+        )
 
     def query_df(self, sql: str, parameters: Any = None) -> pd.DataFrame:
         """Run a query and return its (masked) result as a pandas DataFrame."""
@@ -365,6 +397,7 @@ class GuardedConnection:
             if existing.usable:
                 return existing.id
             if existing.status is Status.PENDING:
+                self._record_refusal(decision, "approve", existing.id, "pending")
                 raise _approval_error(
                     ApprovalRequired, existing.id, decision, self.scope, "waits for"
                 )
@@ -372,6 +405,7 @@ class GuardedConnection:
                 existing.decided_at, ttl
             ):
                 cls = ApprovalDenied if existing.status is Status.DENIED else ApprovalExpired
+                self._record_refusal(decision, "approve", existing.id, str(existing.status))
                 raise _approval_error(cls, existing.id, decision, self.scope, str(existing.status))
         request = store.request(
             self.identity,
@@ -387,6 +421,7 @@ class GuardedConnection:
                 min_approvers=self.policy.approvals.min_approvers,
             ),
         )
+        self._record_refusal(decision, "approve", request.id, "pending")
         raise _approval_error(ApprovalRequired, request.id, decision, self.scope, "waits for")
 
     def _statement_entry(
@@ -416,7 +451,14 @@ class GuardedConnection:
             details=details,
         )
 
-    def _record_refusal(self, decision: Decision, action: str) -> None:
+    def _record_refusal(
+        self,
+        decision: Decision,
+        action: str,
+        approval_id: str | None = None,
+        approval_status: str | None = None,
+    ) -> None:
+        """Record a statement that did not run: blocked, or waiting for its approval."""
         entry = NewEntry(
             kind="statement",
             identity=self.identity,
@@ -430,6 +472,8 @@ class GuardedConnection:
                 "statements": [s.to_dict() for s in decision.statements],
                 "normalized": decision.normalized,
                 "reasons": [r.to_dict() for r in decision.reasons],
+                "approval_id": approval_id,
+                "approval_status": approval_status,
                 "role": self.role,
                 "target": self.target,
                 "identity": _identity_details(self.identity),
@@ -556,18 +600,39 @@ def connect(
     audit: str | AuditStore,
     approvals: ApprovalStore | None = None,
     mask_results: bool = True,
+    broker: CredentialBroker | None = None,
 ) -> GuardedConnection:
     """Open a guarded connection to ``url`` (``sqlite:///file.db`` or ``postgresql://...``).
 
     ``policy`` is a loaded :class:`Policy` or a policy file path; ``scope`` a scope name or a
     (possibly narrowed) :class:`Scope`; ``audit`` the audit store or its URL.
+
+    The login comes from ``broker`` or, by default, from the broker the policy's
+    ``credentials:`` section names: with ``postgres_role`` the connection logs in as a fresh
+    role that holds exactly the scope's grants, and the role is revoked on close. ``url``
+    is then the administrator's URL, which the connection itself never uses.
     """
     loaded = policy if isinstance(policy, Policy) else load_policy(policy)
     bound = loaded.scope(scope) if isinstance(scope, str) else scope
     store = audit if isinstance(audit, AuditStore) else AuditStore.from_url(audit)
     store.ensure_ready()
     masker = Masker.from_policy(loaded) if mask_results else None
-    driver, raw = _open_raw(url)
+    owned = broker is None
+    chosen = broker_from_policy(loaded, url) if broker is None else broker
+    credential = chosen.issue(identity, bound)
+
+    def release() -> None:
+        try:
+            chosen.revoke(credential)
+        finally:
+            if owned and isinstance(chosen, PostgresRoleBroker):
+                chosen.close()
+
+    try:
+        driver, raw = _open_raw(credential.url)
+    except BaseException:
+        release()
+        raise
     return GuardedConnection(
         raw,
         driver=driver,
@@ -577,6 +642,8 @@ def connect(
         audit=store,
         approvals=approvals,
         masker=masker,
+        role=credential.role,
+        on_close=release,
         target=redact_url(url),
     )
 

@@ -14,9 +14,18 @@
     ├── StatementFailed              the database refused or failed a guarded statement (scrubbed)
     ├── AuditUnavailable             the audit record cannot be written, so nothing runs
     ├── AuditChainBroken             `audit verify` found an altered, removed or reordered record
+    ├── EvidenceError                export, purge or a report cannot be done (target, range...)
     ├── MaskingError                 masking cannot be done as asked (unknown strategy, no key...)
     ├── CredentialError              a scoped credential cannot be issued or revoked
-    └── TokenError                   a task or approver token fails verification
+    └── TokenError                   a task or approver token fails verification (malformed...)
+        ├── TokenExpired             its ``exp`` has passed
+        ├── TokenNotYetValid         its ``nbf`` (or ``iat``) is in the future
+        ├── TokenAudienceInvalid     its ``aud`` is not this verifier's audience
+        ├── TokenIssuerInvalid       its ``iss`` is not the expected issuer
+        ├── TokenAlgorithmRejected   ``alg: none``, an algorithm not configured, or confusion
+        ├── TokenSignatureInvalid    the signature does not match (tampered header or payload)
+        ├── TokenKeyUnknown          no configured key has the token's ``kid``
+        └── TokenReplayed            its ``jti`` was already used
 
 Messages name the scope, the table or column and the rule, never a personal value.
 """
@@ -186,6 +195,10 @@ class AuditChainBroken(LgpdError):
         )
 
 
+class EvidenceError(LgpdError):
+    """Evidence cannot be produced as asked: an export target, a purge, a report."""
+
+
 class MaskingError(LgpdError):
     """Masking cannot be done as asked."""
 
@@ -196,3 +209,35 @@ class CredentialError(LgpdError):
 
 class TokenError(LgpdError):
     """A signed task or approver token failed verification."""
+
+
+class TokenExpired(TokenError):
+    """The token's ``exp`` has passed."""
+
+
+class TokenNotYetValid(TokenError):
+    """The token's ``nbf`` (or ``iat``) lies in the future."""
+
+
+class TokenAudienceInvalid(TokenError):
+    """The token was issued for another audience."""
+
+
+class TokenIssuerInvalid(TokenError):
+    """The token was issued by an issuer this verifier does not trust."""
+
+
+class TokenAlgorithmRejected(TokenError):
+    """The token's algorithm is ``none``, not configured, or does not match its key."""
+
+
+class TokenSignatureInvalid(TokenError):
+    """The token's signature does not verify: the header or payload was altered."""
+
+
+class TokenKeyUnknown(TokenError):
+    """No configured key carries the token's ``kid`` (rotated out, or never trusted)."""
+
+
+class TokenReplayed(TokenError):
+    """The token's ``jti`` was already presented once."""

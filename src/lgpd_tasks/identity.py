@@ -37,8 +37,8 @@ class TaskIdentity:
 
     @property
     def principal(self) -> str:
-        if self.orchestrator == "cli":
-            return f"cli:{self.user or self.task}"
+        if self.orchestrator in ("cli", "approver"):
+            return f"{self.orchestrator}:{self.user or self.task}"
         return f"{self.orchestrator}:{self.pipeline}.{self.task}"
 
     @property

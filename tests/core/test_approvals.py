@@ -110,3 +110,30 @@ def test_an_approval_is_used_once(approvals: ApprovalStore) -> None:
 def test_unknown_request_is_an_error(approvals: ApprovalStore) -> None:
     with pytest.raises(ApprovalError, match="no approval request 'apr_nope'"):
         approvals.get("apr_nope")
+
+
+def test_policy_approvers_list_is_enforced(tmp_path: Path) -> None:
+    from lgpd_tasks.policy.model import ApprovalsSpec
+
+    store = ApprovalStore(
+        AuditStore.from_url(f"sqlite:///{tmp_path}/a.db"),
+        ApprovalsSpec(approvers=["dpo", "group:privacy"]),
+    )
+    request = store.request(ASKER, _new())
+    with pytest.raises(ApprovalError, match="not among the policy's approvers"):
+        store.approve(request.id, Approver("joao"))
+    assert store.approve(request.id, Approver("ana", groups=("privacy",))).status is Status.APPROVED
+
+
+def test_unverified_approver_refused_when_policy_requires_verification(tmp_path: Path) -> None:
+    from lgpd_tasks.policy.model import ApprovalsSpec
+
+    store = ApprovalStore(
+        AuditStore.from_url(f"sqlite:///{tmp_path}/a.db"),
+        ApprovalsSpec(require_verified_identity=True),
+    )
+    request = store.request(ASKER, _new())
+    with pytest.raises(ApprovalError, match="verified approver identity"):
+        store.approve(request.id, Approver("joao"))
+    done = store.approve(request.id, Approver("joao", verified=True, issuer="https://idp"))
+    assert done.decisions[0].verified

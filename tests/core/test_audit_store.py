@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import sqlite3
+import uuid
 from pathlib import Path
 
 import pytest
@@ -160,7 +161,7 @@ def test_four_processes_keep_one_chain_on_sqlite(tmp_path: Path) -> None:
 def test_four_processes_keep_one_chain_on_postgres(postgres_dsn: str) -> None:
     import psycopg
 
-    db = "lgpd_audit_concurrency"
+    db = f"lgpd_audit_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {db}")
         conn.execute(f"CREATE DATABASE {db}")

@@ -323,3 +323,17 @@ def test_guarded_connection_on_postgres(pg_schema: str, postgres_dsn: str, tmp_p
     statements = audit.records(EntryFilter(kind="statement"))
     assert [r.entry.decision for r in statements] == ["allow", "allow", "block", "block"]
     assert audit.verify().ok
+
+
+def test_named_parameters_work_and_only_their_names_are_recorded(
+    conn: GuardedConnection, audit: AuditStore
+) -> None:
+    person = _people()[5]
+    rows = conn.execute(
+        "SELECT id FROM customers WHERE cpf = :cpf AND cidade = :cidade",
+        {"cpf": person[2], "cidade": person[4]},
+    ).fetchall()
+    assert rows == [(person[0],)]
+    (record,) = audit.records(EntryFilter(kind="statement"))
+    assert record.entry.details["parameters"] == {"named": ["cidade", "cpf"]}
+    assert person[2] not in str(record.to_dict())

@@ -17,6 +17,7 @@ from lgpd_tasks.audit.schema import approval_decisions, approval_requests
 from lgpd_tasks.audit.store import AuditStore, NewEntry, isotime, utcnow
 from lgpd_tasks.errors import ApprovalError, Reason
 from lgpd_tasks.identity import TaskIdentity
+from lgpd_tasks.policy.model import ApprovalsSpec
 
 
 class Status(StrEnum):
@@ -129,13 +130,14 @@ class NewRequest:
 class ApprovalStore:
     """Requests and decisions in the audit database; each change is also an audit record."""
 
-    def __init__(self, audit: AuditStore) -> None:
+    def __init__(self, audit: AuditStore, rules: ApprovalsSpec | None = None) -> None:
         self.audit = audit
         self.engine = audit.engine
+        self.rules = rules or ApprovalsSpec()
 
     @classmethod
-    def from_url(cls, url: str) -> ApprovalStore:
-        return cls(AuditStore.from_url(url))
+    def from_url(cls, url: str, rules: ApprovalsSpec | None = None) -> ApprovalStore:
+        return cls(AuditStore.from_url(url), rules)
 
     # -- requests -------------------------------------------------------------------------
 
@@ -253,6 +255,19 @@ class ApprovalStore:
         if _same_person(approver.name, request):
             raise ApprovalError(
                 f"{approver.name!r} asked for approval request {request_id} and cannot decide it"
+            )
+        allowed = self.rules.approvers
+        if allowed and not (
+            approver.name in allowed or any(f"group:{g}" in allowed for g in approver.groups)
+        ):
+            raise ApprovalError(
+                f"{approver.name!r} is not among the policy's approvers "
+                f"(approvals.approvers: {', '.join(allowed)})"
+            )
+        if self.rules.require_verified_identity and not approver.verified:
+            raise ApprovalError(
+                f"the policy requires a verified approver identity and {approver.name!r} "
+                "is not verified (approvals.require_verified_identity)"
             )
         if any(d.approver == approver.name for d in request.decisions):
             raise ApprovalError(f"{approver.name!r} already decided approval request {request_id}")

@@ -8,14 +8,17 @@ from sqlalchemy import (
     Column,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""1: log, approvals, meta. 2: subject trail and export positions (tables added, none changed)."""
 
 metadata = MetaData()
 
@@ -102,4 +105,53 @@ approval_decisions = Table(
     Column("reason", Text, nullable=False),
     Column("decided_at", String(32), nullable=False),
     UniqueConstraint("request_id", "approver", name="uq_lgpd_approval_once"),
+)
+
+
+# -- version 2: the subject trail and the export positions ---------------------------------
+# Digests are 16 bytes: the first 128 bits of an HMAC-SHA256. Only the key protects them (a
+# CPF has 10^9 possible values); 128 bits keep accidental collisions out of reach (about
+# 10^-20 for a billion people) at half the size of the full digest.
+
+#: One row per statement over a table with a subject key: how its subjects were known.
+subject_access = Table(
+    "lgpd_subject_access",
+    metadata,
+    # the intent record's ``record_id`` as the 16 bytes of its UUID
+    Column("access", LargeBinary(16), primary_key=True),
+    Column("tables", Text, nullable=False),
+    # rows (result rows), where (keys named in the WHERE), values (INSERT values),
+    # returning, or none (the statement touched the table but its subjects are unknown)
+    Column("coverage", String(16), nullable=False),
+)
+
+#: The subjects (keyed digests) of the rows a statement returned or changed.
+subject_trail = Table(
+    "lgpd_subject_trail",
+    metadata,
+    Column("access", LargeBinary(16), nullable=False),
+    Column("subject", LargeBinary(16), nullable=False),
+)
+Index("ix_lgpd_subject_trail_subject", subject_trail.c.subject)
+Index("ix_lgpd_subject_trail_access", subject_trail.c.access)
+
+#: Primary-key digest -> subject digest, learnt when both were seen in one row.
+subject_links = Table(
+    "lgpd_subject_links",
+    metadata,
+    Column("pk", LargeBinary(16), nullable=False),
+    Column("subject", LargeBinary(16), nullable=False),
+    PrimaryKeyConstraint("pk", "subject", name="pk_lgpd_subject_links"),
+)
+Index("ix_lgpd_subject_links_subject", subject_links.c.subject)
+
+#: How far each export target has received the chain (``audit export`` resumes from here).
+exports = Table(
+    "lgpd_exports",
+    metadata,
+    Column("target", String(500), primary_key=True),
+    Column("last_seq", _Seq, nullable=False),
+    Column("last_hash", String(64), nullable=False),
+    Column("exported_at", String(32), nullable=False),
+    Column("manifest", String(1000), nullable=False),
 )

@@ -6,6 +6,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -106,7 +107,8 @@ class AuditRecord:
         if self.entry.kind != "statement":
             return str(self.entry.details.get("event", self.entry.kind))
         if self.entry.details.get("event") == "refused":
-            return "refused"
+            waiting = self.entry.details.get("approval_status")
+            return f"approval {waiting}" if waiting else "refused"
         if self.outcome is None:
             return "incomplete"
         return str(self.outcome.details.get("status", "?"))
@@ -166,6 +168,7 @@ class EntryFilter:
     kind: str | None = None
     ref: str | None = None
     since_seq: int | None = None
+    record_id: str | None = None
 
 
 class AuditStore:
@@ -215,6 +218,13 @@ class AuditStore:
                         f"audit store {self.url} has schema version {found}; "
                         f"this lgpd-tasks knows up to {SCHEMA_VERSION}: upgrade lgpd-tasks"
                     )
+                elif int(found) < SCHEMA_VERSION:
+                    # versions so far only add tables, which create_all has just made
+                    conn.execute(
+                        meta.update()
+                        .where(meta.c.key == "schema_version")
+                        .values(value=str(SCHEMA_VERSION))
+                    )
         except SQLAlchemyError as err:
             raise self._unavailable("cannot be initialised", err) from None
         self._ready = True
@@ -238,6 +248,22 @@ class AuditStore:
                 return self._append_locked(conn, entries)
         except SQLAlchemyError as err:
             raise self._unavailable("cannot record", err) from None
+
+    @contextmanager
+    def chain_transaction(self) -> Iterator[Connection]:
+        """A transaction holding the chain's write lock, for maintenance (``audit purge``)."""
+        self.ensure_ready()
+        try:
+            with self.engine.begin() as conn:
+                if self.is_postgres:
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CHAIN_LOCK})
+                yield conn
+        except SQLAlchemyError as err:
+            raise self._unavailable("cannot record", err) from None
+
+    def append_in(self, conn: Connection, entries: Sequence[NewEntry]) -> list[AuditEntry]:
+        """Append records inside a :meth:`chain_transaction`."""
+        return self._append_locked(conn, entries)
 
     def _append_locked(self, conn: Connection, entries: Sequence[NewEntry]) -> list[AuditEntry]:
         if self.is_postgres:
@@ -326,7 +352,7 @@ class AuditStore:
         self.ensure_ready()
         where = where or EntryFilter()
         query = select(audit_log)
-        for name in ("pipeline", "task", "run_id", "decision", "kind", "ref"):
+        for name in ("pipeline", "task", "run_id", "decision", "kind", "ref", "record_id"):
             value = getattr(where, name)
             if value is not None:
                 query = query.where(audit_log.c[name] == value)
@@ -382,8 +408,7 @@ class AuditStore:
     def verify(self) -> Verification:
         """Recompute the chain; the breaks name the first altered, removed or moved record."""
         breaks: list[ChainBreak] = []
-        prev = GENESIS
-        expected_seq = 1
+        prev, expected_seq = self.chain_start()
         records = 0
         for entry in self.iter_chain():
             records += 1
@@ -414,6 +439,38 @@ class AuditStore:
             prev = entry.hash
             expected_seq = entry.seq + 1
         return Verification(records=records, head=prev, breaks=tuple(breaks))
+
+    def chain_start(self, conn: Connection | None = None) -> tuple[str, int]:
+        """The ``prev_hash`` and ``seq`` the stored chain starts from.
+
+        After ``audit purge`` the oldest records are gone; the newest ``purge`` checkpoint
+        (itself a chained record, so it cannot be altered or dropped unnoticed) names the
+        last purged record's hash and sequence, and the chain resumes right after it.
+        """
+        if conn is None:
+            self.ensure_ready()
+        query = (
+            select(audit_log.c.details)
+            .where(audit_log.c.kind == "purge")
+            .order_by(audit_log.c.seq.desc())
+            .limit(1)
+        )
+        try:
+            if conn is not None:  # inside a chain_transaction (SQLite would wait on itself)
+                raw = conn.execute(query).scalar()
+            else:
+                with self.engine.connect() as own:
+                    raw = own.execute(query).scalar()
+        except SQLAlchemyError as err:
+            raise self._unavailable("cannot be read", err) from None
+        if raw is None:
+            return GENESIS, 1
+        try:
+            details = json.loads(raw) if isinstance(raw, str) else dict(raw)
+            return str(details["last_hash"]), int(details["last_seq"]) + 1
+        except (ValueError, KeyError, TypeError):
+            # an unreadable checkpoint proves nothing: verify from the genesis and fail
+            return GENESIS, 1
 
     def verify_or_raise(self) -> Verification:
         result = self.verify()

@@ -9,10 +9,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import sqlglot
-from sqlglot.errors import SqlglotError
-from sqlglot.tokenizer_core import TokenType
-
 
 def add_sql_argument(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
@@ -36,6 +32,10 @@ def split_statements(sql: str, dialect: str) -> list[str]:
 
     Text the tokenizer cannot read comes back whole, for the guard to refuse.
     """
+    import sqlglot
+    from sqlglot.errors import SqlglotError
+    from sqlglot.tokenizer_core import TokenType
+
     try:
         tokens = sqlglot.Dialect.get_or_raise(dialect).tokenize(sql)
     except (SqlglotError, ValueError):
@@ -56,17 +56,22 @@ def print_json(data: Any) -> None:
 
 
 def print_table(
-    columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    title: str | None = None,
+    wrap: Sequence[str] = (),
 ) -> None:
+    """A table for people; only the columns named in ``wrap`` may fold onto several lines."""
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title, show_lines=False)
     for column in columns:
-        table.add_column(str(column), overflow="fold")
+        table.add_column(str(column), overflow="fold", no_wrap=column not in wrap)
     for row in rows:
         table.add_row(*["" if v is None else str(v) for v in row])
-    Console(width=max(120, Console().width)).print(table)
+    Console(width=max(160, Console().width)).print(table)
 
 
 def print_csv(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
@@ -83,4 +88,4 @@ def print_rows(
     elif fmt == "csv":
         print_csv(columns, rows)
     else:
-        print_table(columns, rows, title=title)
+        print_table(columns, rows, title=title, wrap=columns)

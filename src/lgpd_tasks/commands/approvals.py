@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import os
+import sys
+from typing import TYPE_CHECKING, Any
 
-from lgpd_tasks.approvals import ApprovalRequest, ApprovalStore, Approver, Status
 from lgpd_tasks.cli import EXIT_OK
 from lgpd_tasks.commands._common import print_json, print_table
-from lgpd_tasks.identity import TaskIdentity
+from lgpd_tasks.errors import ApprovalError
+
+if TYPE_CHECKING:
+    from lgpd_tasks.approvals import ApprovalRequest, ApprovalStore, Approver
+
+#: Where ``approve``/``deny`` look for an identity-provider token when ``--token`` is absent.
+TOKEN_ENV = "LGPD_APPROVER_TOKEN"  # noqa: S105 - a variable name, not a secret
 
 
 def register(subparsers: Any) -> None:
@@ -19,7 +26,7 @@ def register(subparsers: Any) -> None:
 
     listing = verbs.add_parser("list", help="requests, newest first")
     listing.add_argument("--db", required=True, help="audit store URL")
-    listing.add_argument("--status", choices=[s.value for s in Status])
+    listing.add_argument("--status", choices=["pending", "approved", "denied", "expired"])
     listing.add_argument("--pipeline")
     listing.add_argument("--format", choices=["table", "json"], default="table")
     listing.set_defaults(func=run_list)
@@ -35,17 +42,47 @@ def register(subparsers: Any) -> None:
         sub.add_argument("--db", required=True, help="audit store URL")
         sub.add_argument("--as", dest="who", help="your name (default: OS user)")
         sub.add_argument(
+            "--policy",
+            help="policy file whose approvals section applies (approvers, "
+            "require_verified_identity, oidc)",
+        )
+        sub.add_argument(
             "--reason", required=verb == "deny", default="", help="why (required to deny)"
+        )
+        sub.add_argument(
+            "--token",
+            help=f"identity-provider token proving who you are ('-' reads it from standard "
+            f"input; default ${TOKEN_ENV}); needs --policy with approvals.oidc",
         )
         sub.set_defaults(func=func)
 
 
-def _approver(args: argparse.Namespace) -> Approver:
-    identity = TaskIdentity.for_cli(args.who)
-    return Approver(name=identity.user or identity.task, verified=False)
+def _decision(args: argparse.Namespace) -> tuple[ApprovalStore, Approver]:
+    """The store under the policy's approval rules, and the approver (verified by token)."""
+    from lgpd_tasks.approvals import ApprovalStore
+    from lgpd_tasks.approvals.identity import resolve_approver
+    from lgpd_tasks.policy import load_policy
+    from lgpd_tasks.policy.model import ApprovalsSpec
+
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    if token == "-":  # noqa: S105 - the stdin marker
+        token = sys.stdin.readline().strip()
+    if args.policy:
+        rules = load_policy(args.policy).approvals
+    elif token:
+        raise ApprovalError(
+            "--token needs --policy: its approvals.oidc section says which identity provider "
+            "to trust"
+        )
+    else:
+        rules = ApprovalsSpec()
+    approver = resolve_approver(rules, token=token or None, name=args.who)
+    return ApprovalStore.from_url(args.db, rules), approver
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from lgpd_tasks.approvals import ApprovalStore
+
     requests = ApprovalStore.from_url(args.db).list_requests(
         status=args.status, pipeline=args.pipeline
     )
@@ -65,11 +102,14 @@ def run_list(args: argparse.Namespace) -> int:
             ]
             for r in requests
         ],
+        wrap=["statement"],
     )
     return EXIT_OK
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from lgpd_tasks.approvals import ApprovalStore
+
     print_json(ApprovalStore.from_url(args.db).get(args.request_id).to_dict())
     return EXIT_OK
 
@@ -80,10 +120,10 @@ def _decided(request: ApprovalRequest, verb: str) -> int:
 
 
 def run_approve(args: argparse.Namespace) -> int:
-    store = ApprovalStore.from_url(args.db)
-    return _decided(store.approve(args.request_id, _approver(args), args.reason), "approved")
+    store, approver = _decision(args)
+    return _decided(store.approve(args.request_id, approver, args.reason), "approved")
 
 
 def run_deny(args: argparse.Namespace) -> int:
-    store = ApprovalStore.from_url(args.db)
-    return _decided(store.deny(args.request_id, _approver(args), args.reason), "denied")
+    store, approver = _decision(args)
+    return _decided(store.deny(args.request_id, approver, args.reason), "denied")

@@ -1,14 +1,18 @@
-"""``lgpd-tasks audit verify|tail``: check the hash chain, read the newest records."""
+"""``lgpd-tasks audit verify|tail|export|purge``: check, read, export and purge the audit."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from lgpd_tasks.audit import AuditRecord, AuditStore, EntryFilter, redact_url
 from lgpd_tasks.cli import EXIT_FAILED, EXIT_OK
 from lgpd_tasks.commands._common import print_json, print_table
+from lgpd_tasks.errors import EvidenceError
+
+if TYPE_CHECKING:
+    from lgpd_tasks.audit import AuditRecord
 
 
 def register(subparsers: Any) -> None:
@@ -38,8 +42,41 @@ def register(subparsers: Any) -> None:
     tail.add_argument("--format", choices=["table", "json"], default="table")
     tail.set_defaults(func=run_tail)
 
+    export = verbs.add_parser(
+        "export",
+        help="send new records to object storage",
+        description="Send the records a target has not received yet, in batches with a "
+        "manifest (chain head hash, range, counts, sha256 of each batch). S3 buckets with "
+        "Object Lock get COMPLIANCE retention.",
+    )
+    export.add_argument("--db", required=True, help="audit store URL")
+    export.add_argument("--to", required=True, help="s3://BUCKET/PREFIX or file:///folder")
+    export.add_argument("--endpoint-url", help="S3 endpoint (MinIO, moto, another region)")
+    export.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
+    export.add_argument("--batch-records", type=int, default=10_000, help="records per batch")
+    retain = export.add_mutually_exclusive_group()
+    retain.add_argument(
+        "--policy", help="policy file: retain until now + the longest purpose retention"
+    )
+    retain.add_argument("--retain-until", help="retain-until date (YYYY-MM-DD or ISO time)")
+    retain.add_argument("--retention", help="retain for a duration from now (180d, 5y)")
+    export.set_defaults(func=run_export)
+
+    purge = verbs.add_parser(
+        "purge",
+        help="remove old records, keeping the chain verifiable",
+        description="Remove records written before DATE that every export target has "
+        "received, leaving a checkpoint record so `audit verify` still passes.",
+    )
+    purge.add_argument("--db", required=True, help="audit store URL")
+    purge.add_argument("--before", required=True, help="YYYY-MM-DD or ISO time (UTC if naive)")
+    purge.add_argument("--as", dest="who", help="who runs the purge (default: the OS user)")
+    purge.set_defaults(func=run_purge)
+
 
 def run_verify(args: argparse.Namespace) -> int:
+    from lgpd_tasks.audit import AuditStore
+
     result = AuditStore.from_url(args.db).verify()
     if args.format == "json":
         print_json(
@@ -64,6 +101,8 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_tail(args: argparse.Namespace) -> int:
+    from lgpd_tasks.audit import AuditStore, EntryFilter, redact_url
+
     store = AuditStore.from_url(args.db)
     where = EntryFilter(
         pipeline=args.pipeline,
@@ -81,6 +120,7 @@ def run_tail(args: argparse.Namespace) -> int:
         ["#", "time", "who", "scope", "kind", "decision", "status", "rows", "what"],
         rows,
         title=f"audit {redact_url(args.db)}",
+        wrap=["what"],
     )
     return EXIT_OK
 
@@ -109,3 +149,76 @@ def _row(record: AuditRecord) -> list[Any]:
         "" if record.rows is None else record.rows,
         what[:120],
     ]
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from lgpd_tasks.audit import AuditStore
+    from lgpd_tasks.audit.store import utcnow
+    from lgpd_tasks.evidence.export import export_audit, longest_retention
+    from lgpd_tasks.evidence.objects import open_target
+    from lgpd_tasks.policy import load_policy
+    from lgpd_tasks.policy.model import parse_duration
+
+    retain_until = None
+    if args.retain_until:
+        retain_until = parse_when(args.retain_until)
+    elif args.retention:
+        try:
+            retain_until = utcnow() + parse_duration(args.retention)
+        except ValueError as err:
+            raise EvidenceError(f"--retention: {err}") from None
+    elif args.policy:
+        longest = longest_retention(load_policy(args.policy))
+        retain_until = utcnow() + longest if longest is not None else None
+    target = open_target(args.to, endpoint_url=args.endpoint_url)
+    store = AuditStore.from_url(args.db)
+    result = export_audit(
+        store, target, fmt=args.format, batch_records=args.batch_records, retain_until=retain_until
+    )
+    if result.records == 0:
+        print(f"nothing new to export to {result.target}")
+        return EXIT_OK
+    lock = (
+        f", Object Lock COMPLIANCE until {result.retain_until}"
+        if result.object_lock
+        else ", no Object Lock"
+    )
+    print(
+        f"exported records #{result.first_seq}..#{result.last_seq} ({result.records} in "
+        f"{len(result.batches)} batches{lock}) to {result.target}; manifest {result.manifest}"
+    )
+    return EXIT_OK
+
+
+def run_purge(args: argparse.Namespace) -> int:
+    from lgpd_tasks.audit import AuditStore
+    from lgpd_tasks.evidence.purge import purge_before
+    from lgpd_tasks.identity import TaskIdentity
+
+    store = AuditStore.from_url(args.db)
+    result = purge_before(store, parse_when(args.before), identity=TaskIdentity.for_cli(args.who))
+    if result.records == 0:
+        print("nothing to purge")
+    else:
+        print(
+            f"purged records #{result.first_seq}..#{result.last_seq} ({result.records}); "
+            f"checkpoint {result.checkpoint} holds range digest {result.range_digest[:16]}"
+            if result.range_digest
+            else f"purged {result.records} records"
+        )
+    return EXIT_OK
+
+
+def parse_when(text: str) -> datetime:
+    """A date or ISO time from the command line, in UTC when no zone is given.
+
+    >>> parse_when("2025-01-31").isoformat()
+    '2025-01-31T00:00:00+00:00'
+    """
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise EvidenceError(
+            f"expected a date such as 2025-01-31 or an ISO time, got {text!r}"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lgpd_tasks.audit import AuditStore, redact_url
 from lgpd_tasks.cli import EXIT_OK
 
 
@@ -20,6 +19,8 @@ def register(subparsers: Any) -> None:
 
 
 def run_init(args: argparse.Namespace) -> int:
+    from lgpd_tasks.audit import AuditStore, redact_url
+
     version = AuditStore.from_url(args.db).init()
     print(f"audit store {redact_url(args.db)} ready (schema version {version})")
     return EXIT_OK

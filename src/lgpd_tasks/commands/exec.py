@@ -8,10 +8,6 @@ from typing import Any
 
 from lgpd_tasks.cli import EXIT_FAILED, EXIT_OK
 from lgpd_tasks.commands._common import add_sql_argument, print_rows, read_sql, split_statements
-from lgpd_tasks.connection import connect
-from lgpd_tasks.errors import StatementFailed
-from lgpd_tasks.identity import TaskIdentity
-from lgpd_tasks.policy import load_policy
 
 
 def register(subparsers: Any) -> None:
@@ -36,6 +32,11 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lgpd_tasks.connection import connect
+    from lgpd_tasks.errors import StatementFailed
+    from lgpd_tasks.identity import TaskIdentity
+    from lgpd_tasks.policy import load_policy
+
     policy = load_policy(args.policy)
     scope = policy.scope(args.scope)
     statements = split_statements(read_sql(args), policy.dialect)

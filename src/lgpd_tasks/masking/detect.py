@@ -237,6 +237,18 @@ CONTENT_TYPES: tuple[PiiType, ...] = (
 )
 
 
+def value_types(value: str) -> list[PiiType]:
+    """Every kind of personal data a whole cell validates as, in order of preference."""
+    text = value.strip()
+    found = []
+    for pii in CONTENT_TYPES:
+        if _SHAPES[pii].fullmatch(text):
+            check = _VALIDATORS.get(pii)
+            if check is None or check(text):
+                found.append(pii)
+    return found
+
+
 def value_type(value: str) -> PiiType | None:
     """The kind of personal data a whole cell holds, validated (check digits, Luhn, DDD).
 
@@ -275,18 +287,21 @@ def guess_content(
     """
     if not values:
         return ContentGuess(None, 0.0, False)
-    counts: dict[PiiType, int] = {}
+    # Each type is counted on its own: a mobile number written with +55 can also pass Luhn,
+    # and the column is what most of its values are.
+    counts = dict.fromkeys(CONTENT_TYPES, 0)
+    typed = 0
     for value in values:
-        found = value_type(value)
-        if found is not None:
-            counts[found] = counts.get(found, 0) + 1
+        kinds = value_types(value)
+        typed += bool(kinds)
+        for kind in kinds:
+            counts[kind] += 1
     size = len(values)
-    if counts:
-        best = max(counts, key=lambda p: counts[p])
-        confidence = counts[best] / size
-        if confidence >= threshold:
-            return ContentGuess(best, round(confidence, 4), False)
-    typed_share = sum(counts.values()) / size
+    best = max(CONTENT_TYPES, key=lambda p: counts[p])
+    confidence = counts[best] / size
+    if confidence >= threshold:
+        return ContentGuess(best, round(confidence, 4), False)
+    typed_share = typed / size
     spaced = any(" " in v.strip() for v in values)
     with_email = any("@" in v for v in values)
     if spaced or with_email or typed_share >= threshold:

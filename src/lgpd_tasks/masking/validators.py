@@ -133,17 +133,20 @@ def luhn_ok(digits: str) -> bool:
 
 
 def is_valid_card(value: str) -> bool:
-    """A payment card number: 13 to 19 digits, an issuer prefix 2-6, Luhn checksum.
+    """A payment card number: 13 to 19 digits, an issuer prefix 1-6, Luhn checksum.
 
     >>> is_valid_card("4111 1111 1111 1111"), is_valid_card("1234 5678 9012 3456")
     (True, False)
     """
     digits = only_digits(value)
-    return 13 <= len(digits) <= 19 and digits[0] in "23456" and luhn_ok(digits)
+    return 13 <= len(digits) <= 19 and digits[0] in "123456" and luhn_ok(digits)
 
 
 def is_valid_phone(value: str) -> bool:
     """A Brazilian phone number: optional +55, a DDD in use, 8 digits or 9 starting with 9.
+
+    Eight-digit numbers may start with 2 to 9: landlines, and mobiles written before the
+    ninth digit was added.
 
     >>> is_valid_phone("+55 (11) 98765-4321"), is_valid_phone("(21) 3456-7890")
     (True, True)
@@ -158,7 +161,8 @@ def is_valid_phone(value: str) -> bool:
     if len(digits) == 11:
         return digits[:2] in DDDS and digits[2] == "9"
     if len(digits) == 10:
-        return digits[:2] in DDDS and digits[2] in "2345"
+        # Landlines start with 2-5; older 8-digit mobile numbers (6-9) are still written.
+        return digits[:2] in DDDS and digits[2] != "0" and digits[2] != "1"
     return False
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, PositiveInt
 
@@ -120,6 +120,26 @@ class MaskingSpec(_Strict):
     chunk_rows: PositiveInt = 250_000
 
 
+AsymmetricAlgorithm = Literal["EdDSA", "ES256", "RS256"]
+
+
+class OidcSpec(_Strict):
+    """Which identity provider's tokens verify an approver (``approvals approve --token``).
+
+    ``jwks`` is the provider's JWKS as an ``https://`` URL or a local file path;
+    ``groups_claim`` (a dotted path such as ``realm_access.roles`` works) names the claim
+    whose values ``approvers`` entries of the form ``group:NAME`` match.
+    """
+
+    issuer: str
+    audience: str | list[str]
+    jwks: str
+    groups_claim: str = "groups"
+    algorithms: list[AsymmetricAlgorithm] = Field(
+        default_factory=lambda: list(get_args(AsymmetricAlgorithm))
+    )
+
+
 class ApprovalsSpec(_Strict):
     """How approval requests behave."""
 
@@ -127,6 +147,76 @@ class ApprovalsSpec(_Strict):
     min_approvers: PositiveInt = 1
     approvers: list[str] = Field(default_factory=list)
     require_verified_identity: bool = False
+    oidc: OidcSpec | None = None
+
+
+_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def _role_name(value: object) -> object:
+    if isinstance(value, str) and _ROLE_NAME.match(value) and len(value.encode()) <= 63:
+        return value
+    raise ValueError(
+        f"expected a lower-case role name (letters, digits, '_'; at most 63 bytes), got {value!r}"
+    )
+
+
+def _role_prefix(value: object) -> object:
+    if isinstance(value, str) and _ROLE_NAME.match(value) and len(value.encode()) <= 32:
+        return value
+    raise ValueError(f"expected a lower-case role-name prefix of at most 32 bytes, got {value!r}")
+
+
+RoleName = Annotated[str, BeforeValidator(_role_name)]
+RolePrefix = Annotated[str, BeforeValidator(_role_prefix)]
+
+
+class CredentialsSpec(_Strict):
+    """How each task attempt gets its database login.
+
+    ``static`` hands every task the configured URL (the SQL guard is the only check);
+    ``postgres_role`` creates a short-lived PostgreSQL login role per task attempt with
+    exactly the scope's column grants, so the database refuses what the scope does not
+    grant even if the guard were bypassed. ``admin_url_env`` names the environment
+    variable holding the administrator URL the broker uses; without it, the ``--db`` URL
+    itself is the administrator's.
+    """
+
+    broker: Literal["static", "postgres_role"] = "static"
+    ttl: Duration = timedelta(minutes=15)
+    connection_limit: PositiveInt = 2
+    owner_role: RoleName = "lgpd_task_owner"
+    role_prefix: RolePrefix = "lgpd_t_"
+    admin_url_env: str | None = None
+
+
+SubjectNormalization = Literal["auto", "digits", "casefold", "exact"]
+
+
+class SubjectKeySpec(_Strict):
+    """Which column of a table identifies the data subject of each row (for the subject trail).
+
+    ``key`` holds the subject's identifier (a CPF, an e-mail) — or, with ``references``,
+    the value of the referenced table's ``primary_key`` (``crm.orders.customer_id`` ->
+    ``crm.customers.id``). ``primary_key`` lets statements that name a row by its id, not by
+    the identifier, still be traced once the id and the identifier were seen together.
+    ``normalize`` makes ``123.456.789-09`` and ``12345678909`` the same person: ``digits``
+    keeps digits only, ``casefold`` trims and lowercases, ``auto`` does ``digits`` when
+    only digits and separators are present and ``casefold`` otherwise.
+    """
+
+    key: str
+    primary_key: str | None = None
+    references: str | None = None
+    normalize: SubjectNormalization = "auto"
+    category: str | None = None
+
+
+def _subject_key(value: object) -> object:
+    return {"key": value} if isinstance(value, str) else value
+
+
+SubjectKey = Annotated[SubjectKeySpec, BeforeValidator(_subject_key)]
 
 
 class PolicySpec(_Strict):
@@ -138,3 +228,6 @@ class PolicySpec(_Strict):
     scopes: dict[str, ScopeSpec] = Field(default_factory=dict)
     masking: MaskingSpec = Field(default_factory=MaskingSpec)
     approvals: ApprovalsSpec = Field(default_factory=ApprovalsSpec)
+    credentials: CredentialsSpec = Field(default_factory=CredentialsSpec)
+    #: Table -> its subject key (``{crm.customers: cpf}``), for the record-level trail.
+    subjects: dict[str, SubjectKey] = Field(default_factory=dict)

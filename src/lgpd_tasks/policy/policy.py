@@ -9,7 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 from lgpd_tasks.errors import ScopeWidening, UnknownScope
-from lgpd_tasks.policy.model import ApprovalsSpec, MaskingSpec, PolicySpec
+from lgpd_tasks.policy.model import ApprovalsSpec, CredentialsSpec, MaskingSpec, PolicySpec
 from lgpd_tasks.policy.names import normalize_identifier, normalize_table_name
 
 ALL = "*"
@@ -166,6 +166,10 @@ class Policy:
     @property
     def approvals(self) -> ApprovalsSpec:
         return self.spec.approvals
+
+    @property
+    def credentials(self) -> CredentialsSpec:
+        return self.spec.credentials
 
     def scope(self, name: str) -> Scope:
         """The scope called ``name``; an unknown name is an error, never "allow everything"."""

@@ -43,6 +43,7 @@ _KIND_BY_TYPE: tuple[tuple[type[exp.Expr], str], ...] = (
     (exp.Pragma, "pragma"),
     (exp.Describe, "describe"),
     (exp.Query, "select"),
+    (exp.Values, "select"),
 )
 
 #: ``EXPLAIN`` options that may precede the explained statement.
@@ -79,7 +80,7 @@ def analyze(
     >>> sorted(s.columns_read["crm.customers"])
     ['cpf', 'id', 'nome']
     >>> s.normalized
-    'SELECT c.nome, o.total FROM Crm.Customers AS c JOIN crm.orders AS o ON o.customer_id = c.id WHERE c.cpf = ?'
+    'SELECT c.nome, o.total FROM crm.customers AS c JOIN crm.orders AS o ON o.customer_id = c.id WHERE c.cpf = ?'
     """
     return _analyze_cached(sql, dialect, catalog_key(catalog), read_key(scope))
 
@@ -214,7 +215,7 @@ def _statement(
     if isinstance(tree, exp.Copy):
         copy_endpoint = _copy_endpoint(tree)
         walker.copy_target(tree.this, into=bool(tree.args.get("kind")))
-    elif isinstance(tree, (exp.Query, exp.DML)):
+    elif isinstance(tree, (exp.Query, exp.DML, exp.Values)):
         outputs = walker.query(tree, Env())
     else:
         _walk_other(walker, tree)

@@ -7,6 +7,7 @@ import hashlib
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import SqlglotError
+from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
 from sqlglot.tokenizer_core import TokenType
 
 PLACEHOLDER = "?"
@@ -59,7 +60,7 @@ def _hide_literal(node: exp.Expr) -> exp.Expr:
 
 def normalize_tree(tree: exp.Expr, dialect: str) -> str:
     """SQL for a parsed statement with literals and comments removed."""
-    hidden = tree.transform(_hide_literal, copy=True)
+    hidden = normalize_identifiers(tree.transform(_hide_literal, copy=True), dialect=dialect)
     return str(hidden.sql(dialect=dialect, comments=False))
 
 

@@ -218,7 +218,12 @@ class Walker:
             return self.ident(projection.args.get("alias"))
         if isinstance(projection, exp.Column):
             return self.ident(projection.this)
-        return projection.alias_or_name or "?column?"
+        if isinstance(projection, exp.Anonymous):
+            return projection.name.lower()
+        if isinstance(projection, exp.Func):
+            return projection.sql_name().lower()
+        # PostgreSQL's name for any other expression; never a literal's text
+        return "?column?"
 
     def add_source(self, node: exp.Expr, sources: dict[str, Relation], env: Env) -> None:
         alias_node = node.args.get("alias")

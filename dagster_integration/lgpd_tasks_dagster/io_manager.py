@@ -1,0 +1,204 @@
+"""MaskingIOManager: masks every output before the wrapped IO manager stores it, and audits it."""
+
+# No ``from __future__ import annotations``: Dagster reads the field annotations at runtime.
+
+import datetime as dt
+import decimal
+from collections.abc import Mapping
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from lgpd_tasks.errors import AuditUnavailable, LgpdError, MaskingError
+from lgpd_tasks.identity import TaskIdentity
+from lgpd_tasks.masking import Masker, MaskingReport
+from lgpd_tasks_dagster.errors import to_failure
+from lgpd_tasks_dagster.identity import identity_from_context
+from lgpd_tasks_dagster.lineage import COLUMN_SCHEMA, schema_from_frame
+from lgpd_tasks_dagster.resource import GuardedDatabaseResource
+
+_SCALARS = (int, float, bool, decimal.Decimal, dt.date, dt.datetime, dt.time, dt.timedelta)
+
+
+class MaskingIOManager(dg.ConfigurableIOManagerFactory["_MaskingIOManager"]):
+    """Wraps an IO manager so that what it stores holds no raw personal values.
+
+    DataFrames are masked column by column with the policy's rules (masking is idempotent:
+    values masked upstream stay as they are, so HMAC keys still join); strings are scrubbed;
+    lists, tuples and dicts are masked item by item; numbers, dates and ``None`` pass as
+    they are; any other object is refused rather than stored unmasked. Each stored output
+    gets metadata (masked columns, strategies, cell counts) and a ``masking`` audit record.
+
+    .. code-block:: python
+
+        Definitions(
+            assets=[...],
+            resources={
+                "lgpd": lgpd,
+                "io_manager": MaskingIOManager(lgpd=lgpd, inner=FilesystemIOManager()),
+            },
+        )
+    """
+
+    lgpd: GuardedDatabaseResource = Field(
+        description="The resource whose policy (masking rules, key) and audit store are used."
+    )
+    inner: dg.ResourceDependency[dg.IOManager] = Field(
+        description="The IO manager that stores the masked values (e.g. FilesystemIOManager)."
+    )
+    record_unmasked: bool = Field(
+        default=True,
+        description="Also write a masking audit record for outputs with nothing to mask.",
+    )
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> "_MaskingIOManager":
+        return _MaskingIOManager(self.lgpd, self.inner, record_unmasked=self.record_unmasked)
+
+
+class _MaskingIOManager(dg.IOManager):
+    def __init__(
+        self, lgpd: GuardedDatabaseResource, inner: dg.IOManager, *, record_unmasked: bool
+    ) -> None:
+        self._lgpd = lgpd
+        self._inner = inner
+        self._record_unmasked = record_unmasked
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        try:
+            masker = self._lgpd.masker()
+            masked, report = mask_value(masker, obj, where=_destination(context))
+        except LgpdError as err:
+            raise to_failure(err) from err
+        if isinstance(masked, pd.DataFrame):
+            context.add_output_metadata(
+                report_metadata(report) | {COLUMN_SCHEMA: schema_from_frame(masked)}
+            )
+        elif report.columns:
+            context.add_output_metadata(report_metadata(report))
+        if report.columns or self._record_unmasked:
+            self._record(context, report)
+        self._inner.handle_output(context, masked)
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        return self._inner.load_input(context)
+
+    def _record(self, context: dg.OutputContext, report: MaskingReport) -> None:
+        identity = _identity(context)
+        scope = self._lgpd.bound_scope() if self._lgpd.scope else None
+        try:
+            self._lgpd.audit_store().record_masking(
+                identity,
+                report.to_dict(),
+                source=identity.principal,
+                destination=_destination(context),
+                scope=scope.name if scope else None,
+                purpose=scope.purpose.name if scope else None,
+                legal_basis=scope.purpose.legal_basis if scope else None,
+            )
+        except AuditUnavailable as err:
+            context.log.warning(f"lgpd-tasks: {err}; the step will be retried")
+            raise dg.RetryRequested(
+                max_retries=self._lgpd.audit_retries,
+                seconds_to_wait=self._lgpd.audit_retry_wait_seconds,
+            ) from err
+
+
+def mask_value(masker: Masker, obj: Any, *, where: str) -> tuple[Any, MaskingReport]:
+    """Mask a value an op returned; refuse what cannot be masked rather than store it raw."""
+    if obj is None or isinstance(obj, (str, bytes, *_SCALARS)):
+        if isinstance(obj, str):
+            text = masker.mask_text(obj)
+            return text, _text_report(text != obj)
+        if isinstance(obj, bytes):
+            raise MaskingError(f"{where}: bytes cannot be masked; return a DataFrame or text")
+        return obj, MaskingReport()
+    if isinstance(obj, pd.DataFrame):
+        return masker.mask_dataframe(obj)
+    if isinstance(obj, pd.Series):
+        frame, report = masker.mask_dataframe(obj.to_frame())
+        if frame.shape[1] == 0:
+            return pd.Series(index=obj.index, dtype=object, name=obj.name), report
+        return frame.iloc[:, 0], report
+    if isinstance(obj, (list, tuple)):
+        items = [mask_value(masker, item, where=where) for item in obj]
+        values = [v for v, _ in items]
+        report = MaskingReport.combine(r for _, r in items)
+        return (values if isinstance(obj, list) else tuple(values)), report
+    if isinstance(obj, Mapping):
+        masked: dict[Any, Any] = {}
+        reports = []
+        for key, value in obj.items():
+            # a key that is itself a personal value would survive, so keys are masked too
+            new_key, key_report = mask_value(masker, key, where=where)
+            masked[new_key], report = mask_value(masker, value, where=where)
+            reports += [key_report, report]
+        return masked, MaskingReport.combine(reports)
+    raise MaskingError(
+        f"{where}: cannot mask a {type(obj).__module__}.{type(obj).__qualname__}; "
+        "return a pandas DataFrame, Series, text, numbers, or lists/dicts of those"
+    )
+
+
+def _text_report(changed: bool) -> MaskingReport:
+    from lgpd_tasks.masking import ColumnReport
+
+    if not changed:
+        return MaskingReport(rows=1)
+    return MaskingReport(
+        rows=1, columns=(ColumnReport("<text>", "text", "redact", 1, 1.0, "content"),)
+    )
+
+
+def report_metadata(report: MaskingReport) -> dict[str, Any]:
+    """Output metadata: which columns were masked, how, and how many cells."""
+    rows = [
+        dg.TableRecord(
+            {
+                "column": c.column,
+                "type": c.detected_type,
+                "strategy": c.strategy,
+                "cells_masked": c.cells_masked,
+                "detected_by": c.detected_by,
+            }
+        )
+        for c in report.columns
+    ]
+    schema = dg.TableSchema(
+        columns=[
+            dg.TableColumn("column", "string"),
+            dg.TableColumn("type", "string"),
+            dg.TableColumn("strategy", "string"),
+            dg.TableColumn("cells_masked", "int"),
+            dg.TableColumn("detected_by", "string"),
+        ]
+    )
+    return {
+        "lgpd/masked_columns": dg.MetadataValue.json(list(report.masked_columns)),
+        "lgpd/strategies": dg.MetadataValue.json({c.column: c.strategy for c in report.columns}),
+        "lgpd/cells_masked": dg.MetadataValue.int(report.cells_masked),
+        "lgpd/rows": dg.MetadataValue.int(report.rows),
+        "lgpd/masking": dg.MetadataValue.table(rows, schema=schema),
+    }
+
+
+def _destination(context: dg.OutputContext) -> str:
+    if context.has_asset_key:
+        return f"io_manager:{context.asset_key.to_user_string()}"
+    return f"io_manager:{context.step_key}.{context.name}"
+
+
+def _identity(context: dg.OutputContext) -> TaskIdentity:
+    try:
+        return identity_from_context(dg.OpExecutionContext.get())
+    except dg.DagsterInvariantViolationError:
+        # outside a step's compute (e.g. a direct call in a test): what the output knows
+        task = context.asset_key.to_user_string() if context.has_asset_key else context.step_key
+        return TaskIdentity(
+            orchestrator="dagster",
+            pipeline=context.job_name or "",
+            task=task,
+            run_id=context.run_id or "",
+            partition=context.partition_key if context.has_partition_key else None,
+        )

@@ -1,0 +1,68 @@
+"""Who is approving: a verified OIDC identity, or a claimed name where the policy allows it."""
+
+from __future__ import annotations
+
+from lgpd_tasks.approvals.store import Approver
+from lgpd_tasks.credentials.oidc import ApproverVerifier
+from lgpd_tasks.errors import ApprovalError
+from lgpd_tasks.identity import TaskIdentity
+from lgpd_tasks.policy.model import ApprovalsSpec
+
+
+def verifier_from_settings(settings: ApprovalsSpec) -> ApproverVerifier:
+    """The approver-token verifier the policy's ``approvals.oidc`` section describes."""
+    oidc = settings.oidc
+    if oidc is None:
+        raise ApprovalError(
+            "an approver token needs the policy's approvals.oidc section "
+            "(issuer, audience, jwks) to say which identity provider to trust"
+        )
+    return ApproverVerifier(
+        jwks=oidc.jwks,
+        issuer=oidc.issuer,
+        audience=oidc.audience,
+        groups_claim=oidc.groups_claim,
+        algorithms=oidc.algorithms,
+    )
+
+
+def resolve_approver(
+    settings: ApprovalsSpec,
+    *,
+    token: str | None = None,
+    name: str | None = None,
+    verifier: ApproverVerifier | None = None,
+) -> Approver:
+    """The :class:`Approver` to record for a decision.
+
+    With ``token``, the identity provider's verified subject, issuer and groups (a
+    :class:`~lgpd_tasks.errors.TokenError` when the token fails). Without one, the claimed
+    ``name`` marked unverified, unless ``approvals.require_verified_identity`` refuses it
+    here already. The store then applies ``approvals.approvers`` (a name, or
+    ``group:NAME`` which only a verified token's groups can satisfy).
+
+    >>> from lgpd_tasks.policy.model import ApprovalsSpec
+    >>> resolve_approver(ApprovalsSpec(), name="joao")
+    Approver(name='joao', verified=False, issuer=None, groups=())
+    >>> resolve_approver(ApprovalsSpec(require_verified_identity=True), name="joao")
+    Traceback (most recent call last):
+    ...
+    lgpd_tasks.errors.ApprovalError: the policy requires a verified approver identity (approvals.require_verified_identity: true); approve with an identity-provider token
+    """
+    if token:
+        if name:
+            raise ApprovalError("give either a token or a name, not both: the token names you")
+        checked = (verifier or verifier_from_settings(settings)).verify(token)
+        return Approver(
+            name=checked.subject,
+            verified=True,
+            issuer=checked.issuer,
+            groups=tuple(sorted(checked.groups)),
+        )
+    if settings.require_verified_identity:
+        raise ApprovalError(
+            "the policy requires a verified approver identity "
+            "(approvals.require_verified_identity: true); approve with an identity-provider token"
+        )
+    identity = TaskIdentity.for_cli(name)
+    return Approver(name=identity.user or identity.task, verified=False)

@@ -1,0 +1,217 @@
+"""``lgpd-tasks mask``: mask a CSV or Parquet file in chunks, writing the output atomically."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lgpd_tasks.errors import MaskingError
+from lgpd_tasks.masking import ColumnPlan, Masker, MaskingReport
+
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "mask",
+        help="mask personal data in a CSV or Parquet file",
+        description=(
+            "Mask personal data in INPUT and write OUTPUT (CSV or Parquet, by extension). "
+            "Without --policy every personal column found by name or content is masked "
+            "with the default strategies. The file is streamed in chunks and OUTPUT is "
+            "written to a temporary file first, so it is never left half-written."
+        ),
+    )
+    parser.add_argument("input", type=Path, metavar="INPUT")
+    parser.add_argument("output", type=Path, metavar="OUTPUT")
+    parser.add_argument("--policy", type=Path, help="policy file whose masking section applies")
+    parser.add_argument("--report", type=Path, help="write the masking report (JSON) here")
+    parser.add_argument(
+        "--chunk-rows", type=int, default=None, help="rows per chunk (default: the policy's)"
+    )
+    parser.set_defaults(func=run)
+
+
+def _format(path: Path) -> str:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        known = ", ".join(sorted(FORMATS))
+        raise MaskingError(f"{path}: unknown file type {path.suffix!r} (known: {known})")
+    return fmt
+
+
+def _csv_chunks(path: Path, rows: int) -> Iterator[pd.DataFrame]:
+    # Every cell is read as the exact text of the file (no type guessing, no "NA" turned
+    # into null), so the columns that are not masked are written back unchanged.
+    try:
+        reader = pd.read_csv(
+            path, chunksize=rows, dtype=str, keep_default_na=False, na_filter=False
+        )
+        with reader:
+            yield from reader
+    except OSError as err:
+        raise MaskingError(f"{path}: cannot read: {err.strerror or err}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise MaskingError(f"{path}: not a readable CSV file: {_first_line(err)}") from None
+
+
+def _parquet_chunks(path: Path, rows: int) -> Iterator[pd.DataFrame]:
+    try:
+        source = pq.ParquetFile(path)
+        for batch in source.iter_batches(batch_size=rows):
+            yield batch.to_pandas()
+    except OSError as err:
+        if isinstance(err, FileNotFoundError | PermissionError | IsADirectoryError):
+            raise MaskingError(f"{path}: cannot read: {err.strerror or err}") from None
+        raise MaskingError(f"{path}: not a readable Parquet file: {_first_line(err)}") from None
+    except (pa.ArrowException, ValueError) as err:
+        raise MaskingError(f"{path}: not a readable Parquet file: {_first_line(err)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _total_rows(path: Path, fmt: str) -> int | None:
+    if fmt != "parquet":
+        return None
+    with contextlib.suppress(OSError, pa.ArrowException, ValueError):
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    return None
+
+
+class _Writer:
+    """Appends masked chunks to a temporary file next to the output."""
+
+    def __init__(self, tmp: Path, fmt: str) -> None:
+        self.tmp, self.fmt = tmp, fmt
+        self._parquet: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        self._first = True
+
+    def write(self, df: pd.DataFrame) -> None:
+        if self.fmt == "csv":
+            df.to_csv(self.tmp, mode="w" if self._first else "a", header=self._first, index=False)
+        else:
+            table = pa.Table.from_pandas(df, preserve_index=False, schema=self._schema)
+            if self._parquet is None:
+                self._schema = table.schema
+                self._parquet = pq.ParquetWriter(self.tmp, table.schema)
+            self._parquet.write_table(table)
+        self._first = False
+
+    def close(self) -> None:
+        if self._parquet is not None:
+            self._parquet.close()
+        elif self._first and self.fmt == "csv":
+            self.tmp.write_text("")
+
+
+def mask_file(
+    masker: Masker,
+    source: Path,
+    target: Path,
+    *,
+    chunk_rows: int,
+    require_columns: bool,
+    progress: bool = False,
+) -> MaskingReport:
+    """Mask ``source`` into ``target`` chunk by chunk; ``target`` appears only when complete."""
+    in_fmt, out_fmt = _format(source), _format(target)
+    if not source.is_file():
+        raise MaskingError(f"{source}: cannot read: no such file")
+    chunks = (
+        _csv_chunks(source, chunk_rows) if in_fmt == "csv" else _parquet_chunks(source, chunk_rows)
+    )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    report = MaskingReport()
+    plans: list[ColumnPlan] | None = None
+    try:
+        writer = _Writer(tmp, out_fmt)
+        with _progress(progress, _total_rows(source, in_fmt), source.name) as advance:
+            for chunk in chunks:
+                if plans is None:
+                    missing = masker.missing_columns(list(chunk.columns))
+                    if require_columns and missing:
+                        raise MaskingError(
+                            f"{source}: column {missing[0]!r} named in the policy's "
+                            "masking.columns is not in the file"
+                        )
+                    plans = masker.plan(chunk)
+                masked, chunk_report = masker.apply(chunk, plans)
+                writer.write(masked)
+                report = report.merge(chunk_report)
+                advance(len(chunk))
+        writer.close()
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return report
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int | None, label: str) -> Iterator[Any]:
+    if not enabled:
+        yield lambda _rows: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    columns = [SpinnerColumn(), TextColumn("masking {task.description}"), BarColumn()]
+    with Progress(
+        *columns, MofNCompleteColumn(), TimeElapsedColumn(), transient=True, console=None
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda rows: bar.advance(task, rows)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.policy is not None:
+        from lgpd_tasks.policy import load_policy
+
+        masker = Masker.from_policy(load_policy(args.policy))
+    else:
+        masker = Masker()
+    chunk_rows = args.chunk_rows or masker.rules.chunk_rows
+    if chunk_rows < 1:
+        raise MaskingError(f"--chunk-rows must be positive, got {chunk_rows}")
+    report = mask_file(
+        masker,
+        args.input,
+        args.output,
+        chunk_rows=chunk_rows,
+        require_columns=args.policy is not None,
+        progress=sys.stderr.isatty(),
+    )
+    document = {"input": str(args.input), "output": str(args.output), **report.to_dict()}
+    if args.report is not None:
+        args.report.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    masked = ", ".join(
+        f"{c.column} ({c.detected_type}: {c.strategy}, {c.cells_masked})" for c in report.columns
+    )
+    print(
+        f"masked {report.cells_masked} cells in {len(report.columns)} columns of "
+        f"{report.rows} rows -> {args.output}" + (f": {masked}" if masked else "")
+    )
+    return 0

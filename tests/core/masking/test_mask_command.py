@@ -1,0 +1,166 @@
+"""``lgpd-tasks mask`` on real CSV and Parquet files, in process and as a console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lgpd_tasks.cli import main
+
+POLICY = """\
+version: 1
+masking:
+  columns: {cpf: hmac, email: partial}
+  key_env: TEST_MASK_KEY
+"""
+
+
+def write_customers(path: Path, rows: int = 10) -> pd.DataFrame:
+    df = pd.DataFrame(
+        {
+            "id": [str(i) for i in range(rows)],
+            "cpf": ["529.982.247-25"] * rows,
+            "email": [f"user{i}@example.com.br" for i in range(rows)],
+            "codigo": [f"00{i:09d}" for i in range(rows)],
+            "obs": ["NA", ""] * (rows // 2),
+        }
+    )
+    if path.suffix == ".csv":
+        df.to_csv(path, index=False)
+    else:
+        df.to_parquet(path, index=False)
+    return df
+
+
+@pytest.fixture
+def key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_MASK_KEY", "z" * 24)
+
+
+def test_csv_is_masked_and_other_columns_are_byte_identical(tmp_path: Path) -> None:
+    source, target, report = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "r.json"
+    write_customers(source)
+    assert main(["mask", str(source), str(target), "--report", str(report)]) == 0
+    out = pd.read_csv(target, dtype=str, keep_default_na=False)
+    original = pd.read_csv(source, dtype=str, keep_default_na=False)
+    for column in ("id", "codigo", "obs"):
+        assert out[column].tolist() == original[column].tolist()
+    assert set(out["cpf"]) == {"***.***.***-25"}
+    document = json.loads(report.read_text())
+    assert document["rows"] == 10
+    assert {c["column"] for c in document["columns"]} == {"cpf", "email"}
+    assert "529.982.247-25" not in report.read_text()
+
+
+def test_parquet_is_streamed_in_chunks_with_a_policy(
+    tmp_path: Path, key: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, target, policy = tmp_path / "in.parquet", tmp_path / "out.parquet", tmp_path / "p.yaml"
+    write_customers(source, rows=1000)
+    policy.write_text(POLICY)
+    argv = ["mask", str(source), str(target), "--policy", str(policy), "--chunk-rows", "64"]
+    assert main(argv) == 0
+    out = pd.read_parquet(target)
+    assert len(out) == 1000
+    assert out["cpf"].nunique() == 1
+    assert out["cpf"].iloc[0].startswith("hmac:cpf:")
+    assert "1000 rows" in capsys.readouterr().out
+
+
+def test_csv_to_parquet(tmp_path: Path) -> None:
+    source, target = tmp_path / "in.csv", tmp_path / "out.parquet"
+    write_customers(source)
+    assert main(["mask", str(source), str(target)]) == 0
+    assert pd.read_parquet(target)["email"].iloc[0] == "***@example.com.br"
+
+
+def test_missing_key_fails_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("TEST_MASK_KEY", raising=False)
+    source, target, policy = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "p.yaml"
+    write_customers(source)
+    policy.write_text(POLICY)
+    assert main(["mask", str(source), str(target), "--policy", str(policy)]) == 2
+    assert "TEST_MASK_KEY" in capsys.readouterr().err
+    assert not target.exists()
+
+
+def test_unknown_strategy_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source, policy = tmp_path / "in.csv", tmp_path / "p.yaml"
+    write_customers(source)
+    policy.write_text("version: 1\nmasking:\n  columns: {cpf: scramble}\n")
+    assert main(["mask", str(source), str(tmp_path / "o.csv"), "--policy", str(policy)]) == 2
+    assert "unknown strategy 'scramble'" in capsys.readouterr().err
+
+
+def test_policy_column_missing_from_the_file(
+    tmp_path: Path, key: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, target, policy = tmp_path / "in.csv", tmp_path / "out.csv", tmp_path / "p.yaml"
+    write_customers(source)
+    policy.write_text(POLICY.replace("email: partial", "telefone: partial"))
+    assert main(["mask", str(source), str(target), "--policy", str(policy)]) == 2
+    assert "'telefone'" in capsys.readouterr().err
+    assert not target.exists()
+    assert list(tmp_path.glob(".out.csv*")) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        pytest.param("bad.parquet", b"not parquet at all", "not a readable Parquet", id="parquet"),
+        pytest.param("bad.csv", b'a,b\n1,"2\n3,4,5,6\n', "not a readable CSV", id="csv"),
+        pytest.param("empty.csv", b"", "not a readable CSV", id="empty-csv"),
+        pytest.param("data.xlsx", b"x", "unknown file type", id="extension"),
+    ],
+)
+def test_malformed_files_get_a_clear_error(
+    tmp_path: Path, name: str, content: bytes, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / name
+    source.write_bytes(content)
+    target = tmp_path / "out.csv"
+    assert main(["mask", str(source), str(target)]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+    assert not target.exists()
+
+
+def test_unreadable_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["mask", str(tmp_path / "none.csv"), str(tmp_path / "o.csv")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_existing_output_survives_a_failed_run(tmp_path: Path) -> None:
+    source, target = tmp_path / "bad.csv", tmp_path / "out.csv"
+    source.write_bytes(b'a,b\n1,"2\n3,4,5,6\n')
+    target.write_text("previous\n")
+    assert main(["mask", str(source), str(target)]) == 2
+    assert target.read_text() == "previous\n"
+
+
+def test_console_script_in_a_subprocess(tmp_path: Path) -> None:
+    source, target = tmp_path / "in.csv", tmp_path / "out.csv"
+    write_customers(source)
+    script = Path(sys.executable).parent / "lgpd-tasks"
+    env = {k: v for k, v in os.environ.items() if k != "TEST_MASK_KEY"}
+    result = subprocess.run(
+        [str(script), "mask", str(source), str(target)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "masked 20 cells" in result.stdout
+    assert result.stderr == ""
+    assert "529.982.247-25" not in target.read_text()

@@ -1,0 +1,119 @@
+"""Properties of masking checked with hypothesis: no raw value survives, the rest is untouched,
+and masking twice changes nothing."""
+
+from __future__ import annotations
+
+import pandas as pd
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lgpd_tasks.masking import Masker, MaskingRules
+from lgpd_tasks.masking.validators import cnpj_check_digits, cpf_check_digits, luhn_ok
+
+ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+KEY = b"property-test-key-0123456789"
+
+
+@st.composite
+def cpfs(draw: st.DrawFn) -> str:
+    base = draw(st.text("0123456789", min_size=9, max_size=9).filter(lambda b: len(set(b)) > 1))
+    d = base + cpf_check_digits(base)
+    style = draw(st.sampled_from(["{}.{}.{}-{}", "{}{}{}{}", "{} {} {} {}", "{}.{}.{}.{}"]))
+    return style.format(d[:3], d[3:6], d[6:9], d[9:])
+
+
+@st.composite
+def cnpjs(draw: st.DrawFn) -> str:
+    base = draw(st.text(ALNUM, min_size=12, max_size=12).filter(lambda b: len(set(b)) > 1))
+    d = base + cnpj_check_digits(base)
+    if draw(st.booleans()):
+        return f"{d[:2]}.{d[2:5]}.{d[5:8]}/{d[8:12]}-{d[12:]}"
+    return d
+
+
+@st.composite
+def cards(draw: st.DrawFn) -> str:
+    body = draw(st.sampled_from("3456")) + draw(st.text("0123456789", min_size=14, max_size=14))
+    check = next(str(c) for c in range(10) if luhn_ok(body + str(c)))
+    return body + check
+
+
+emails = st.builds(
+    "{}@{}.{}".format,
+    st.from_regex(r"[a-z][a-z0-9._]{0,10}[a-z0-9]", fullmatch=True),
+    st.from_regex(r"[a-z][a-z0-9-]{0,8}[a-z]", fullmatch=True),
+    st.sampled_from(["com", "com.br", "gov.br", "org"]),
+)
+safe_words = st.text(alphabet="abcdefghij klmnop", min_size=0, max_size=30)
+pii_values = st.one_of(cpfs(), cnpjs(), cards(), emails)
+
+
+def column(values: st.SearchStrategy[str]) -> st.SearchStrategy[list[str | None]]:
+    return st.lists(st.one_of(values, st.none()), min_size=30, max_size=60).filter(
+        lambda vs: sum(v is not None for v in vs) >= 20
+    )
+
+
+frames = st.fixed_dictionaries(
+    {
+        "x_cpf": column(cpfs()),
+        "x_cnpj": column(cnpjs()),
+        "x_card": column(cards()),
+        "x_mail": column(emails),
+        "x_note": column(st.tuples(safe_words, pii_values, safe_words).map(" ".join)),
+        "keep": column(safe_words),
+    }
+).map(lambda d: pd.DataFrame({k: pd.Series(v[:30], dtype="str") for k, v in d.items()}))
+
+SETTINGS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(df=frames, strategy=st.sampled_from(["redact", "partial", "hmac", "null"]))
+def test_no_raw_value_of_a_detected_type_survives(df: pd.DataFrame, strategy: str) -> None:
+    masker = Masker(
+        MaskingRules(types={t: strategy for t in ("cpf", "cnpj", "card", "email")}), key=KEY
+    )
+    masked, report = masker.mask_dataframe(df)
+    assert set(report.masked_columns) >= {"x_cpf", "x_cnpj", "x_card", "x_mail", "x_note"}
+    for name in ("x_cpf", "x_cnpj", "x_card", "x_mail"):
+        raw = {v for v in df[name].dropna() if v}
+        assert not raw & set(masked[name].dropna()), name
+    for before, after in zip(df["x_note"], masked["x_note"], strict=True):
+        if isinstance(before, str):
+            pii = before.split(" ")
+            assert all(part not in after.split(" ") for part in pii if "@" in part)
+    for name in df.columns:
+        assert masked[name].isna().tolist() == df[name].isna().tolist() or strategy == "null"
+
+
+@SETTINGS
+@given(df=frames)
+def test_untouched_columns_are_byte_identical(df: pd.DataFrame) -> None:
+    masked, report = Masker().mask_dataframe(df)
+    assert "keep" not in report.masked_columns
+    assert masked["keep"].tolist() == df["keep"].tolist() or (
+        masked["keep"].isna().equals(df["keep"].isna())
+    )
+    pd.testing.assert_series_equal(masked["keep"], df["keep"])
+
+
+@SETTINGS
+@given(df=frames, strategy=st.sampled_from(["redact", "partial", "hmac", "null"]))
+def test_masking_twice_changes_nothing(df: pd.DataFrame, strategy: str) -> None:
+    masker = Masker(
+        MaskingRules(types={t: strategy for t in ("cpf", "cnpj", "card", "email")}), key=KEY
+    )
+    once, _ = masker.mask_dataframe(df)
+    twice, report = masker.mask_dataframe(once)
+    pd.testing.assert_frame_equal(once, twice)
+    assert report.cells_masked == 0
+
+
+@SETTINGS
+@given(text=st.tuples(safe_words, cpfs(), safe_words, cnpjs(), safe_words).map(" ".join))
+def test_free_text_loses_every_validated_identifier(text: str) -> None:
+    out = Masker().mask_text(text)
+    assert out.count("[CPF]") == 1
+    assert out.count("[CNPJ]") == 1
+    assert Masker().mask_text(out) == out

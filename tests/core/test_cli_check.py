@@ -1,0 +1,99 @@
+"""``lgpd-tasks check``: JSON decision on stdout and the contract's exit codes."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lgpd_tasks.cli import main
+
+POLICY = str(Path(__file__).parent.parent / "fixtures" / "policy.yaml")
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["check", "--policy", POLICY, *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_check_allow_prints_the_decision(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(
+        capsys,
+        "--scope",
+        "customer_report.extract",
+        "--sql",
+        "SELECT nome FROM crm.customers WHERE cpf = '123.456.789-09'",
+    )
+    assert code == 0
+    decision = json.loads(out)
+    assert decision["action"] == "allow"
+    assert decision["reasons"] == []
+    [statement] = decision["statements"]
+    assert statement["kind"] == "select"
+    assert statement["tables_read"] == ["crm.customers"]
+    assert statement["columns_read"] == {"crm.customers": ["cpf", "nome"]}
+    assert statement["lineage"] == [{"target": "nome", "sources": ["crm.customers.nome"]}]
+    assert decision["normalized"] == "SELECT nome FROM crm.customers WHERE cpf = ?"
+    assert len(decision["fingerprint"]) == 64
+    assert "123.456.789-09" not in out
+
+
+def test_check_block_names_the_rule(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(
+        capsys, "--scope", "customer_report.extract", "--sql", "SELECT token FROM crm.secrets"
+    )
+    assert code == 4
+    decision = json.loads(out)
+    assert decision["action"] == "block"
+    assert decision["reasons"][0]["rule"] == "read_scope"
+    assert decision["reasons"][0]["table"] == "crm.secrets"
+
+
+def test_check_approve_reads_sql_from_stdin(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("DELETE FROM staging.orders_raw WHERE 1=1"))
+    code, out, _ = _run(capsys, "--scope", "customer_report.purge", "-")
+    assert code == 3
+    assert json.loads(out)["reasons"][0]["rule"] == "unbounded_write"
+
+
+def test_check_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "--scope", "customer_report.extract")
+    assert code == 2
+    assert "--sql" in err
+    code, _, err = _run(capsys, "--scope", "no.such.scope", "--sql", "SELECT 1")
+    assert code == 2
+    assert "no.such.scope" in err
+    code, _, err = _run(
+        capsys, "--scope", "customer_report.extract", "--dialect", "klingon", "--sql", "SELECT 1"
+    )
+    assert code == 2
+    assert "klingon" in err
+
+
+def test_check_missing_policy_file_exits_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code = main(["check", "--policy", str(tmp_path / "none.yaml"), "--scope", "x", "--sql", "1"])
+    assert code == 2
+    assert "none.yaml" in capsys.readouterr().err
+
+
+def test_console_script_check_blocks_ddl() -> None:
+    script = Path(sys.executable).parent / "lgpd-tasks"
+    result = subprocess.run(
+        [str(script), "check", "--policy", POLICY, "--scope", "customer_report.load", "-"],
+        input="DROP TABLE reporting.customer_summary",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 4, result.stderr
+    assert json.loads(result.stdout)["reasons"][0]["rule"] == "ddl"

@@ -1,0 +1,105 @@
+"""Column lineage: SELECT, INSERT ... SELECT by position, UPDATE SET, CTEs, subqueries, unions."""
+
+from __future__ import annotations
+
+from lgpd_tasks.sql import StaticCatalog, analyze
+
+CATALOG = StaticCatalog(
+    {
+        "crm.customers": ("id", "nome", "cpf", "cidade"),
+        "crm.orders": ("id", "customer_id", "total"),
+        "reporting.summary": ("cidade", "clientes", "receita"),
+    }
+)
+
+
+def _lineage(sql: str) -> dict[str, tuple[str, ...]]:
+    [statement] = analyze(sql, "postgres", catalog=CATALOG)
+    return {edge.target: edge.sources for edge in statement.lineage}
+
+
+def test_select_lineage_follows_expressions_and_aliases() -> None:
+    assert _lineage(
+        "SELECT c.nome AS cliente, o.total * 2 AS dobro, upper(c.cidade) "
+        "FROM crm.customers c JOIN crm.orders o ON o.customer_id = c.id"
+    ) == {
+        "cliente": ("crm.customers.nome",),
+        "dobro": ("crm.orders.total",),
+        "upper": ("crm.customers.cidade",),
+    }
+
+
+def test_insert_select_maps_target_columns_by_position() -> None:
+    assert _lineage(
+        "INSERT INTO reporting.summary (cidade, clientes, receita) "
+        "SELECT c.cidade, count(DISTINCT c.id), sum(o.total) "
+        "FROM crm.customers c JOIN crm.orders o ON o.customer_id = c.id GROUP BY c.cidade"
+    ) == {
+        "reporting.summary.cidade": ("crm.customers.cidade",),
+        "reporting.summary.clientes": ("crm.customers.id",),
+        "reporting.summary.receita": ("crm.orders.total",),
+    }
+
+
+def test_insert_without_column_list_uses_the_catalogue_order() -> None:
+    assert _lineage("INSERT INTO reporting.summary SELECT cidade, id, 0 FROM crm.customers") == {
+        "reporting.summary.cidade": ("crm.customers.cidade",),
+        "reporting.summary.clientes": ("crm.customers.id",),
+    }
+
+
+def test_update_set_lineage_includes_from_sources() -> None:
+    assert _lineage(
+        "UPDATE crm.customers c SET cidade = o.total::text || c.nome "
+        "FROM crm.orders o WHERE o.customer_id = c.id"
+    ) == {"crm.customers.cidade": ("crm.customers.nome", "crm.orders.total")}
+
+
+def test_lineage_flows_through_ctes_and_derived_tables() -> None:
+    assert _lineage(
+        "WITH base AS (SELECT id AS k, cpf AS doc FROM crm.customers) "
+        "SELECT t.doc FROM (SELECT doc FROM base) t"
+    ) == {"doc": ("crm.customers.cpf",)}
+
+
+def test_lineage_of_a_cte_with_column_names() -> None:
+    assert _lineage(
+        "WITH x (a, b) AS (SELECT nome, cidade FROM crm.customers) SELECT b FROM x"
+    ) == {"b": ("crm.customers.cidade",)}
+
+
+def test_set_operation_lineage_merges_branches_by_position() -> None:
+    assert _lineage(
+        "SELECT nome AS v FROM crm.customers UNION ALL SELECT total::text FROM crm.orders"
+    ) == {"v": ("crm.customers.nome", "crm.orders.total")}
+
+
+def test_scalar_subquery_contributes_its_sources() -> None:
+    assert _lineage(
+        "SELECT c.id, (SELECT max(o.total) FROM crm.orders o WHERE o.customer_id = c.id) AS m "
+        "FROM crm.customers c"
+    ) == {"id": ("crm.customers.id",), "m": ("crm.orders.total",)}
+
+
+def test_star_expanded_from_the_catalogue_gives_one_edge_per_column() -> None:
+    assert _lineage("SELECT * FROM crm.orders") == {
+        "id": ("crm.orders.id",),
+        "customer_id": ("crm.orders.customer_id",),
+        "total": ("crm.orders.total",),
+    }
+
+
+def test_data_modifying_cte_lineage_reaches_the_insert_target() -> None:
+    lineage = _lineage(
+        "WITH moved AS (DELETE FROM crm.orders WHERE total = 0 RETURNING id, total) "
+        "INSERT INTO reporting.summary (clientes, receita) SELECT id, total FROM moved"
+    )
+    assert lineage == {
+        "reporting.summary.clientes": ("crm.orders.id",),
+        "reporting.summary.receita": ("crm.orders.total",),
+    }
+
+
+def test_output_columns_name_the_result() -> None:
+    [statement] = analyze("SELECT id, nome AS n FROM crm.customers", "postgres")
+    assert statement.output_columns == ("id", "n")
