@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/run_demo.py
+	$(PY) examples/airflow/run_demo.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

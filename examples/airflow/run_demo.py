@@ -1,0 +1,238 @@
+"""`make demo`: the contractor pipeline end to end under `airflow dags test` on SQLite.
+
+Steps: a fresh AIRFLOW_HOME under .demo/, `airflow db migrate`, a synthetic source database
+(Faker pt_BR), then `airflow dags test contractor_pipeline` in the background. When the
+purge's approval gate opens its request, a scripted approver approves it, the gate lets
+the DELETE run once, and the DAG finishes. Last, the run's audit records are printed and
+the hash chain verified.
+
+    python examples/airflow/run_demo.py [--customers N] [--over-http URL --user U --password P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "airflow"
+DAG_ID = "contractor_pipeline"
+APPROVER = "demo.approver"
+RUN_LIMIT_SECONDS = 300
+
+# lines of the DAG run's log worth showing: what the guard did, the gate, the outcome
+SHOWN = re.compile(
+    r"Ran statement|Waiting for approval|Approved:|No statement of|lgpd-tasks refused"
+    r"|audit store unavailable|DagRun Finished|\[DAG TEST\] end task|Task failed"
+)
+
+
+def say(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+def approve_over_http(
+    base_url: str, request_id: str, reason: str, *, username: str, password: str
+) -> dict[str, Any]:
+    """Approve ``request_id`` through the Airflow UI's API, as a logged-in user would.
+
+    Logs in with ``POST /auth/token`` and calls ``POST /lgpd/api/approvals/{id}/approve``
+    with ``{"reason": ...}``; the approver recorded is the Airflow user.
+    """
+
+    def post(path: str, body: dict[str, Any], token: str | None = None) -> dict[str, Any]:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(
+            f"{base_url.rstrip('/')}{path}",
+            data=json.dumps(body).encode(),
+            headers=headers,
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return dict(json.loads(reply.read() or b"{}"))
+
+    token = post("/auth/token", {"username": username, "password": password})["access_token"]
+    return post(f"/lgpd/api/approvals/{request_id}/approve", {"reason": reason}, token)
+
+
+def approve_in_store(audit_url: str, request_id: str, reason: str) -> dict[str, Any]:
+    """Approve ``request_id`` directly in the approvals store (the audit database)."""
+    from lgpd_tasks.approvals import ApprovalStore, Approver
+
+    store = ApprovalStore.from_url(audit_url)
+    return store.approve(request_id, Approver(APPROVER), reason).to_dict()
+
+
+def demo_environment(home: Path, audit_db: Path, source: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("LGPD_POLICY_FILE", None)
+    env.pop("LGPD_AUDIT_URL", None)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home / "airflow"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLE / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__XCOM_BACKEND": "lgpd_tasks_airflow.xcom.LgpdMaskingXComBackend",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow' / 'airflow.db'}",
+            "AIRFLOW__LGPD__POLICY_FILE": str(EXAMPLE / "policy.yaml"),
+            "AIRFLOW_CONN_LGPD_AUDIT": json.dumps({"conn_type": "sqlite", "host": str(audit_db)}),
+            "AIRFLOW_CONN_CONTRACTOR_SOURCE": json.dumps(
+                {"conn_type": "sqlite", "host": str(source)}
+            ),
+            "LGPD_MASKING_KEY": os.environ.get("LGPD_MASKING_KEY") or secrets.token_hex(16),
+            "LGPD_REPORT_BUCKET": os.environ.get("LGPD_REPORT_BUCKET") or str(home / "reports"),
+            "CONTRACTOR_GATE_POKE_SECONDS": "2",
+        }
+    )
+    return env
+
+
+def run_dag(
+    env: dict[str, str], log: Path, audit_url: str, args: argparse.Namespace
+) -> tuple[int, list[str]]:
+    """`airflow dags test` in the background; approve the gate's request when it appears."""
+    from lgpd_tasks.approvals import ApprovalStore, Status
+
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    approved: list[str] = []
+    store = ApprovalStore.from_url(audit_url)
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [airflow, "dags", "test", DAG_ID],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    shown = 0
+    deadline = time.monotonic() + RUN_LIMIT_SECONDS
+    try:
+        while process.poll() is None:
+            shown = _show_new_lines(log, shown)
+            for request in store.list_requests(status=Status.PENDING, pipeline=DAG_ID):
+                print(
+                    f"   approval request {request.id} from {request.requested_by}\n"
+                    f"     scope {request.scope} (purpose {request.purpose}), "
+                    f"{request.statement_kind}: {request.normalized}"
+                )
+                reason = "quarterly staging clean-up, ticket OPS-1234"
+                if args.over_http:
+                    print(f"   {args.user} approves it over HTTP: {args.over_http}/lgpd/api")
+                    approve_over_http(
+                        args.over_http,
+                        request.id,
+                        reason,
+                        username=args.user,
+                        password=args.password,
+                    )
+                else:
+                    print(
+                        f"   {APPROVER} approves it through lgpd_tasks.approvals.ApprovalStore "
+                        "(the same store the /lgpd approvals API writes to)"
+                    )
+                    approve_in_store(audit_url, request.id, reason)
+                approved.append(request.id)
+            if time.monotonic() > deadline:
+                print(f"   the DAG run took over {RUN_LIMIT_SECONDS}s; stopping it")
+                _stop(process)
+                break
+            time.sleep(0.5)
+        _show_new_lines(log, shown)
+    finally:
+        _stop(process)
+    return process.returncode or 0, approved
+
+
+def _show_new_lines(log: Path, shown: int) -> int:
+    lines = log.read_text(errors="replace").splitlines()
+    for line in lines[shown:]:
+        if SHOWN.search(line):
+            print("   " + _tidy(line), flush=True)
+    return len(lines)
+
+
+def _tidy(line: str) -> str:
+    """A log line without its timestamp, level and logger noise."""
+    line = re.sub(r"^\S+Z \[\w+\s*\] ", "", line)
+    line = re.sub(r" \[[\w.]+\]( \S+=\S+)*$", "", line)
+    return re.sub(r"\s+loc=\S+", "", line).strip()
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, 15)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, 9)
+        process.wait(timeout=10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=500)
+    parser.add_argument("--over-http", metavar="URL", help="approve through this api-server")
+    parser.add_argument("--user", default="admin")
+    parser.add_argument("--password", default="")
+    args = parser.parse_args()
+    started = time.monotonic()
+
+    home = ROOT / ".demo" / f"airflow-{datetime.now():%Y%m%d-%H%M%S}"
+    home.mkdir(parents=True)
+    audit_db, source = home / "audit.db", home / "source.db"
+    audit_url = f"sqlite:///{audit_db}"
+    env = demo_environment(home, audit_db, source)
+    airflow = str(Path(sys.executable).with_name("airflow"))
+
+    say(f"Airflow home {env['AIRFLOW_HOME']}: airflow db migrate (SQLite)")
+    migrate = subprocess.run(
+        [airflow, "db", "migrate"], env=env, capture_output=True, text=True, check=False
+    )
+    if migrate.returncode != 0:
+        print(migrate.stdout[-3000:], migrate.stderr[-3000:])
+        return 1
+
+    say(f"Source database with {args.customers} synthetic customers (Faker pt_BR)")
+    sys.path.insert(0, str(EXAMPLE))
+    from setup_source import create_source
+
+    create_source(source, args.customers)
+    print(f"   {source}")
+
+    say(f"airflow dags test {DAG_ID} (log: {home / 'dags-test.log'})")
+    code, approved = run_dag(env, home / "dags-test.log", audit_url, args)
+    if code != 0 or not approved:
+        print(f"   the DAG run failed (exit {code}); see {home / 'dags-test.log'}")
+
+    from lgpd_tasks.cli import main as lgpd_tasks
+
+    say(f"lgpd-tasks audit tail --db {audit_url} --pipeline {DAG_ID}")
+    lgpd_tasks(["audit", "tail", "--db", audit_url, "--pipeline", DAG_ID, "-n", "30"])
+
+    say(f"lgpd-tasks audit verify --db {audit_url}")
+    verified = lgpd_tasks(["audit", "verify", "--db", audit_url])
+
+    reports = sorted(Path(env["LGPD_REPORT_BUCKET"]).rglob("*.csv"))
+    if reports:
+        say(f"Masked report in the reporting bucket: {reports[-1]}")
+        for line in reports[-1].read_text().splitlines()[:12]:
+            print("   " + line)
+    print(f"\nDone in {time.monotonic() - started:.0f}s; everything is under {home}")
+    return 0 if code == 0 and approved and verified == 0 and reports else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
