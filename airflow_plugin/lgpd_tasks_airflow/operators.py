@@ -116,7 +116,7 @@ class LgpdSqlOperator(SQLExecuteQueryOperator):
             return None
         if return_single_query_results(self.sql, self.return_last, self.split_statements):
             return self._process_output([output], hook.descriptions)[-1]
-        return self._process_output(output, hook.descriptions)
+        return self._process_output(list(output or []), hook.descriptions)
 
     def _process_output(
         self, results: list[Any], descriptions: list[Sequence[Sequence[Any]] | None]

@@ -84,6 +84,8 @@ class LgpdApprovalSensor(BaseSensorOperator):
         op = self._statement_operator(context)
         identity = task_identity(context, op.task_id)
         settings = op.guard_settings(context, identity=identity)
+        if not op.conn_id:
+            raise AirflowFailException(f"task {op.task_id!r} has no conn_id")
         hook = op.get_hook(conn_id=op.conn_id, hook_params=dict(op.hook_params))
         if not isinstance(hook, DbApiHook):
             raise AirflowFailException(f"connection {op.conn_id!r} has no DB-API hook")

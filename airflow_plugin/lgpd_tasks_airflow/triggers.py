@@ -49,7 +49,7 @@ class ApprovalTrigger(BaseTrigger):
     """Fires when the approval requests are all approved, or one is denied or expires."""
 
     def __init__(self, request_ids: Sequence[str], audit_url: str, poll_interval: float = 5.0):
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.request_ids = list(request_ids)
         self.audit_url = audit_url
         self.poll_interval = float(poll_interval)
@@ -77,6 +77,6 @@ class ApprovalTrigger(BaseTrigger):
             else:
                 outcome = verdict(requests)
                 if outcome is not None:
-                    yield TriggerEvent(outcome)
+                    yield TriggerEvent(outcome)  # type: ignore[no-untyped-call]
                     return
             await asyncio.sleep(self.poll_interval)

@@ -72,12 +72,12 @@ def mask_value(value: Any, masker: Masker) -> tuple[Any, list[MaskingReport]]:
             keys = list(value)
             rows, report = masker.mask_rows(keys, [tuple(value[k] for k in keys)])
             return dict(zip(keys, rows[0], strict=True)), [report]
-        reports: list[MaskingReport] = []
+        parts: list[MaskingReport] = []
         out: dict[Any, Any] = {}
         for key, item in value.items():
             out[key], found = mask_value(item, masker)
-            reports.extend(found)
-        return out, reports
+            parts.extend(found)
+        return out, parts
     if isinstance(value, (list, tuple)):
         return _mask_sequence(value, masker)
     if isinstance(value, _OPAQUE_SAFE):
