@@ -118,7 +118,6 @@ def run_once(kind: str, schema: str, number: int) -> float:
     from airflow.providers.common.sql.operators.sql import SQLExecuteQueryOperator
     from airflow.sdk import DAG
     from airflow.utils.session import create_session
-
     from lgpd_tasks_airflow import LgpdSqlOperator
 
     sql = f'SELECT id, nome, cpf, email, cidade, valor FROM "{schema}".people'
