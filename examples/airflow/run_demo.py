@@ -1,12 +1,17 @@
 """`make demo`: the contractor pipeline end to end under `airflow dags test` on SQLite.
 
 Steps: a fresh AIRFLOW_HOME under .demo/, `airflow db migrate`, a synthetic source database
-(Faker pt_BR), then `airflow dags test contractor_pipeline` in the background. When the
-purge's approval gate opens its request, a scripted approver approves it, the gate lets
-the DELETE run once, and the DAG finishes. Last, the run's audit records are printed and
-the hash chain verified.
+(Faker pt_BR), then `airflow dags test contractor_pipeline` in the background, and an `airflow api-server` on
+127.0.0.1 with the LGPD pages. When the purge's approval gate opens its request, a scripted
+approver logs in and approves it over the same HTTP API the Approvals page uses; the gate
+lets the DELETE run once and the DAG finishes. Last, the run's audit records are printed
+and the hash chain verified.
 
-    python examples/airflow/run_demo.py [--customers N] [--over-http URL --user U --password P]
+    python examples/airflow/run_demo.py [--customers N] [--approve-in-store]
+                                        [--over-http URL --user U --password P]
+
+``--approve-in-store`` skips the api-server and approves in the approvals store directly;
+``--over-http`` uses an api-server you run yourself (sharing the demo's audit store).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -75,6 +81,53 @@ def approve_in_store(audit_url: str, request_id: str, reason: str) -> dict[str, 
     return store.approve(request_id, Approver(APPROVER), reason).to_dict()
 
 
+def start_api_server(
+    env: dict[str, str], home: Path
+) -> tuple[subprocess.Popen[bytes], str, str, str]:
+    """An api-server on a free loopback port, with SimpleAuthManager and one approver user."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    url = f"http://127.0.0.1:{port}"
+    password = secrets.token_urlsafe(12)
+    passwords = home / "api-server-passwords.json"
+    passwords.write_text(json.dumps({APPROVER: password}))
+    server_env = {
+        **env,
+        "AIRFLOW__CORE__AUTH_MANAGER": (
+            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+        ),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{APPROVER}:user",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(48),
+        "AIRFLOW__API__BASE_URL": url,
+        "AIRFLOW__API__WORKERS": "1",
+    }
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    with (home / "api-server.log").open("wb") as out:
+        process = subprocess.Popen(
+            [airflow, "api-server", "--host", "127.0.0.1", "--port", str(port)],
+            env=server_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return process, url, APPROVER, password
+
+
+def wait_until_up(process: subprocess.Popen[bytes] | None, url: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and (process is None or process.poll() is None):
+        try:
+            with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
 def demo_environment(home: Path, audit_db: Path, source: Path) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("LGPD_POLICY_FILE", None)
@@ -128,8 +181,14 @@ def run_dag(
                     f"{request.statement_kind}: {request.normalized}"
                 )
                 reason = "quarterly staging clean-up, ticket OPS-1234"
+                if args.over_http and not wait_until_up(args.server, args.over_http, 90):
+                    print("   the api-server did not come up; approving in the store instead")
+                    args.over_http = None
                 if args.over_http:
-                    print(f"   {args.user} approves it over HTTP: {args.over_http}/lgpd/api")
+                    print(
+                        f"   {args.user} logs in and approves it over HTTP: POST "
+                        f"{args.over_http}/lgpd/api/approvals/{request.id}/approve"
+                    )
                     approve_over_http(
                         args.over_http,
                         request.id,
@@ -139,8 +198,8 @@ def run_dag(
                     )
                 else:
                     print(
-                        f"   {APPROVER} approves it through lgpd_tasks.approvals.ApprovalStore "
-                        "(the same store the /lgpd approvals API writes to)"
+                        f"   {APPROVER} approves it directly in lgpd_tasks.approvals."
+                        "ApprovalStore (the store behind the /lgpd approvals API)"
                     )
                     approve_in_store(audit_url, request.id, reason)
                 approved.append(request.id)
@@ -184,10 +243,12 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=500)
-    parser.add_argument("--over-http", metavar="URL", help="approve through this api-server")
+    parser.add_argument("--approve-in-store", action="store_true", help="start no api-server")
+    parser.add_argument("--over-http", metavar="URL", help="approve through your api-server")
     parser.add_argument("--user", default="admin")
     parser.add_argument("--password", default="")
     args = parser.parse_args()
+    args.server = None
     started = time.monotonic()
 
     home = ROOT / ".demo" / f"airflow-{datetime.now():%Y%m%d-%H%M%S}"
@@ -205,6 +266,11 @@ def main() -> int:
         print(migrate.stdout[-3000:], migrate.stderr[-3000:])
         return 1
 
+    if not args.approve_in_store and not args.over_http:
+        say("airflow api-server on 127.0.0.1 with the LGPD pages (SimpleAuthManager)")
+        args.server, args.over_http, args.user, args.password = start_api_server(env, home)
+        print(f"   {args.over_http} (log: {home / 'api-server.log'}), approver {args.user}")
+
     say(f"Source database with {args.customers} synthetic customers (Faker pt_BR)")
     sys.path.insert(0, str(EXAMPLE))
     from setup_source import create_source
@@ -213,7 +279,11 @@ def main() -> int:
     print(f"   {source}")
 
     say(f"airflow dags test {DAG_ID} (log: {home / 'dags-test.log'})")
-    code, approved = run_dag(env, home / "dags-test.log", audit_url, args)
+    try:
+        code, approved = run_dag(env, home / "dags-test.log", audit_url, args)
+    finally:
+        if args.server is not None:
+            _stop(args.server)
     if code != 0 or not approved:
         print(f"   the DAG run failed (exit {code}); see {home / 'dags-test.log'}")
 
