@@ -6,7 +6,9 @@ before any test module imports it.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sqlite3
 import tempfile
 import threading
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 
 _HOME = Path(tempfile.mkdtemp(prefix="lgpd-airflow-home-"))
+atexit.register(shutil.rmtree, _HOME, ignore_errors=True)
 (_HOME / "dags").mkdir()
 os.environ.update(
     {
