@@ -40,7 +40,13 @@ from lgpd_tasks.masking.strategies import (
     Strategy,
     strategy_from_spec,
 )
-from lgpd_tasks.masking.text import PREFILTER, TextScrubber
+from lgpd_tasks.masking.text import (
+    DIGITS_PREFILTER,
+    EMAIL_RE2,
+    PHONE_RE2,
+    PREFILTER,
+    TextScrubber,
+)
 
 if TYPE_CHECKING:
     from lgpd_tasks.policy.policy import Policy
@@ -383,9 +389,23 @@ class Masker:
         hits = hits.fillna(False).astype(bool)
         if not hits.any():
             return col, 0
-        before = col[hits].tolist()
-        after = [self._scrubber(v) if isinstance(v, str) else v for v in before]
-        cells = sum(1 for a, b in zip(before, after, strict=True) if a != b)
+        work = col[hits]
+        if work.dtype == "str":
+            # E-mails and phones need no arithmetic: replace them column-wise in RE2, and
+            # leave to Python only the rows that may hold a CPF, CNPJ or card number.
+            work = work.str.replace(EMAIL_RE2, "[EMAIL]", regex=True)
+            work = work.str.replace(PHONE_RE2, r"\1[PHONE]\2", regex=True)
+            digits = work.str.contains(DIGITS_PREFILTER, regex=True).fillna(False).astype(bool)
+            if digits.any():
+                work = work.copy()
+                work[digits] = [self._scrubber(v) for v in work[digits].tolist()]  # type: ignore[call-overload]
+            changed = work.ne(col[hits]).fillna(False).astype(bool)
+            cells = int(changed.sum())
+            after: Any = work
+        else:
+            before = work.tolist()
+            after = [self._scrubber(v) if isinstance(v, str) else v for v in before]
+            cells = sum(1 for a, b in zip(before, after, strict=True) if a != b)
         if cells == 0:
             return col, 0
         out = col.copy()

@@ -21,6 +21,23 @@ PREFILTER = (
     r"|[0-9A-Z]{2}\.[0-9A-Z]{3}\.[0-9A-Z]{3}|[0-9A-Z]{12}[0-9]{2}"
 )
 
+# Spans that need no arithmetic to validate are replaced column-wise by pandas in the RE2
+# subset (boundaries written as groups that the replacement puts back).
+_DDD = "(?:1[1-9]|2[12478]|3[1-578]|4[1-9]|5[1345]|6[1-9]|7[13-579]|8[1-9]|9[1-9])"
+EMAIL_RE2 = r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:[.][A-Za-z0-9-]+)*[.][A-Za-z]{2,}"
+#: Groups 1 and 3 are the characters around the number, which the replacement keeps.
+PHONE_RE2 = (
+    r"(^|[^0-9+])(?:"
+    rf"(?:[+]?55 ?)?(?:[(]0?{_DDD}[)] ?|0?{_DDD}[ -])(?:9[0-9]{{4}}|[2-9][0-9]{{3}})[ .-]?[0-9]{{4}}"
+    rf"|[+]55 ?{_DDD}(?:9[0-9]{{8}}|[2-9][0-9]{{7}})"
+    r")([^0-9]|$)"
+)
+#: Rows that may still hold a CPF, CNPJ or card once e-mails and phones are replaced.
+DIGITS_PREFILTER = (
+    r"[0-9]{4}|[0-9]{3}[. ][0-9]{3}"
+    r"|[0-9A-Z]{2}[.][0-9A-Z]{3}[.][0-9A-Z]{3}|[0-9A-Z]{12}[0-9]{2}"
+)
+
 _SPANS = re.compile(
     r"(?P<email>[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})"
     r"|(?<![0-9A-Za-z])(?P<cnpj>[0-9A-Z]{2}\.?[0-9A-Z]{3}\.?[0-9A-Z]{3}/?[0-9A-Z]{4}-?[0-9]{2})"
