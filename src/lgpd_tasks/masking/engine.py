@@ -398,7 +398,7 @@ class Masker:
             digits = work.str.contains(DIGITS_PREFILTER, regex=True).fillna(False).astype(bool)
             if digits.any():
                 work = work.copy()
-                work[digits] = [self._scrubber(v) for v in work[digits].tolist()]  # type: ignore[call-overload]
+                work[digits] = [self._scrubber.digits_only(v) for v in work[digits].tolist()]  # type: ignore[call-overload]
             changed = work.ne(col[hits]).fillna(False).astype(bool)
             cells = int(changed.sum())
             after: Any = work

@@ -48,6 +48,13 @@ _SPANS = re.compile(
     r"|\+55 ?[1-9]{2}9?[0-9]{8})(?![0-9])"
 )
 
+_DIGIT_SPANS = re.compile(
+    r"(?<![0-9A-Za-z])(?P<cnpj>[0-9A-Z]{2}\.?[0-9A-Z]{3}\.?[0-9A-Z]{3}/?[0-9A-Z]{4}-?[0-9]{2})"
+    r"(?![0-9A-Za-z])"
+    r"|(?<![0-9])(?P<cpf>[0-9]{3}[. ]?[0-9]{3}[. ]?[0-9]{3}[-. ]?[0-9]{2})(?![0-9])"
+    r"|(?<![0-9])(?P<card>[0-9]{4}(?:[ -]?[0-9]{4}){2}[ -]?[0-9]{1,7})(?![0-9])"
+)
+
 # A matched shape may still be another type: 14 digits that are no CNPJ can be a card.
 _CANDIDATES: dict[str, tuple[tuple[PiiType, Callable[[str], bool]], ...]] = {
     "email": ((PiiType.EMAIL, lambda _: True),),
@@ -98,6 +105,10 @@ class TextScrubber:
 
     def __call__(self, text: str) -> str:
         return _SPANS.sub(self._replace, text)
+
+    def digits_only(self, text: str) -> str:
+        """Like calling the scrubber, for text whose e-mails and phones are already replaced."""
+        return _DIGIT_SPANS.sub(self._replace, text)
 
     def has_span(self, text: str) -> bool:
         """Whether ``text`` holds at least one validated span."""
