@@ -34,7 +34,7 @@ from lgpd_tasks.errors import (
 )
 from lgpd_tasks.evidence.subjects import StatementTrail, SubjectTrail
 from lgpd_tasks.identity import TaskIdentity
-from lgpd_tasks.masking import Masker
+from lgpd_tasks.masking import Masker, MaskingReport
 from lgpd_tasks.policy import Policy, Scope, load_policy
 from lgpd_tasks.sql import Decision, check
 
@@ -197,24 +197,50 @@ class GuardedCursor:
                 return
             yield from batch
 
-    def _mask(self, rows: list[Any]) -> list[tuple[Any, ...]]:
+    def fetch_df(self) -> pd.DataFrame:
+        """The rest of the result as a pandas DataFrame, masked column by column.
+
+        Faster than masking rows when the result holds personal columns, since the masker
+        works on whole columns.
+        """
+        import pandas as pd
+
+        rows = self._raw.fetchall()
+        self._observe(rows)
+        frame = pd.DataFrame.from_records(rows, columns=self._columns, coerce_float=False)
+        masker = self._conn._masker
+        if masker is not None and len(frame):
+            frame, report = masker.mask_dataframe(frame)
+            self._note(report)
+        self._finish()
+        return frame
+
+    def _observe(self, rows: list[Any]) -> None:
         running = self._running
         if running is not None:
             running.rows += len(rows)
             if running.trail is not None:
                 running.trail.observe(rows)  # raw key values, before masking
+
+    def _note(self, report: MaskingReport) -> None:
+        running = self._running
+        if running is None:
+            return
+        for col in report.columns:
+            if col.cells_masked:
+                seen = running.masked.setdefault(
+                    col.column,
+                    {"pii_type": col.detected_type, "strategy": col.strategy, "cells": 0},
+                )
+                seen["cells"] += col.cells_masked
+
+    def _mask(self, rows: list[Any]) -> list[tuple[Any, ...]]:
+        self._observe(rows)
         masker = self._conn._masker
         if masker is None:
             return rows
         masked, report = masker.mask_rows(self._columns, rows)
-        if running is not None:
-            for col in report.columns:
-                if col.cells_masked:
-                    seen = running.masked.setdefault(
-                        col.column,
-                        {"pii_type": col.detected_type, "strategy": col.strategy, "cells": 0},
-                    )
-                    seen["cells"] += col.cells_masked
+        self._note(report)
         return masked
 
     def _finish(self) -> None:
@@ -259,6 +285,7 @@ class GuardedConnection:
         masker: Masker | None = None,
         role: str | None = None,
         on_close: Callable[[], None] | None = None,
+        on_statement: Callable[[Decision], None] | None = None,
         target: str = "",
         subject_trail: SubjectTrail | Literal["policy"] | None = "policy",
     ) -> None:
@@ -273,6 +300,7 @@ class GuardedConnection:
         self.role = role
         self.target = target
         self._on_close = on_close
+        self._on_statement = on_statement
         self._catalog = DatabaseCatalog(raw, driver)
         self._pii_columns = frozenset(policy.masking.columns)
         # "policy": a trail when the policy declares subject keys (None switches it off)
@@ -353,11 +381,11 @@ class GuardedConnection:
 
         cur = self.execute(sql, parameters)
         try:
-            rows = cur.fetchall()
-            columns = [str(d[0]) for d in cur.description or ()]
+            if cur.description is None:
+                return pd.DataFrame()
+            return cur.fetch_df()
         finally:
             cur.close()
-        return pd.DataFrame.from_records(rows, columns=columns)
 
     # -- the guarded path -----------------------------------------------------------------
 
@@ -381,6 +409,9 @@ class GuardedConnection:
                 approval_id = self._approval(decision)
         entry = self._statement_entry(decision, approval_id, parameters, many)
         stored = self.audit.append(entry)
+        if self._on_statement is not None:
+            # integrations turn each admitted statement into lineage metadata
+            self._on_statement(decision)
         return _Running(
             intent_id=stored.record_id,
             decision=decision,
@@ -629,7 +660,7 @@ def connect(
                 chosen.close()
 
     try:
-        driver, raw = _open_raw(credential.url)
+        driver, raw = open_dbapi(credential.url)
     except BaseException:
         release()
         raise
@@ -648,7 +679,12 @@ def connect(
     )
 
 
-def _open_raw(url: str) -> tuple[Driver, Any]:
+def open_dbapi(url: str) -> tuple[Driver, Any]:
+    """Open the driver's own connection for ``url``; wrap it in a GuardedConnection.
+
+    This is the one place the core opens ``sqlite3`` and psycopg connections; the
+    orchestrator integrations use it when they build a GuardedConnection themselves.
+    """
     parsed = parse_db_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ":memory:"
