@@ -22,7 +22,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy src dagster_integration
+	$(VENV)/bin/mypy src dagster_integration airflow_plugin
 
 unit: $(STAMP)
 	$(PY) -m pytest
