@@ -23,6 +23,38 @@ from lgpd_tasks_airflow.runtime import (
 )
 
 
+def literal_values(sql: str | Sequence[str], parameters: Any = None) -> set[str]:
+    """String literals of ``sql`` and string ``parameters``: what a rendered field must not show.
+
+    >>> sorted(literal_values("SELECT id FROM t WHERE cpf = '529.982.247-25' AND n > 3", ["x@y.com"]))
+    ['529.982.247-25', 'x@y.com']
+    """
+    import sqlglot
+    from sqlglot import exp
+
+    found: set[str] = set()
+    for text in [sql] if isinstance(sql, str) else list(sql):
+        try:
+            trees = sqlglot.parse(text)
+        except sqlglot.errors.SqlglotError:
+            continue  # the guard blocks what it cannot parse; nothing will run
+        for tree in trees:
+            if tree is not None:
+                found.update(lit.this for lit in tree.find_all(exp.Literal) if lit.is_string)
+    values = parameters.values() if isinstance(parameters, Mapping) else parameters or ()
+    if not isinstance(values, str):
+        found.update(v for v in values if isinstance(v, str))
+    return {v for v in found if v.strip()}
+
+
+def hide_literals(sql: str | Sequence[str], parameters: Any = None) -> None:
+    """Register the SQL's literal values with Airflow's secrets masker (logs, rendered fields)."""
+    from airflow.sdk.log import mask_secret
+
+    for value in literal_values(sql, parameters):
+        mask_secret(value)
+
+
 class LgpdSqlOperator(SQLExecuteQueryOperator):
     """Run SQL like ``SQLExecuteQueryOperator``, inside an lgpd-tasks scope.
 
@@ -93,6 +125,19 @@ class LgpdSqlOperator(SQLExecuteQueryOperator):
             return hook
         context = self._lgpd_context or get_current_context()
         return guard_hook(hook, self.guard_settings(context))
+
+    # -- rendering -----------------------------------------------------------------------
+
+    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        """Render as usual, then hide the SQL's literal values from rendered fields and logs.
+
+        Airflow stores rendered template fields for the UI and redacts registered secrets
+        from them and from task logs; string literals of the rendered SQL and string
+        parameters are registered, so neither the "Rendered Template" view nor a log line
+        shows them.
+        """
+        super().render_template_fields(context, jinja_env)
+        hide_literals(self.sql, self.parameters)
 
     # -- running -------------------------------------------------------------------------
 

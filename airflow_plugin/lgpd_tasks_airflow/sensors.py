@@ -76,7 +76,7 @@ class LgpdApprovalSensor(BaseSensorOperator):
                 f"statement_task {self.statement_task_id!r} is not an LgpdSqlOperator in this DAG"
             )
         rendered = copy.copy(task)
-        rendered.render_template_fields(context)  # type: ignore[arg-type]
+        rendered.render_template_fields(context)
         return rendered
 
     def open_requests(self, context: Mapping[str, Any]) -> list[ApprovalRequest]:

@@ -168,6 +168,17 @@ class Env:
                 for ti in run.get_task_instances(session=session)
             }
 
+    def rendered_fields(self) -> str:
+        """Every rendered template field Airflow stored for this DAG (what the UI shows)."""
+        with sqlite3.connect(_HOME / "airflow.db") as conn:
+            return "\n".join(
+                str(r[0])
+                for r in conn.execute(
+                    "SELECT rendered_fields FROM rendered_task_instance_fields WHERE dag_id = ?",
+                    (self.dag_id,),
+                )
+            )
+
     def xcom_rows(self) -> list[tuple[str, str, str]]:
         """(task id, key, stored value) straight from the metadata database's xcom table."""
         with sqlite3.connect(_HOME / "airflow.db") as conn:

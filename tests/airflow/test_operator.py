@@ -43,6 +43,9 @@ def test_allowed_select_runs_audited_and_logs_only_the_normalised_statement(env,
         1,
     )
     assert entry.details["identity"]["ti_id"]
+    rendered = env.rendered_fields()
+    assert "SELECT id, nome, cpf, email, cidade FROM customers WHERE cidade = " in rendered
+    assert "São Paulo" not in rendered
     logs = _logs(capfd)
     assert "Ran statement [allow, scope crm.extract]" in logs
     assert "São Paulo" not in logs
