@@ -198,3 +198,26 @@ def test_sql_file_templates_render(env, tmp_path: Path):
     (record,) = [r for r in env.audit().records() if r.entry.kind == "statement"]
     assert record.rows == 2
     assert "2024-02-01" not in record.entry.details["normalized"]
+
+
+def test_database_failure_is_retried_with_a_scrubbed_message(env, capfd):
+    import sqlite3
+
+    with sqlite3.connect(env.source) as conn:
+        conn.execute("CREATE UNIQUE INDEX one_city ON customer_summary (cidade)")
+        conn.execute("INSERT INTO customer_summary VALUES ('São Paulo', 1)")
+    with DAG(env.dag_id, schedule=None, start_date=START) as dag:
+        LgpdSqlOperator(
+            task_id="load",
+            conn_id="crm",
+            scope="crm.load",
+            sql="INSERT INTO customer_summary (cidade, clientes) VALUES ('São Paulo', 2)",
+            retries=1,
+            retry_delay=timedelta(seconds=1),
+        )
+    run = env.run(dag)
+    assert env.states(run) == {"load": ("failed", 2)}
+    logs = _logs(capfd)
+    assert "statement failed (IntegrityError)" in logs
+    outcomes = [r.outcome for r in env.audit().records() if r.entry.kind == "statement"]
+    assert [o.details["status"] for o in outcomes if o is not None] == ["error", "error"]
