@@ -230,6 +230,8 @@ class Walker:
         alias = self.ident(alias_node.this) if isinstance(alias_node, exp.TableAlias) else ""
         if isinstance(node, exp.Table):
             if isinstance(node.this, exp.Func) or not isinstance(node.this, exp.Identifier):
+                if isinstance(node.this, exp.Func) and node.args.get("db") is not None:
+                    self.function(node.this, node.args["db"])
                 self.expr(node.this, sources, env)
                 columns = alias_node.args.get("columns") if alias_node else None
                 outputs = [(self.ident(c), frozenset[str]()) for c in columns or []]
@@ -329,18 +331,27 @@ class Walker:
                 # a bare table inside an expression (``IN (TABLE t)``...): at least a read
                 self.add_source(current, {}, env)
                 continue
+            if isinstance(current, exp.Dot) and isinstance(current.expression, exp.Func):
+                # ``schema.f(...)``: the name alone would pass for the built-in ``f``
+                self.function(current.expression, current.this)
+                stack.extend(current.expression.iter_expressions())
+                continue
             if isinstance(current, exp.Func):
                 self.function(current)
             stack.extend(current.iter_expressions())
         return frozenset(found)
 
-    def function(self, node: exp.Func) -> None:
-        if isinstance(node, exp.Anonymous):
-            name = node.name.lower()
-            self.functions.add(name)
+    def function(self, node: exp.Func, schema: exp.Expr | None = None) -> None:
+        name = node.name.lower() if isinstance(node, exp.Anonymous) else node.sql_name().lower()
+        parts = schema.parts if isinstance(schema, exp.Dot) else [schema] if schema else []
+        qualifier = ".".join(self.ident(p) for p in parts)
+        if qualifier and not (self.dialect == "postgres" and qualifier == "pg_catalog"):
+            # a function of another schema may be user-defined whatever its name
+            name = f"{qualifier}.{name}"
             self.unknown_functions.add(name)
-        else:
-            self.functions.add(node.sql_name().lower())
+        elif isinstance(node, exp.Anonymous):
+            self.unknown_functions.add(name)
+        self.functions.add(name)
 
     def column(
         self,
