@@ -100,3 +100,10 @@ def test_schema_function_named_like_a_builtin_never_runs(
     assert _secrets(postgres_dsn, pg) == []
     # the built-in itself, qualified by pg_catalog, is fine
     assert conn.execute("SELECT pg_catalog.format('%s-%s', 1, 2)").fetchall() == [("1-2",)]
+
+
+@pytest.mark.postgres
+def test_natural_join_reads_the_shared_columns(conn: GuardedConnection, pg: str) -> None:
+    # the join compares status, which the scope does not grant: its rows depend on it
+    with pytest.raises(ScopeViolation, match="status"):
+        conn.execute(f"SELECT c1.id FROM {pg}.customers c1 NATURAL JOIN {pg}.customers c2")

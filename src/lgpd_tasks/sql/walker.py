@@ -187,7 +187,10 @@ class Walker:
             self.add_source(from_.this, sources, env)
         joins = node.args.get("joins") or []
         for join in joins:
+            left = list(sources.values())
             self.add_source(join.this, sources, env)
+            if str(join.args.get("method") or "").upper() == "NATURAL":
+                self.natural(left, [r for r in sources.values() if all(r is not x for x in left)])
         outputs: list[Output] = []
         for projection in node.expressions:
             star = self.star_qualifier(projection)
@@ -270,6 +273,22 @@ class Walker:
         # UNNEST, table functions, anything else: walk it, its columns stay unknown
         self.expr(node, sources, env)
         sources[alias or node.alias_or_name.lower()] = Relation()
+
+    def natural(self, left: list[Relation], right: list[Relation]) -> None:
+        """``NATURAL JOIN`` compares every column the two sides share: each is read."""
+        left_names, right_names = _names(left), _names(right)
+        common = None if left_names is None or right_names is None else left_names & right_names
+        for side, other in ((left, right_names), (right, left_names)):
+            for rel in side:
+                own = _names([rel])
+                if common is not None:
+                    candidates = common
+                elif own is None:
+                    candidates = {ALL}
+                else:  # the other side's columns are unknown: any of ours may be shared
+                    candidates = own if other is None else own & other
+                for name in sorted(candidates):
+                    self.from_relation(rel, name)
 
     def star(self, qualifier: str, sources: Mapping[str, Relation]) -> list[Output]:
         outputs: list[Output] = []
@@ -579,3 +598,18 @@ class Walker:
             table = node.args.get("table")
             return self.ident(table) if table is not None else ALL
         return None
+
+
+def _names(relations: Iterable[Relation]) -> set[str] | None:
+    """The column names of ``relations`` together, ``None`` when any is unknown."""
+    names: set[str] = set()
+    for rel in relations:
+        if rel.table is not None:
+            if rel.columns is None:
+                return None
+            names |= rel.columns
+        elif rel.outputs is None or any(n == ALL for n, _ in rel.outputs):
+            return None
+        else:
+            names |= {n for n, _ in rel.outputs}
+    return names
