@@ -107,3 +107,15 @@ def test_natural_join_reads_the_shared_columns(conn: GuardedConnection, pg: str)
     # the join compares status, which the scope does not grant: its rows depend on it
     with pytest.raises(ScopeViolation, match="status"):
         conn.execute(f"SELECT c1.id FROM {pg}.customers c1 NATURAL JOIN {pg}.customers c2")
+
+
+@pytest.mark.postgres
+def test_select_for_update_needs_a_write_grant(pg: str, postgres_dsn: str, tmp_path: Path) -> None:
+    with (
+        _open(postgres_dsn, pg, tmp_path) as reader,
+        pytest.raises(ScopeViolation, match="write_scope"),
+    ):
+        reader.execute(f"SELECT id FROM {pg}.customers FOR UPDATE")
+    with _open(postgres_dsn, pg, tmp_path, scope="load") as writer:
+        rows = writer.execute(f"SELECT id FROM {pg}.customers WHERE id = 1 FOR UPDATE")
+        assert rows.fetchall() == [(1,)]

@@ -211,6 +211,12 @@ class Walker:
             self.expr(node.args.get(key), sources, env, aliases)
         for key in ("limit", "offset"):
             self.expr(node.args.get(key), sources, env)
+        for lock in node.args.get("locks") or []:
+            # FOR UPDATE/SHARE locks rows for writing: PostgreSQL asks for UPDATE privilege
+            named = {self.ident(t.this) for t in lock.expressions}
+            for name, rel in sources.items():
+                if rel.table is not None and (not named or name in named):
+                    self.tables_written.add(rel.table)
         into = node.args.get("into")
         if isinstance(into, exp.Into) and isinstance(into.this, exp.Table):
             self.write(self.table_name(into.this), [ALL])
