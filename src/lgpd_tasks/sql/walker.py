@@ -489,6 +489,10 @@ class Walker:
             for assignment in conflict.args.get("expressions") or []:
                 self.assignment(table, assignment, conflict_sources, env)
             self.expr(conflict.args.get("where"), conflict_sources, env)
+            for column in conflict.find_all(exp.Column):
+                # EXCLUDED.c is the target's column c: PostgreSQL asks SELECT on it
+                if self.ident(column.args.get("table")) == "excluded":
+                    self.read(table, self.ident(column.this))
         return self.returning(node, sources, env)
 
     def assignment(
