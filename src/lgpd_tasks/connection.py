@@ -9,6 +9,7 @@ If the intent cannot be written the statement does not run.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -543,7 +544,12 @@ class GuardedConnection:
     def _failed(self, running: _Running, err: Exception, started: float) -> StatementFailed:
         running.started = started
         self._complete(running, err)
-        message = str(err).strip() or type(err).__name__
+        # names the scope grants are no personal data: the message may keep them
+        granted = " ".join(
+            f"{t} {' '.join(c)}" for g in (self.scope.read, self.scope.write) for t, c in g.items()
+        )
+        message = _scrub_error(str(err), f"{running.decision.normalized} {granted}")
+        message = message or type(err).__name__
         if self._masker is not None:
             message = self._masker.mask_text(message)
         return StatementFailed(
@@ -551,6 +557,37 @@ class GuardedConnection:
             error_class=type(err).__name__,
             sqlstate=getattr(err, "sqlstate", None),
         )
+
+
+_QUOTED = re.compile(r'"([^"]*)"')
+_WORD = re.compile(r"[a-z_][a-z0-9_$]*")
+#: Names PostgreSQL gives constraints and indexes by default (``customers_cpf_key``...).
+_CONSTRAINT_NAME = re.compile(r"[a-z_][a-z0-9_$]*_(?:key|pkey|fkey|check|excl|idx|not_null)")
+
+
+def _scrub_error(message: str, normalized: str) -> str:
+    """The database's message without the values it may quote.
+
+    Only the first line is kept (``DETAIL``/``CONTEXT`` lines repeat keys, rows and
+    parameters); a quoted span survives only when it names something of the statement
+    (whose normalised text holds no literal) or looks like a constraint's default name.
+
+    >>> _scrub_error('invalid input syntax for type integer: "Maria"\\nCONTEXT: ...', "SELECT")
+    'invalid input syntax for type integer: "?"'
+    >>> _scrub_error('duplicate key value violates unique constraint "customers_cpf_key"\\n'
+    ...              'DETAIL:  Key (cpf)=(123) already exists.', "INSERT INTO customers (cpf)")
+    'duplicate key value violates unique constraint "customers_cpf_key"'
+    """
+    lines = message.strip().splitlines()
+    if not lines:
+        return ""
+    known = set(_WORD.findall(normalized.lower()))
+
+    def keep(match: re.Match[str]) -> str:
+        text = match.group(1).lower()
+        return match.group(0) if text in known or _CONSTRAINT_NAME.fullmatch(text) else '"?"'
+
+    return _QUOTED.sub(keep, lines[0].strip())
 
 
 def _blocked(decision: Decision, scope: Scope) -> StatementBlocked:
