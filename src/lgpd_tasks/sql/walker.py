@@ -489,10 +489,10 @@ class Walker:
             for assignment in conflict.args.get("expressions") or []:
                 self.assignment(table, assignment, conflict_sources, env)
             self.expr(conflict.args.get("where"), conflict_sources, env)
-            for column in conflict.find_all(exp.Column):
+            for ref in conflict.find_all(exp.Column):
                 # EXCLUDED.c is the target's column c: PostgreSQL asks SELECT on it
-                if self.ident(column.args.get("table")) == "excluded":
-                    self.read(table, self.ident(column.this))
+                if self.ident(ref.args.get("table")) == "excluded":
+                    self.read(table, self.ident(ref.this))
         return self.returning(node, sources, env)
 
     def assignment(
