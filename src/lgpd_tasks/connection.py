@@ -407,7 +407,12 @@ class GuardedConnection:
             if decision.action == "approve":
                 approval_id = self._approval(decision)
         entry = self._statement_entry(decision, approval_id, parameters, many)
-        stored = self.audit.append(entry)
+        try:
+            stored = self.audit.append(entry)
+        except BaseException:
+            if approval_id is not None:
+                self.approvals.release(approval_id, self.identity)
+            raise
         return _Running(
             intent_id=stored.record_id,
             decision=decision,
@@ -421,7 +426,9 @@ class GuardedConnection:
         ttl = self.policy.approvals.ttl
         existing = store.find(decision.fingerprint, self.identity)
         if existing is not None:
-            if existing.usable:
+            # claimed before the statement runs, so one approval admits one run; a
+            # statement that then fails gives it back (see _complete)
+            if existing.usable and store.consume(existing.id, self.identity):
                 return existing.id
             if existing.status is Status.PENDING:
                 self._record_refusal(decision, "approve", existing.id, "pending")
@@ -523,9 +530,9 @@ class GuardedConnection:
             sqlstate = getattr(error, "sqlstate", None)
             if sqlstate:
                 details["sqlstate"] = sqlstate
-        if running.approval_id is not None and error is None:
-            if not self.approvals.consume(running.approval_id, self.identity):
-                details["approval"] = "already used"
+        if running.approval_id is not None:
+            if error is not None:
+                self.approvals.release(running.approval_id, self.identity)
             details["approval_id"] = running.approval_id
         self.audit.append(
             NewEntry(
