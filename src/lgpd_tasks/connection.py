@@ -93,6 +93,7 @@ class _Running:
     rows: int = 0
     masked: dict[str, dict[str, Any]] = field(default_factory=dict)
     trail: StatementTrail | None = None
+    done: bool = False
 
 
 class GuardedCursor:
@@ -163,6 +164,8 @@ class GuardedCursor:
             running.is_query = True
             self._columns = columns
             self._running = running
+            # a result never fetched to its end still gets its outcome when the connection closes
+            self._conn._unfinished[running.intent_id] = running
             return
         running.rows = max(int(self._raw.rowcount), 0)
         if running.trail is not None:
@@ -246,7 +249,7 @@ class GuardedCursor:
 
     def _finish(self) -> None:
         running, self._running = self._running, None
-        if running is not None:
+        if running is not None and not running.done:
             if running.trail is not None:
                 running.trail.close()
             self._conn._complete(running)
@@ -255,7 +258,8 @@ class GuardedCursor:
         try:
             self._finish()
         finally:
-            self._raw.close()
+            if not self._conn.closed:  # closing the connection closed its cursors
+                self._raw.close()
 
     def __enter__(self) -> Self:
         return self
@@ -310,6 +314,7 @@ class GuardedConnection:
         )
         self.closed = False
         self.last_decision: Decision | None = None
+        self._unfinished: dict[str, _Running] = {}
         # the guard itself is always on; only the defence-in-depth tests switch it off
         self._guard_enabled = True
 
@@ -338,6 +343,15 @@ class GuardedConnection:
         if self.closed:
             return
         self.closed = True
+        try:
+            for running in list(self._unfinished.values()):
+                if running.trail is not None:
+                    running.trail.close()
+                self._complete(running)
+        finally:
+            self._close_raw()
+
+    def _close_raw(self) -> None:
         try:
             self._raw.close()
         finally:
@@ -516,6 +530,10 @@ class GuardedConnection:
         self.audit.append(entry)
 
     def _complete(self, running: _Running, error: BaseException | None = None) -> None:
+        if running.done:
+            return
+        running.done = True
+        self._unfinished.pop(running.intent_id, None)
         duration_ms = round((time.perf_counter() - running.started) * 1000, 3)
         details: dict[str, Any] = {
             "event": "outcome",

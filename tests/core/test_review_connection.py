@@ -118,3 +118,21 @@ def test_a_failed_approved_statement_keeps_its_approval(
     with _open(source, policy, audit, "purge") as conn:
         assert conn.execute(sql).rowcount == 10
     assert not ApprovalStore(audit).get(request_id).usable
+
+
+def test_a_result_never_fetched_to_its_end_still_gets_its_outcome(
+    source: Path, policy: Policy, audit: AuditStore
+) -> None:
+    scope = policy.scope("extract").narrow(read={"customers": ["id", "cidade"]})
+    with connect(
+        f"sqlite:///{source}", policy=policy, scope=scope, identity=WHO, audit=audit
+    ) as conn:
+        assert conn.execute("SELECT id, cidade FROM customers").fetchone() is not None
+        cur = conn.execute("SELECT id FROM customers")
+        cur.fetchmany(3)
+    (first, second) = audit.records(EntryFilter(kind="statement"))
+    assert (first.status, first.rows) == ("ok", 1)
+    assert (second.status, second.rows) == ("ok", 3)
+    cur.close()  # closing the cursor later writes no second outcome
+    assert len(audit.entries(EntryFilter(kind="outcome"))) == 2
+    assert audit.verify().ok
