@@ -290,6 +290,7 @@ class GuardedConnection:
         masker: Masker | None = None,
         role: str | None = None,
         on_close: Callable[[], None] | None = None,
+        on_statement: Callable[[Decision], None] | None = None,
         target: str = "",
         subject_trail: SubjectTrail | Literal["policy"] | None = "policy",
     ) -> None:
@@ -304,6 +305,7 @@ class GuardedConnection:
         self.role = role
         self.target = target
         self._on_close = on_close
+        self._on_statement = on_statement
         self._catalog = DatabaseCatalog(raw, driver)
         self._pii_columns = frozenset(policy.masking.columns)
         # "policy": a trail when the policy declares subject keys (None switches it off)
@@ -427,6 +429,9 @@ class GuardedConnection:
             if approval_id is not None:
                 self.approvals.release(approval_id, self.identity)
             raise
+        if self._on_statement is not None:
+            # integrations turn each admitted statement into lineage metadata
+            self._on_statement(decision)
         return _Running(
             intent_id=stored.record_id,
             decision=decision,
@@ -717,7 +722,7 @@ def connect(
                 chosen.close()
 
     try:
-        driver, raw = _open_raw(credential.url)
+        driver, raw = open_dbapi(credential.url)
     except BaseException:
         release()
         raise
@@ -736,7 +741,12 @@ def connect(
     )
 
 
-def _open_raw(url: str) -> tuple[Driver, Any]:
+def open_dbapi(url: str) -> tuple[Driver, Any]:
+    """Open the driver's own connection for ``url``; wrap it in a GuardedConnection.
+
+    This is the one place the core opens ``sqlite3`` and psycopg connections; the
+    orchestrator integrations use it when they build a GuardedConnection themselves.
+    """
     parsed = parse_db_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ":memory:"
