@@ -8,6 +8,7 @@ If the intent cannot be written the statement does not run.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sqlite3
@@ -41,6 +42,8 @@ from lgpd_tasks.sql import Decision, check
 
 if TYPE_CHECKING:
     import pandas as pd
+
+_log = logging.getLogger(__name__)
 
 Driver = Literal["sqlite", "postgres"]
 
@@ -430,8 +433,16 @@ class GuardedConnection:
                 self.approvals.release(approval_id, self.identity)
             raise
         if self._on_statement is not None:
-            # integrations turn each admitted statement into lineage metadata
-            self._on_statement(decision)
+            # integrations turn each admitted statement into lineage metadata; a failing
+            # hook must not leave an intent without its statement, so it only warns
+            try:
+                self._on_statement(decision)
+            except Exception as err:
+                _log.warning(
+                    "lgpd-tasks: on_statement hook failed (%s) for statement %s",
+                    type(err).__name__,
+                    decision.fingerprint[:16],
+                )
         return _Running(
             intent_id=stored.record_id,
             decision=decision,
