@@ -465,6 +465,10 @@ class Walker:
         self.write_kinds.add("insert")
         outputs = self.query(node.expression, env) if node.expression is not None else []
         self.write(table, columns if columns is not None else [ALL])
+        if str(node.args.get("alternative") or "").upper() == "REPLACE":
+            # SQLite's INSERT OR REPLACE deletes the conflicting row whole, as DELETE does
+            self.write_kinds.add("delete")
+            self.write(table, [ALL])
         known = columns is not None and all(n != ALL for n, _ in outputs)
         if columns is not None and known:
             for position, column in enumerate(columns):
