@@ -38,6 +38,7 @@ test: lint typecheck browser unit
 bench: $(STAMP)
 	$(PY) benchmarks/guard.py
 	$(PY) benchmarks/credentials.py
+	$(PY) benchmarks/airflow_overhead.py
 
 # Needs the bench extra (Presidio, spaCy); the default venv and `make test` do not.
 bench-masking: $(STAMP)

@@ -5,7 +5,7 @@ outcome, rows masked in the cursor). Both push the rows to XCom through Airflow'
 backend and run under ``dag.test()`` on a throwaway SQLite metadata database. Prints the
 median task duration (``task_instance.duration``) side by side and their ratio.
 
-    .venv/bin/python benchmarks/airflow_overhead.py [--rows 100000] [--repeat 5]
+    .venv/bin/python benchmarks/airflow_overhead.py [--rows 100000] [--repeat 7]
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def run_once(kind: str, schema: str, number: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
 
     schema = f"bench_{uuid.uuid4().hex[:8]}"
