@@ -69,8 +69,7 @@ class LgpdApprovalSensor(BaseSensorOperator):
     # -- finding and analysing the guarded statement -------------------------------------
 
     def _statement_operator(self, context: Mapping[str, Any]) -> LgpdSqlOperator:
-        dag = self.get_dag() if hasattr(self, "get_dag") else self.dag
-        task = dag.get_task(self.statement_task_id) if dag is not None else None
+        task = self._statement_task()
         if not isinstance(task, LgpdSqlOperator):
             raise AirflowFailException(
                 f"statement_task {self.statement_task_id!r} is not an LgpdSqlOperator in this DAG"
@@ -142,7 +141,7 @@ class LgpdApprovalSensor(BaseSensorOperator):
             "Deferring until request(s) %s are decided", ", ".join(r.id for r in requests)
         )
         with translate_errors():
-            url = audit_url(self._audit_conn_id(context))
+            url = audit_url(self._audit_conn_id())
         self.defer(
             trigger=ApprovalTrigger(
                 request_ids=[r.id for r in requests],
@@ -158,10 +157,14 @@ class LgpdApprovalSensor(BaseSensorOperator):
             raise AirflowFailException("the approval trigger ended without a decision")
         return self._finish(event)
 
-    def _audit_conn_id(self, context: Mapping[str, Any]) -> str | None:
+    def _audit_conn_id(self) -> str | None:
+        return getattr(self._statement_task(), "audit_conn_id", None)
+
+    def _statement_task(self) -> Any:
         dag = self.dag
-        task = dag.get_task(self.statement_task_id) if dag is not None else None
-        return getattr(task, "audit_conn_id", None)
+        return (
+            dag.get_task(self.statement_task_id) if dag.has_task(self.statement_task_id) else None
+        )
 
 
 def _statements(hook: DbApiHook, sql: str | list[str], split: bool | None) -> list[str]:

@@ -145,3 +145,11 @@ def test_sensor_accepts_the_task_id_of_the_guarded_task(env):
     with env.approver("approve"):
         run = env.run(dag)
     assert env.states(run) == {"gate": ("success", 1), "purge": ("success", 1)}
+
+
+def test_sensor_fails_when_its_statement_task_is_not_a_guarded_operator(env, capfd):
+    with DAG(env.dag_id, schedule=None, start_date=START) as dag:
+        LgpdApprovalSensor(task_id="gate", statement_task="missing", poke_interval=1)
+    run = env.run(dag)
+    assert env.states(run) == {"gate": ("failed", 1)}
+    assert "statement_task 'missing' is not an LgpdSqlOperator in this DAG" in _logs(capfd)
