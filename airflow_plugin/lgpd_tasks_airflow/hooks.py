@@ -108,6 +108,10 @@ class GuardedHookMixin:
     def lgpd_identity(self) -> TaskIdentity:
         return self._lgpd_guard.identity
 
+    def rebind(self, settings: GuardSettings) -> None:
+        """Guard later connections with ``settings`` (another task instance, same hook)."""
+        self._lgpd_guard = settings
+
     # -- running statements (common-sql's run, without logging values) -------------------
 
     def run(

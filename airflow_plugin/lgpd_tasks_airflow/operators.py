@@ -16,6 +16,7 @@ from lgpd_tasks.masking import Masker
 from lgpd_tasks.policy import Policy
 from lgpd_tasks_airflow.hooks import GuardedHookMixin, GuardSettings, guard_hook
 from lgpd_tasks_airflow.runtime import (
+    LgpdConfigurationError,
     audit_store,
     load_task_policy,
     task_identity,
@@ -121,10 +122,25 @@ class LgpdSqlOperator(SQLExecuteQueryOperator):
     def get_db_hook(self) -> DbApiHook:
         """The connection's own hook, guarded: ``run``, ``get_records``, ``get_df``... included."""
         hook = super().get_db_hook()
+        context = self._running_context()
         if isinstance(hook, GuardedHookMixin):
+            # the cached hook stays bound to the task instance that is running statements
+            if hook.lgpd_identity != task_identity(context):
+                hook.rebind(self.guard_settings(context))
             return hook
-        context = self._lgpd_context or get_current_context()
         return guard_hook(hook, self.guard_settings(context))
+
+    def _running_context(self) -> Mapping[str, Any]:
+        """The context of the task instance running now (this one or a Python task)."""
+        try:
+            return get_current_context()
+        except Exception:  # outside Airflow's task runner: the context execute() was given
+            if self._lgpd_context is None:
+                raise LgpdConfigurationError(
+                    f"{self.task_id}: get_db_hook() needs a running task instance, "
+                    "whose identity its statements are recorded under"
+                ) from None
+            return self._lgpd_context
 
     # -- rendering -----------------------------------------------------------------------
 
