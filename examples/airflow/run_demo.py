@@ -214,6 +214,10 @@ def run_dag(
     return process.returncode or 0, approved
 
 
+def log_text(home: Path) -> str:
+    return (home / "dags-test.log").read_text(errors="replace")
+
+
 def _show_new_lines(log: Path, shown: int) -> int:
     lines = log.read_text(errors="replace").splitlines()
     for line in lines[shown:]:
@@ -289,8 +293,10 @@ def main() -> int:
 
     from lgpd_tasks.cli import main as lgpd_tasks
 
-    say(f"lgpd-tasks audit tail --db {audit_url} --pipeline {DAG_ID}")
-    lgpd_tasks(["audit", "tail", "--db", audit_url, "--pipeline", DAG_ID, "-n", "30"])
+    found = re.search(r"DagRun Finished: dag_id=\S+ .*?run_id=([^,\s]+)", log_text(home))
+    scope = ["--pipeline", DAG_ID] + (["--run", found.group(1)] if found else [])
+    say(f"lgpd-tasks audit tail --db {audit_url} {' '.join(scope)}")
+    lgpd_tasks(["audit", "tail", "--db", audit_url, *scope, "-n", "30"])
 
     say(f"lgpd-tasks audit verify --db {audit_url}")
     verified = lgpd_tasks(["audit", "verify", "--db", audit_url])
