@@ -208,7 +208,10 @@ class ApprovalStore:
             .limit(1)
         )
         rows = self._select(query)
-        return self._with_decisions(rows[0]) if rows else None
+        if not rows:
+            return None
+        # a pending request past its TTL is expired here, so nobody is told it still waits
+        return self.get(str(rows[0]["id"]))
 
     def get(self, request_id: str) -> ApprovalRequest:
         rows = self._select(select(approval_requests).where(approval_requests.c.id == request_id))

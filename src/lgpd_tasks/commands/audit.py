@@ -120,7 +120,7 @@ def run_tail(args: argparse.Namespace) -> int:
         ["#", "time", "who", "scope", "kind", "decision", "status", "rows", "what"],
         rows,
         title=f"audit {redact_url(args.db)}",
-        wrap=["what"],
+        wrap=["who", "what"],
     )
     return EXIT_OK
 
