@@ -7,17 +7,17 @@ import hmac
 import os
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlglot
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Connection, LargeBinary, bindparam, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
-from lgpd_tasks.audit.schema import subject_access, subject_links, subject_trail
+from lgpd_tasks.audit.schema import subject_access, subject_digests, subject_links
 from lgpd_tasks.errors import AuditUnavailable, MaskingError, PolicyError, PolicyProblem
 from lgpd_tasks.policy.names import normalize_identifier, normalize_table_name
 
@@ -29,10 +29,13 @@ if TYPE_CHECKING:
 DIGEST_BYTES = 16
 """Digests keep the first 128 bits of the HMAC-SHA256 (see ``audit/schema.py`` for why)."""
 
-#: Subject digests kept per statement to skip repeats (orders of one customer); past this
-#: many the set starts over, which only costs duplicate rows, never lost ones.
-_DEDUP_LIMIT = 1_000_000
-_FLUSH_ROWS = 50_000
+#: Identifiers kept per statement to skip repeats (orders of one customer); past this many
+#: the sets start over, which only costs duplicate digests, never lost ones.
+_DEDUP_LIMIT = 2_000_000
+#: Digests per stored block (1 MiB of digests, 2 MiB of links).
+_BLOCK = 65_536
+#: How many blob scans one database query of a subject report runs at most.
+_SCAN_CHUNK = 32
 _NOT_DIGITS = re.compile(r"[^0-9]")
 _SEPARATORS = re.compile(r"[\s./\-]")
 #: Domain separation: trail digests never equal the ``hmac:`` values masking puts in data.
@@ -121,7 +124,7 @@ def subject_keys(policy: Policy) -> dict[str, SubjectKey]:
 
 
 class _Hasher:
-    """HMAC-SHA256 with the inner and outer states computed once, truncated to 16 bytes."""
+    """HMAC-SHA256 with the key's inner state computed once, truncated to 16 bytes."""
 
     def __init__(self, key: bytes) -> None:
         block = hashlib.sha256().block_size
@@ -129,14 +132,31 @@ class _Hasher:
             key = hashlib.sha256(key).digest()
         key = key.ljust(block, b"\0")
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+        # a fresh outer hash over opad + inner digest costs less than copying a state
+        self._opad = bytes(b ^ 0x5C for b in key)
 
     def digest(self, message: bytes) -> bytes:
         inner = self._inner.copy()
         inner.update(message)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()[:DIGEST_BYTES]
+        return hashlib.sha256(self._opad + inner.digest()).digest()[:DIGEST_BYTES]
+
+    def many(self, prefix: bytes, texts: Iterable[str]) -> list[bytes]:
+        """``digest(prefix + text)`` for each text (UTF-8), in order: the hot loop.
+
+        >>> hasher = _Hasher(b"k")
+        >>> hasher.many(b"s:", ["1", "2"]) == [hasher.digest(b"s:" + t) for t in (b"1", b"2")]
+        True
+        """
+        start = self._inner.copy()
+        start.update(prefix)
+        fresh, opad, sha256 = start.copy, self._opad, hashlib.sha256
+        out: list[bytes] = []
+        append = out.append
+        for message in map(str.encode, texts):
+            inner = fresh()
+            inner.update(message)
+            append(sha256(opad + inner.digest()).digest()[:DIGEST_BYTES])
+        return out
 
 
 def trail_key(policy: Policy | None, *, key: bytes | None = None) -> bytes:
@@ -352,48 +372,35 @@ class SubjectTrail:
             raise _unavailable(self.store, err) from None
 
     def write(
-        self, access: bytes, digests: Iterable[bytes], links: Iterable[tuple[bytes, bytes]]
+        self,
+        access: bytes,
+        part: int,
+        digests: Sequence[bytes],
+        links: Sequence[tuple[bytes, bytes]] = (),
     ) -> None:
-        """Insert one batch of digests (and pk -> subject links) in one transaction."""
-        rows = [(access, d) for d in digests]
-        link_rows = list(links)
-        if not rows and not link_rows:
+        """Store one block of a statement's digests (and pk -> subject links) at once."""
+        if not digests and not links:
             return
         store = self.store
         try:
             with store.engine.begin() as conn:
-                if store.is_postgres:
-                    raw: Any = conn.connection.dbapi_connection
-                    with raw.cursor() as cur:
-                        if rows:
-                            with cur.copy(
-                                "COPY lgpd_subject_trail (access, subject) FROM STDIN"
-                            ) as copy:
-                                for row in rows:
-                                    copy.write_row(row)
-                        if link_rows:
-                            cur.executemany(
-                                "INSERT INTO lgpd_subject_links (pk, subject) VALUES (%s, %s) "
-                                "ON CONFLICT DO NOTHING",
-                                link_rows,
-                            )
-                else:
-                    if rows:
-                        conn.exec_driver_sql(
-                            "INSERT INTO lgpd_subject_trail (access, subject) VALUES (?, ?)",
-                            rows,
+                if digests:
+                    conn.execute(
+                        subject_digests.insert().values(
+                            access=access,
+                            part=part,
+                            count=len(digests),
+                            digests=b"".join(digests),
                         )
-                    if link_rows:
-                        conn.exec_driver_sql(
-                            "INSERT OR IGNORE INTO lgpd_subject_links (pk, subject) VALUES (?, ?)",
-                            link_rows,
+                    )
+                if links:
+                    conn.execute(
+                        subject_links.insert().values(
+                            count=len(links), links=b"".join(pk + s for pk, s in links)
                         )
+                    )
         except SQLAlchemyError as err:
             raise _unavailable(store, err) from None
-        except Exception as err:  # psycopg errors raised inside COPY are not wrapped
-            if type(err).__module__.startswith("psycopg"):
-                raise _unavailable(store, err) from None
-            raise
 
     # -- reading (reports) ----------------------------------------------------------------
 
@@ -409,25 +416,64 @@ def accesses_of_digest(store: AuditStore, digest: bytes) -> set[str]:
     store.ensure_ready()
     try:
         with store.engine.connect() as conn:
-            pks = [
-                r[0]
-                for r in conn.execute(
-                    select(subject_links.c.pk).where(subject_links.c.subject == digest)
-                )
-            ]
-            wanted = [digest, *pks]
+            pks: set[bytes] = set()
+            width = 2 * DIGEST_BYTES
+            for (links,) in _blobs_holding(conn, store, subject_links.c.links, (), [digest]):
+                for pos in _aligned(bytes(links), digest, width, DIGEST_BYTES):
+                    pks.add(bytes(links[pos - DIGEST_BYTES : pos]))
+            wanted = [digest, *sorted(pks)]
             found: set[str] = set()
-            for i in range(0, len(wanted), 500):
-                chunk = wanted[i : i + 500]
-                query = (
-                    select(subject_trail.c.access)
-                    .where(subject_trail.c.subject.in_(chunk))
-                    .distinct()
-                )
-                found |= {str(uuid.UUID(bytes=bytes(r[0]))) for r in conn.execute(query)}
+            for i in range(0, len(wanted), _SCAN_CHUNK):
+                chunk = wanted[i : i + _SCAN_CHUNK]
+                for access, blob in _blobs_holding(
+                    conn, store, subject_digests.c.digests, (subject_digests.c.access,), chunk
+                ):
+                    data = bytes(blob)
+                    if any(
+                        next(_aligned(data, d, DIGEST_BYTES, 0), None) is not None for d in chunk
+                    ):
+                        found.add(str(uuid.UUID(bytes=bytes(access))))
             return found
     except SQLAlchemyError as err:
         raise _unavailable(store, err) from None
+
+
+def _blobs_holding(
+    conn: Connection,
+    store: AuditStore,
+    blob: ColumnElement[bytes],
+    extra: Sequence[ColumnElement[Any]],
+    needles: Sequence[bytes],
+) -> Iterator[Sequence[Any]]:
+    """Rows whose ``blob`` contains any of ``needles`` somewhere (alignment not checked)."""
+    # the database scans the blobs, so only the few blocks that may match travel
+    if store.is_postgres:
+        tests: list[Any] = [
+            text(f"position(:n{i} IN {blob.name}) > 0").bindparams(
+                bindparam(f"n{i}", n, type_=LargeBinary)
+            )
+            for i, n in enumerate(needles)
+        ]
+    else:
+        tests = [
+            func.instr(blob, bindparam(f"n{i}", n, type_=LargeBinary)) > 0
+            for i, n in enumerate(needles)
+        ]
+    query = select(*extra, blob).where(or_(*tests))
+    yield from conn.execute(query)
+
+
+def _aligned(blob: bytes, needle: bytes, width: int, offset: int) -> Iterator[int]:
+    """Positions of ``needle`` in ``blob`` that start a field (``offset`` within a record).
+
+    >>> list(_aligned(bytes([1, 2, 3, 4, 2, 3]), bytes([2, 3]), 2, 0))
+    [4]
+    """
+    pos = blob.find(needle)
+    while pos >= 0:
+        if pos % width == offset:
+            yield pos
+        pos = blob.find(needle, pos + 1)
 
 
 def access_coverage(store: AuditStore) -> dict[str, tuple[str, str]]:
@@ -446,90 +492,170 @@ def _common_normalization(keys: Iterable[SubjectKey]) -> str:
 
 
 class StatementTrail:
-    """The trail of one statement: digests buffered and written in batches."""
+    """The trail of one statement: distinct subjects hashed once, stored in blocks.
+
+    A row that carries both its table's primary key and subject key yields a link (primary
+    key digest -> subject digest) and the subject digest; a primary key without a subject
+    (or a reference to another subject table) goes into the trail itself.
+    """
 
     def __init__(self, trail: SubjectTrail, access: bytes, columns: Sequence[_Column]) -> None:
         self._trail = trail
         self._access = access
         self._columns = tuple(columns)
-        self._seen: set[bytes] = set()
+        self._hasher = trail.hasher._hasher
+        # normalised identifiers already hashed, per digest namespace
+        self._seen: dict[bytes, set[str]] = {}
+        self._linked: set[tuple[Any, Any]] = set()
         self._buffer: list[bytes] = []
         self._links: list[tuple[bytes, bytes]] = []
+        self._part = 0
         self._subject_cols = [c for c in self._columns if c.role == "subject"]
-        self._pk_cols = [c for c in self._columns if c.role != "subject"]
+        # each primary-key column with the subject column of its own table, if returned
+        self._pk_cols: list[tuple[_Column, _Column | None]] = []
+        for col in self._columns:
+            if col.role == "subject":
+                continue
+            partner = None
+            if col.role == "pk":
+                partner = next(
+                    (c for c in self._subject_cols if c.key.table == col.key.table), None
+                )
+            self._pk_cols.append((col, partner))
         self.subjects = 0
 
     def observe(self, rows: Sequence[Sequence[Any]]) -> None:
         """Take one fetched batch of raw rows (before masking)."""
         if not self._columns or not rows:
             return
-        hasher = self._trail.hasher
-        seen = self._seen
-        buffer = self._buffer
         for col in self._subject_cols:
-            position, how = col.position, col.key.normalize
-            digest = hasher.raw
-            for row in rows:
-                value = normalize_subject(row[position], how)
-                if value is None:
-                    continue
-                d = digest(b"s\0" + value.encode("utf-8"))
-                if d not in seen:
-                    seen.add(d)
-                    buffer.append(d)
-        for col in self._pk_cols:
+            values = [row[col.position] for row in rows]
+            self._add(_SUBJECT, _normalize_many(values, col.key.normalize))
+        for col, partner in self._pk_cols:
             table = col.key.references if col.role == "ref" else col.key.table
             assert table is not None
-            for row in rows:
-                pk = hasher.primary_key(table, row[col.position])
-                if pk is not None and pk not in seen:
-                    seen.add(pk)
-                    buffer.append(pk)
-        if self._pk_cols and self._subject_cols:
-            self._learn_links(rows)
-        if len(seen) > _DEDUP_LIMIT:
-            seen.clear()
-        if len(buffer) >= _FLUSH_ROWS:
+            namespace = _pk_namespace(table)
+            keys = [row[col.position] for row in rows]
+            if partner is None:
+                self._add(namespace, _normalize_many(keys, "exact"))
+                continue
+            subjects = [row[partner.position] for row in rows]
+            self._link(namespace, keys, subjects, partner.key.normalize)
+        if len(self._buffer) + len(self._links) >= _BLOCK:
             self.flush()
 
-    def _learn_links(self, rows: Sequence[Sequence[Any]]) -> None:
-        hasher = self._trail.hasher
-        for pk_col in self._pk_cols:
-            if pk_col.role != "pk":
-                continue
-            for subject_col in self._subject_cols:
-                if subject_col.key.table != pk_col.key.table:
-                    continue
-                for row in rows:
-                    pk = hasher.primary_key(pk_col.key.table, row[pk_col.position])
-                    value = normalize_subject(row[subject_col.position], subject_col.key.normalize)
-                    if pk is not None and value is not None:
-                        self._links.append((pk, hasher.raw(b"s\0" + value.encode("utf-8"))))
+    def _add(self, namespace: bytes, texts: set[str]) -> None:
+        seen = self._seen.setdefault(namespace, set())
+        texts -= seen
+        if not texts:
+            return
+        if len(seen) > _DEDUP_LIMIT:
+            seen.clear()
+        seen |= texts
+        self._buffer.extend(self._hasher.many(namespace, texts))
+
+    def _link(self, namespace: bytes, keys: list[Any], subjects: list[Any], normalize: str) -> None:
+        """Links for rows holding both keys; the key alone into the trail for the others."""
+        pairs = set(zip(keys, subjects, strict=True)) - self._linked
+        if len(self._linked) > _DEDUP_LIMIT:
+            self._linked.clear()
+        self._linked |= pairs
+        lonely = {p for p in pairs if p[0] is None or p[1] is None}
+        if lonely:
+            pairs -= lonely
+            self._add(namespace, _normalize_many([k for k, s in lonely if s is None], "exact"))
+        if pairs:
+            raw_keys, raw_subjects = zip(*pairs, strict=True)
+            spelled = _spelling(raw_subjects, normalize)
+            subject_texts = raw_subjects if spelled is None else map(spelled.get, raw_subjects)
+            found = [
+                (k, s) for k, s in zip(map(str, raw_keys), subject_texts, strict=True) if k and s
+            ]
+            if found:
+                key_texts, linked_subjects = zip(*found, strict=True)
+                subject_digests = self._hasher.many(_SUBJECT, linked_subjects)
+                key_digests = self._hasher.many(namespace, key_texts)
+                self._links.extend(zip(key_digests, subject_digests, strict=True))
+                # the subjects of linked rows join the trail without being hashed twice
+                seen = self._seen.setdefault(_SUBJECT, set())
+                for text_, digest in zip(linked_subjects, subject_digests, strict=True):
+                    if text_ not in seen:
+                        seen.add(text_)
+                        self._buffer.append(digest)
+        self._add(_SUBJECT, _normalize_many(subjects, normalize))
 
     def add_values(self, values: Iterable[tuple[SubjectKey, str, object]]) -> None:
         """Keys named by the statement itself (WHERE, VALUES)."""
-        hasher = self._trail.hasher
         for key, role, value in values:
             if role == "subject":
-                text = normalize_subject(value, key.normalize)
-                digest = hasher.raw(b"s\0" + text.encode("utf-8")) if text else None
+                self._add(_SUBJECT, _normalize_many([value], key.normalize))
             else:
                 table = key.references if role == "ref" else key.table
                 assert table is not None
-                digest = hasher.primary_key(table, value)
-            if digest is not None and digest not in self._seen:
-                self._seen.add(digest)
-                self._buffer.append(digest)
+                self._add(_pk_namespace(table), _normalize_many([value], "exact"))
 
     def flush(self) -> None:
         buffer, self._buffer = self._buffer, []
         links, self._links = self._links, []
         self.subjects += len(buffer)
-        self._trail.write(self._access, buffer, dict.fromkeys(links))
+        self._trail.write(self._access, self._part, buffer, links)
+        if buffer:
+            self._part += 1
 
     def close(self) -> None:
         self.flush()
         self._seen.clear()
+        self._linked.clear()
+
+
+_SUBJECT = b"s\0"
+
+
+def _pk_namespace(table: str) -> bytes:
+    return b"p\0" + table.encode() + b"\0"
+
+
+def _normalize_many(values: Iterable[object], how: str) -> set[str]:
+    """The distinct identifiers among ``values`` as the trail hashes them (empties dropped).
+
+    >>> sorted(_normalize_many(["123.456.789-09", "12345678909", None, ""], "auto"))
+    ['12345678909']
+    >>> sorted(_normalize_many([7, "7", None], "exact"))
+    ['7']
+    """
+    distinct = set(values)
+    distinct.discard(None)
+    if _all_str(distinct) and (
+        how == "exact" or (how in ("auto", "digits") and _all_digits(distinct))
+    ):
+        distinct.discard("")
+        return distinct  # type: ignore[return-value]
+    found = {normalize_subject(v, how) for v in distinct}
+    found.discard(None)
+    return found  # type: ignore[return-value]
+
+
+def _spelling(values: Iterable[object], how: str) -> dict[object, str | None] | None:
+    """Raw value -> normalised identifier, or ``None`` when every value is spelt as hashed."""
+    distinct = set(values)
+    distinct.discard(None)
+    if "" not in distinct and _all_str(distinct) and (how == "exact" or _all_digits(distinct)):
+        return None
+    return {v: normalize_subject(v, how) for v in distinct}
+
+
+def _all_str(values: set[Any]) -> bool:
+    # str.join refuses anything but str, in C: far faster than a type check per value
+    try:
+        "".join(values)
+    except TypeError:
+        return False
+    return True
+
+
+def _all_digits(values: set[Any]) -> bool:
+    joined = "".join(values)
+    return joined.isascii() and joined.isdigit()
 
 
 _UNKNOWN = object()
