@@ -522,13 +522,16 @@ class StatementTrail:
                     (c for c in self._subject_cols if c.key.table == col.key.table), None
                 )
             self._pk_cols.append((col, partner))
+        # a subject column paired with a primary key is hashed by the link step
+        partnered = {id(p) for _, p in self._pk_cols if p is not None}
+        self._lone_subject_cols = [c for c in self._subject_cols if id(c) not in partnered]
         self.subjects = 0
 
     def observe(self, rows: Sequence[Sequence[Any]]) -> None:
         """Take one fetched batch of raw rows (before masking)."""
         if not self._columns or not rows:
             return
-        for col in self._subject_cols:
+        for col in self._lone_subject_cols:
             values = [row[col.position] for row in rows]
             self._add(_SUBJECT, _normalize_many(values, col.key.normalize))
         for col, partner in self._pk_cols:
@@ -555,7 +558,10 @@ class StatementTrail:
         self._buffer.extend(self._hasher.many(namespace, texts))
 
     def _link(self, namespace: bytes, keys: list[Any], subjects: list[Any], normalize: str) -> None:
-        """Links for rows holding both keys; the key alone into the trail for the others."""
+        """Links for rows holding both keys; the key alone into the trail for the others.
+
+        A pair already linked by this statement also had its subject put in the trail then.
+        """
         pairs = set(zip(keys, subjects, strict=True)) - self._linked
         if len(self._linked) > _DEDUP_LIMIT:
             self._linked.clear()
@@ -564,25 +570,32 @@ class StatementTrail:
         if lonely:
             pairs -= lonely
             self._add(namespace, _normalize_many([k for k, s in lonely if s is None], "exact"))
-        if pairs:
-            raw_keys, raw_subjects = zip(*pairs, strict=True)
-            spelled = _spelling(raw_subjects, normalize)
-            subject_texts = raw_subjects if spelled is None else map(spelled.get, raw_subjects)
-            found = [
-                (k, s) for k, s in zip(map(str, raw_keys), subject_texts, strict=True) if k and s
-            ]
-            if found:
-                key_texts, linked_subjects = zip(*found, strict=True)
-                subject_digests = self._hasher.many(_SUBJECT, linked_subjects)
-                key_digests = self._hasher.many(namespace, key_texts)
-                self._links.extend(zip(key_digests, subject_digests, strict=True))
-                # the subjects of linked rows join the trail without being hashed twice
-                seen = self._seen.setdefault(_SUBJECT, set())
-                for text_, digest in zip(linked_subjects, subject_digests, strict=True):
-                    if text_ not in seen:
-                        seen.add(text_)
-                        self._buffer.append(digest)
-        self._add(_SUBJECT, _normalize_many(subjects, normalize))
+            self._add(_SUBJECT, _normalize_many([s for k, s in lonely if k is None], normalize))
+        if not pairs:
+            return
+        raw_keys, raw_subjects = zip(*pairs, strict=True)
+        spelled = _spelling(raw_subjects, normalize)
+        key_texts: list[str] = list(map(str, raw_keys))
+        subject_texts: list[Any] = (
+            list(raw_subjects) if spelled is None else list(map(spelled.get, raw_subjects))
+        )
+        if "" in key_texts or (spelled is not None and None in subject_texts):
+            kept = [(k, s) for k, s in zip(key_texts, subject_texts, strict=True) if k and s]
+            key_texts = [k for k, _ in kept]
+            subject_texts = [s for _, s in kept]
+        if not key_texts:
+            return
+        subject_digests = self._hasher.many(_SUBJECT, subject_texts)
+        key_digests = self._hasher.many(namespace, key_texts)
+        self._links.extend(zip(key_digests, subject_digests, strict=True))
+        # the subjects of linked rows join the trail without being hashed twice
+        by_subject = dict(zip(subject_texts, subject_digests, strict=True))
+        seen = self._seen.setdefault(_SUBJECT, set())
+        new = by_subject.keys() - seen
+        if len(seen) > _DEDUP_LIMIT:
+            seen.clear()
+        seen |= new
+        self._buffer.extend(map(by_subject.__getitem__, new))
 
     def add_values(self, values: Iterable[tuple[SubjectKey, str, object]]) -> None:
         """Keys named by the statement itself (WHERE, VALUES)."""
