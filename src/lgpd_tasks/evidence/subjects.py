@@ -9,6 +9,7 @@ import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import sqlglot
@@ -376,9 +377,12 @@ class SubjectTrail:
         access: bytes,
         part: int,
         digests: Sequence[bytes],
-        links: Sequence[tuple[bytes, bytes]] = (),
+        links: Sequence[bytes] = (),
     ) -> None:
-        """Store one block of a statement's digests (and pk -> subject links) at once."""
+        """Store one block of a statement's digests and of pk -> subject links at once.
+
+        ``links`` alternates primary-key digests and the subject digests they lead to.
+        """
         if not digests and not links:
             return
         store = self.store
@@ -395,9 +399,7 @@ class SubjectTrail:
                     )
                 if links:
                     conn.execute(
-                        subject_links.insert().values(
-                            count=len(links), links=b"".join(pk + s for pk, s in links)
-                        )
+                        subject_links.insert().values(count=len(links) // 2, links=b"".join(links))
                     )
         except SQLAlchemyError as err:
             raise _unavailable(store, err) from None
@@ -506,9 +508,10 @@ class StatementTrail:
         self._hasher = trail.hasher._hasher
         # normalised identifiers already hashed, per digest namespace
         self._seen: dict[bytes, set[str]] = {}
-        self._linked: set[tuple[Any, Any]] = set()
+        self._linked: dict[Any, Any] = {}
         self._buffer: list[bytes] = []
-        self._links: list[tuple[bytes, bytes]] = []
+        # primary-key digest, subject digest, primary-key digest...
+        self._links: list[bytes] = []
         self._part = 0
         self._subject_cols = [c for c in self._columns if c.role == "subject"]
         # each primary-key column with the subject column of its own table, if returned
@@ -544,7 +547,7 @@ class StatementTrail:
                 continue
             subjects = [row[partner.position] for row in rows]
             self._link(namespace, keys, subjects, partner.key.normalize)
-        if len(self._buffer) + len(self._links) >= _BLOCK:
+        if len(self._buffer) + len(self._links) // 2 >= _BLOCK:
             self.flush()
 
     def _add(self, namespace: bytes, texts: set[str]) -> None:
@@ -562,22 +565,44 @@ class StatementTrail:
 
         A pair already linked by this statement also had its subject put in the trail then.
         """
-        pairs = set(zip(keys, subjects, strict=True)) - self._linked
-        if len(self._linked) > _DEDUP_LIMIT:
-            self._linked.clear()
-        self._linked |= pairs
-        lonely = {p for p in pairs if p[0] is None or p[1] is None}
-        if lonely:
-            pairs -= lonely
+        linked = self._linked
+        by_key = dict(zip(keys, subjects, strict=True))
+        if len(by_key) == len(keys):
+            # each key once in this batch (an extract): set operations, no tuple per row
+            fresh = by_key.keys() - linked.keys()
+            fresh |= {k for k in by_key.keys() & linked.keys() if linked[k] != by_key[k]}
+            pair_keys = list(fresh)
+            pair_subjects = list(map(by_key.__getitem__, pair_keys))
+        else:  # a key repeated (a join): its distinct pairs
+            pairs = [
+                p for p in set(zip(keys, subjects, strict=True)) if linked.get(p[0], p) != p[1]
+            ]
+            pair_keys = [k for k, _ in pairs]
+            pair_subjects = [s for _, s in pairs]
+        if len(linked) > _DEDUP_LIMIT:
+            linked.clear()
+        linked.update(zip(pair_keys, pair_subjects, strict=True))
+        if None in pair_keys or None in pair_subjects:
+            lonely = [
+                (k, s)
+                for k, s in zip(pair_keys, pair_subjects, strict=True)
+                if k is None or s is None
+            ]
             self._add(namespace, _normalize_many([k for k, s in lonely if s is None], "exact"))
             self._add(_SUBJECT, _normalize_many([s for k, s in lonely if k is None], normalize))
-        if not pairs:
+            kept = [
+                (k, s)
+                for k, s in zip(pair_keys, pair_subjects, strict=True)
+                if k is not None and s is not None
+            ]
+            pair_keys = [k for k, _ in kept]
+            pair_subjects = [s for _, s in kept]
+        if not pair_keys:
             return
-        raw_keys, raw_subjects = zip(*pairs, strict=True)
-        spelled = _spelling(raw_subjects, normalize)
-        key_texts: list[str] = list(map(str, raw_keys))
+        spelled = _spelling(pair_subjects, normalize)
+        key_texts: list[str] = list(map(str, pair_keys))
         subject_texts: list[Any] = (
-            list(raw_subjects) if spelled is None else list(map(spelled.get, raw_subjects))
+            pair_subjects if spelled is None else list(map(spelled.get, pair_subjects))
         )
         if "" in key_texts or (spelled is not None and None in subject_texts):
             kept = [(k, s) for k, s in zip(key_texts, subject_texts, strict=True) if k and s]
@@ -587,7 +612,7 @@ class StatementTrail:
             return
         subject_digests = self._hasher.many(_SUBJECT, subject_texts)
         key_digests = self._hasher.many(namespace, key_texts)
-        self._links.extend(zip(key_digests, subject_digests, strict=True))
+        self._links.extend(chain.from_iterable(zip(key_digests, subject_digests, strict=True)))
         # the subjects of linked rows join the trail without being hashed twice
         by_subject = dict(zip(subject_texts, subject_digests, strict=True))
         seen = self._seen.setdefault(_SUBJECT, set())
