@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import sqlglot
 from sqlalchemy import ColumnElement, Connection, LargeBinary, bindparam, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -20,6 +19,8 @@ from sqlglot.errors import SqlglotError
 
 from lgpd_tasks.audit.schema import subject_access, subject_digests, subject_links
 from lgpd_tasks.errors import AuditUnavailable, MaskingError, PolicyError, PolicyProblem
+from lgpd_tasks.evidence.digests import DIGEST_BYTES as _DIGEST_BYTES
+from lgpd_tasks.evidence.digests import Digester, Hasher
 from lgpd_tasks.policy.names import normalize_identifier, normalize_table_name
 
 if TYPE_CHECKING:
@@ -27,14 +28,15 @@ if TYPE_CHECKING:
     from lgpd_tasks.policy import Policy
     from lgpd_tasks.sql import Decision
 
-DIGEST_BYTES = 16
+DIGEST_BYTES = _DIGEST_BYTES
 """Digests keep the first 128 bits of the HMAC-SHA256 (see ``audit/schema.py`` for why)."""
 
 #: Identifiers kept per statement to skip repeats (orders of one customer); past this many
 #: the sets start over, which only costs duplicate digests, never lost ones.
 _DEDUP_LIMIT = 2_000_000
-#: Digests per stored block (1 MiB of digests, 2 MiB of links).
-_BLOCK = 65_536
+#: Digests per stored block (4 MiB of digests); each block written is also the moment the
+#: statement waits for the digest helper to catch up.
+_BLOCK = 262_144
 #: How many blob scans one database query of a subject report runs at most.
 _SCAN_CHUNK = 32
 _NOT_DIGITS = re.compile(r"[^0-9]")
@@ -124,42 +126,6 @@ def subject_keys(policy: Policy) -> dict[str, SubjectKey]:
     return keys
 
 
-class _Hasher:
-    """HMAC-SHA256 with the key's inner state computed once, truncated to 16 bytes."""
-
-    def __init__(self, key: bytes) -> None:
-        block = hashlib.sha256().block_size
-        if len(key) > block:
-            key = hashlib.sha256(key).digest()
-        key = key.ljust(block, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-        # a fresh outer hash over opad + inner digest costs less than copying a state
-        self._opad = bytes(b ^ 0x5C for b in key)
-
-    def digest(self, message: bytes) -> bytes:
-        inner = self._inner.copy()
-        inner.update(message)
-        return hashlib.sha256(self._opad + inner.digest()).digest()[:DIGEST_BYTES]
-
-    def many(self, prefix: bytes, texts: Iterable[str]) -> list[bytes]:
-        """``digest(prefix + text)`` for each text (UTF-8), in order: the hot loop.
-
-        >>> hasher = _Hasher(b"k")
-        >>> hasher.many(b"s:", ["1", "2"]) == [hasher.digest(b"s:" + t) for t in (b"1", b"2")]
-        True
-        """
-        start = self._inner.copy()
-        start.update(prefix)
-        fresh, opad, sha256 = start.copy, self._opad, hashlib.sha256
-        out: list[bytes] = []
-        append = out.append
-        for message in map(str.encode, texts):
-            inner = fresh()
-            inner.update(message)
-            append(sha256(opad + inner.digest()).digest()[:DIGEST_BYTES])
-        return out
-
-
 def trail_key(policy: Policy | None, *, key: bytes | None = None) -> bytes:
     """The trail's HMAC key, derived from the masking key the policy names (``key_env``)."""
     if key is None:
@@ -185,7 +151,7 @@ class SubjectHasher:
     """
 
     def __init__(self, key: bytes) -> None:
-        self._hasher = _Hasher(key)
+        self._hasher = Hasher(key)
 
     def subject(self, identifier: object, normalize: str = "auto") -> bytes:
         value = normalize_subject(identifier, normalize)
@@ -372,16 +338,11 @@ class SubjectTrail:
         except SQLAlchemyError as err:
             raise _unavailable(self.store, err) from None
 
-    def write(
-        self,
-        access: bytes,
-        part: int,
-        digests: Sequence[bytes],
-        links: Sequence[bytes] = (),
-    ) -> None:
+    def write(self, access: bytes, part: int, digests: bytes, links: bytes = b"") -> None:
         """Store one block of a statement's digests and of pk -> subject links at once.
 
-        ``links`` alternates primary-key digests and the subject digests they lead to.
+        ``digests`` is 16-byte digests end to end; ``links`` 32-byte pairs, each a
+        primary-key digest then the subject digest it leads to.
         """
         if not digests and not links:
             return
@@ -393,13 +354,15 @@ class SubjectTrail:
                         subject_digests.insert().values(
                             access=access,
                             part=part,
-                            count=len(digests),
-                            digests=b"".join(digests),
+                            count=len(digests) // DIGEST_BYTES,
+                            digests=digests,
                         )
                     )
                 if links:
                     conn.execute(
-                        subject_links.insert().values(count=len(links) // 2, links=b"".join(links))
+                        subject_links.insert().values(
+                            count=len(links) // (2 * DIGEST_BYTES), links=links
+                        )
                     )
         except SQLAlchemyError as err:
             raise _unavailable(store, err) from None
@@ -498,20 +461,26 @@ class StatementTrail:
 
     A row that carries both its table's primary key and subject key yields a link (primary
     key digest -> subject digest) and the subject digest; a primary key without a subject
-    (or a reference to another subject table) goes into the trail itself.
+    (or a reference to another subject table) goes into the trail itself. Hashing is
+    queued on a :class:`Digester` (a helper process for large statements) and collected
+    when a block is written.
     """
 
     def __init__(self, trail: SubjectTrail, access: bytes, columns: Sequence[_Column]) -> None:
         self._trail = trail
         self._access = access
         self._columns = tuple(columns)
-        self._hasher = trail.hasher._hasher
+        self._digester = Digester(
+            trail.hasher._hasher, unavailable=lambda what: _unavailable(trail.store, what)
+        )
         # normalised identifiers already hashed, per digest namespace
         self._seen: dict[bytes, set[str]] = {}
+        # raw primary key -> raw subject key linked by this statement
         self._linked: dict[Any, Any] = {}
-        self._buffer: list[bytes] = []
-        # primary-key digest, subject digest, primary-key digest...
-        self._links: list[bytes] = []
+        # per queued job: None (digests for the trail) or, for a link job, how many of its
+        # subject digests also go into the trail
+        self._jobs: list[int | None] = []
+        self._pending = 0
         self._part = 0
         self._subject_cols = [c for c in self._columns if c.role == "subject"]
         # each primary-key column with the subject column of its own table, if returned
@@ -547,7 +516,7 @@ class StatementTrail:
                 continue
             subjects = [row[partner.position] for row in rows]
             self._link(namespace, keys, subjects, partner.key.normalize)
-        if len(self._buffer) + len(self._links) // 2 >= _BLOCK:
+        if self._pending >= _BLOCK:
             self.flush()
 
     def _add(self, namespace: bytes, texts: set[str]) -> None:
@@ -558,7 +527,9 @@ class StatementTrail:
         if len(seen) > _DEDUP_LIMIT:
             seen.clear()
         seen |= texts
-        self._buffer.extend(self._hasher.many(namespace, texts))
+        self._digester.submit(namespace, list(texts))
+        self._jobs.append(None)
+        self._pending += len(texts)
 
     def _link(self, namespace: bytes, keys: list[Any], subjects: list[Any], normalize: str) -> None:
         """Links for rows holding both keys; the key alone into the trail for the others.
@@ -610,17 +581,23 @@ class StatementTrail:
             subject_texts = [s for _, s in kept]
         if not key_texts:
             return
-        subject_digests = self._hasher.many(_SUBJECT, subject_texts)
-        key_digests = self._hasher.many(namespace, key_texts)
-        self._links.extend(chain.from_iterable(zip(key_digests, subject_digests, strict=True)))
-        # the subjects of linked rows join the trail without being hashed twice
-        by_subject = dict(zip(subject_texts, subject_digests, strict=True))
+        # the subjects of linked rows join the trail without being hashed twice: those new
+        # to this statement go first, and the first ``new`` subject digests are kept
         seen = self._seen.setdefault(_SUBJECT, set())
-        new = by_subject.keys() - seen
         if len(seen) > _DEDUP_LIMIT:
             seen.clear()
-        seen |= new
-        self._buffer.extend(map(by_subject.__getitem__, new))
+        unseen = set(subject_texts) - seen
+        seen |= unseen
+        new = len(subject_texts)
+        if len(unseen) < new:
+            order = sorted(range(new), key=lambda i: subject_texts[i] not in unseen)
+            key_texts = [key_texts[i] for i in order]
+            subject_texts = [subject_texts[i] for i in order]
+            new = sum(1 for s in subject_texts if s in unseen)
+        self._digester.submit(_SUBJECT, subject_texts)
+        self._digester.submit(namespace, key_texts)
+        self._jobs.append(new)
+        self._pending += len(key_texts) + new
 
     def add_values(self, values: Iterable[tuple[SubjectKey, str, object]]) -> None:
         """Keys named by the statement itself (WHERE, VALUES)."""
@@ -633,17 +610,45 @@ class StatementTrail:
                 self._add(_pk_namespace(table), _normalize_many([value], "exact"))
 
     def flush(self) -> None:
-        buffer, self._buffer = self._buffer, []
-        links, self._links = self._links, []
-        self.subjects += len(buffer)
-        self._trail.write(self._access, self._part, buffer, links)
-        if buffer:
+        jobs, self._jobs = self._jobs, []
+        self._pending = 0
+        if not jobs:
+            return
+        results = iter(self._digester.collect())
+        trail: list[bytes] = []
+        links: list[bytes] = []
+        for job in jobs:
+            if job is None:
+                trail.append(next(results))
+                continue
+            subjects, keys = next(results), next(results)
+            trail.append(subjects[: job * DIGEST_BYTES])
+            links.append(_interleave(keys, subjects))
+        digests = b"".join(trail)
+        self.subjects += len(digests) // DIGEST_BYTES
+        self._trail.write(self._access, self._part, digests, b"".join(links))
+        if digests:
             self._part += 1
 
     def close(self) -> None:
-        self.flush()
-        self._seen.clear()
-        self._linked.clear()
+        try:
+            self.flush()
+        finally:
+            self._digester.close()
+            self._seen.clear()
+            self._linked.clear()
+
+
+def _interleave(keys: bytes, subjects: bytes) -> bytes:
+    """Two runs of 16-byte digests as 32-byte pairs: key 1, subject 1, key 2...
+
+    >>> _interleave(b"k" * 16 + b"K" * 16, b"s" * 16 + b"S" * 16) == b"k" * 16 + b"s" * 16 + b"K" * 16 + b"S" * 16
+    True
+    """
+    pairs = np.empty((len(keys) // DIGEST_BYTES, 2 * DIGEST_BYTES), dtype=np.uint8)
+    pairs[:, :DIGEST_BYTES] = np.frombuffer(keys, dtype=np.uint8).reshape(-1, DIGEST_BYTES)
+    pairs[:, DIGEST_BYTES:] = np.frombuffer(subjects, dtype=np.uint8).reshape(-1, DIGEST_BYTES)
+    return pairs.tobytes()
 
 
 _SUBJECT = b"s\0"
@@ -787,6 +792,6 @@ def _bind(node: exp.Expr, placeholders: list[exp.Placeholder], params: Any) -> o
     return params[index]
 
 
-def _unavailable(store: AuditStore, err: BaseException) -> AuditUnavailable:
+def _unavailable(store: AuditStore, err: BaseException | str) -> AuditUnavailable:
     detail = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
     return AuditUnavailable(f"audit store {store.url} cannot record the subject trail: {detail}")
