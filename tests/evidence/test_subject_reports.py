@@ -265,7 +265,8 @@ def test_trail_coverage_and_compact_digests(
     assert ("main.customers,main.orders", "rows") in coverage
     with sqlite3.connect(audit_url.removeprefix("sqlite:///")) as raw:
         blocks = raw.execute("SELECT count, length(digests) FROM lgpd_subject_digests").fetchall()
-        assert blocks and all(length == 16 * count for count, length in blocks)
+        assert blocks
+        assert all(length == 16 * count for count, length in blocks)
         # one 32-byte link (primary-key digest, subject digest) per customer, written once
         links = "SELECT sum(count), sum(length(links)) FROM lgpd_subject_link_blocks"
         assert raw.execute(links).fetchone() == (40, 40 * 32)

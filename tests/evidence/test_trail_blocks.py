@@ -14,6 +14,7 @@ from lgpd_tasks.errors import AuditUnavailable
 from lgpd_tasks.evidence.digests import HELPER_AFTER, Digester, Hasher
 from lgpd_tasks.evidence.reports import subject_report
 from lgpd_tasks.evidence.subjects import SubjectHasher, trail_key
+from lgpd_tasks.evidence.trail_worker import SUBJECT
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.policy import parse_policy
 
@@ -31,41 +32,53 @@ masking:
 """
 
 
-def test_the_helper_process_gives_the_same_digests_in_order() -> None:
-    hasher = Hasher(b"a key of some length")
-    digester = Digester(hasher, helper_after=3)
-    jobs = [
-        (b"s\0", ["12345678909", "98765432100"]),
-        (b"p\0main.customers\0", [str(i) for i in range(5000)]),
-        # a separator inside a value: hashed in-process, the order still holds
-        (b"s\0", ["maria\nsilva@example.com", "joao@example.com"]),
-        (b"s\0", []),
-        (b"s\0", ["ana@example.com"]),
-    ]
-    for prefix, texts in jobs:
-        digester.submit(prefix, texts)
-    assert digester.helper_started
-    got = digester.collect()
-    assert got == [hasher.many(prefix, texts) for prefix, texts in jobs]
-    assert got[2] == hasher.digest(b"s\0maria\nsilva@example.com") + hasher.digest(
-        b"s\0joao@example.com"
+def _split(blob: bytes, width: int) -> list[bytes]:
+    return sorted(blob[i : i + width] for i in range(0, len(blob), width))
+
+
+def test_the_helper_process_computes_what_the_statement_would_itself() -> None:
+    key = b"a key of some length"
+    hasher = Hasher(key)
+    pk = b"p\0main.customers\0"
+    people = [f"{n:011d}" for n in range(5000)]
+    results = []
+    for helper_after in (0, 10**9):
+        digester = Digester(key, helper_after=helper_after)
+        digester.add(SUBJECT, people[:10] + people[:3])
+        # a separator inside a value: that batch is hashed in-process, nothing is lost
+        digester.add(SUBJECT, ["maria\nsilva@example.com", "joao@example.com"])
+        digester.link(pk, [str(i) for i in range(5000)], people)
+        digester.link(pk, ["1", "5001"], [people[1], "ana@example.com"])
+        assert digester.helper_started is (helper_after == 0)
+        results.append(digester.take())
+        assert digester.take() == (b"", b"")
+        digester.close()
+    (trail, links), (local_trail, local_links) = results
+    assert _split(trail, 16) == _split(local_trail, 16)
+    assert _split(links, 32) == _split(local_links, 32)
+    assert len(_split(trail, 16)) == len(set(_split(trail, 16))) == 5000 + 3
+    assert hasher.digest(SUBJECT + b"maria\nsilva@example.com") in _split(trail, 16)
+    assert hasher.digest(pk + b"5001") + hasher.digest(SUBJECT + b"ana@example.com") in (
+        _split(links, 32)
     )
-    digester.submit(b"s\0", ["1", "2"])
-    assert digester.collect() == [hasher.many(b"s\0", ["1", "2"])]
-    digester.close()
+    assert len(links) == 32 * 5001
 
 
 def test_a_dead_helper_fails_closed() -> None:
-    digester = Digester(Hasher(b"k"), helper_after=0)
-    digester.submit(b"s\0", ["1", "2", "3"])
-    assert digester.helper_started
+    digester = Digester(b"k", helper_after=0)
+    digester.add(SUBJECT, ["1", "2", "3"])
     process = digester._process
     assert process is not None
     process.kill()
     process.wait()
+    many = [str(i) for i in range(200_000)]
+
+    def feed_and_collect() -> None:
+        digester.add(SUBJECT, many)  # a full pipe fails here, an empty one at take
+        digester.take()
+
     with pytest.raises(AuditUnavailable, match="digest helper"):
-        digester.submit(b"s\0", [str(i) for i in range(200_000)])
-        digester.collect()
+        feed_and_collect()
 
 
 @pytest.fixture

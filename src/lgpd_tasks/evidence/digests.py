@@ -1,12 +1,13 @@
 """Keyed subject digests, computed in a helper process for large statements.
 
 HMAC-SHA256 costs about 0.65 µs per value in CPython, under the GIL: a 1,000,000-row extract
-with a primary key and a subject key needs two million of them. A thread cannot overlap
-that with the fetch (measured: the GIL handoff made the extract three times slower), a
-second process can. :class:`Digester` hashes the first values itself and, once a statement
-has produced :data:`HELPER_AFTER` of them, starts ``python -I -S`` on a tiny script that
-reads the key and batches of values from a pipe and returns packed digests. The key and
-the identifiers travel only through that pipe: no file, no argument, no environment.
+with a primary key and a subject key needs two million of them, plus the de-duplication.
+A thread cannot overlap that with the fetch (measured: the GIL handoff made the extract
+three times slower); a second process can. :class:`Digester` hands each batch of
+identifiers to a :class:`~lgpd_tasks.evidence.trail_worker.TrailWorker`: in-process for the
+first :data:`HELPER_AFTER` values of a statement, then in ``python -I -S trail_worker.py``
+fed through a pipe. The key and the identifiers travel only through that pipe: no file, no
+argument, no environment.
 """
 
 from __future__ import annotations
@@ -16,53 +17,17 @@ import struct
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from lgpd_tasks.errors import AuditUnavailable
-
-DIGEST_BYTES = 16
+from lgpd_tasks.evidence import trail_worker
+from lgpd_tasks.evidence.trail_worker import DIGEST_BYTES, TrailWorker
 
 #: Values a statement hashes in-process before it starts the helper (about 3 ms of work;
 #: starting the helper costs about 8 ms, so small statements never start one).
 HELPER_AFTER = 5_000
 
 _SEPARATOR = "\n"
-
-# The helper: H <prefix length> <payload length> <prefix> <payload> hashes each value of
-# the newline-separated payload; F sends back every digest so far, in order; EOF ends it.
-_HELPER = r"""
-import hashlib, struct, sys
-stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-def read(n):
-    data = stdin.read(n)
-    if len(data) != n:
-        raise SystemExit(0)
-    return data
-key = read(64)
-inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-opad = bytes(b ^ 0x5C for b in key)
-sha256 = hashlib.sha256
-done = []
-append = done.append
-while True:
-    op = read(1)
-    if op == b"H":
-        size, length = struct.unpack("<II", read(8))
-        start = inner.copy()
-        start.update(read(size))
-        fresh = start.copy
-        for message in read(length).split(b"\n"):
-            h = fresh()
-            h.update(message)
-            append(sha256(opad + h.digest()).digest()[:16])
-    elif op == b"F":
-        data = b"".join(done)
-        done.clear()
-        stdout.write(struct.pack("<Q", len(data)) + data)
-        stdout.flush()
-    else:
-        raise SystemExit(0)
-"""
-
 
 #: Pipe capacity asked for (Linux), so a batch is handed over without waiting for the helper.
 _PIPE_BYTES = 1 << 20
@@ -126,73 +91,91 @@ class Hasher:
 
 
 class Digester:
-    """Queues hashing jobs; :meth:`collect` returns each job's packed digests, in order.
+    """The trail work of one statement: identifiers in, digests and links out.
 
-    >>> digester = Digester(Hasher(b"k"), helper_after=2)
-    >>> digester.submit(b"s:", ["1"]); digester.submit(b"s:", ["2", "3"])
-    >>> [len(blob) // 16 for blob in digester.collect()]
-    [1, 2]
-    >>> digester.helper_started, digester.collect()
-    (True, [])
+    >>> from lgpd_tasks.evidence.trail_worker import SUBJECT
+    >>> digester = Digester(b"k", helper_after=0)
+    >>> digester.add(SUBJECT, ["1"]); digester.add(SUBJECT, ["2", "3", "1"])
+    >>> digester.link(b"p:t:", ["7", "8"], ["1", "4"])
+    >>> trail, links = digester.take()
+    >>> digester.helper_started, len(trail) // 16, len(links) // 32
+    (True, 4, 2)
     >>> digester.close()
     """
 
     def __init__(
         self,
-        hasher: Hasher,
+        key: bytes,
         *,
         helper_after: int = HELPER_AFTER,
         unavailable: Callable[[str], AuditUnavailable] = AuditUnavailable,
     ) -> None:
-        self._hasher = hasher
+        self._block = key_block(key)
+        self._local = TrailWorker(self._block)
         self._helper_after = helper_after
         self._unavailable = unavailable
-        self._hashed = 0
+        self._values = 0
         self._process: subprocess.Popen[bytes] | None = None
-        # per job: its digests (hashed here) or how many the helper owes
-        self._jobs: list[bytes | int] = []
+        self.pending = 0
+        """Values handed over since the last :meth:`take`."""
 
     @property
     def helper_started(self) -> bool:
         return self._process is not None
 
-    def submit(self, prefix: bytes, texts: Sequence[str]) -> None:
+    def add(self, prefix: bytes, texts: Sequence[str]) -> None:
+        """Identifiers (normalised, non-empty) whose digests belong in the trail."""
         if not texts:
-            self._jobs.append(b"")
             return
-        self._hashed += len(texts)
-        if self._process is None and self._hashed > self._helper_after:
+        payload = self._payload(texts)
+        if payload is None:
+            self._local.add(prefix, [t.encode() for t in texts])
+        else:
+            self._send(b"A" + struct.pack("<II", len(prefix), len(payload)) + prefix, payload)
+
+    def link(self, prefix: bytes, keys: Sequence[str], subjects: Sequence[str]) -> None:
+        """Primary keys (in ``prefix``'s namespace) and the subject of the same row."""
+        if not keys:
+            return
+        key_payload = self._payload(keys)
+        subject_payload = self._payload(subjects) if key_payload is not None else None
+        if key_payload is None or subject_payload is None:
+            self._local.link(prefix, [k.encode() for k in keys], [s.encode() for s in subjects])
+            return
+        head = b"L" + struct.pack("<III", len(prefix), len(key_payload), len(subject_payload))
+        self._send(head + prefix, key_payload, subject_payload)
+
+    def take(self) -> tuple[bytes, bytes]:
+        """The trail digests (16 bytes each) and links (32 bytes each) since the last take."""
+        self.pending = 0
+        trail, links = self._local.take()
+        if self._process is None:
+            return trail, links
+        more_trail, more_links = self._fetch()
+        return trail + more_trail, links + more_links
+
+    def _payload(self, texts: Sequence[str]) -> bytes | None:
+        """The texts for the pipe, or ``None`` to hash them here."""
+        self._values += len(texts)
+        self.pending += len(texts)
+        if self._process is None and self._values > self._helper_after:
             self._process = self._start()
-        payload = _SEPARATOR.join(texts)
-        if self._process is None or payload.count(_SEPARATOR) != len(texts) - 1:
-            self._jobs.append(self._hasher.many(prefix, texts))
-            return
-        data = payload.encode()
+        if self._process is None:
+            return None
+        joined = _SEPARATOR.join(texts)
+        if joined.count(_SEPARATOR) != len(texts) - 1:
+            return None  # a separator inside a value: this batch is hashed here
+        return joined.encode()
+
+    def _send(self, *parts: bytes) -> None:
+        process = self._process
+        assert process is not None
+        assert process.stdin is not None
         try:
-            stdin = self._process.stdin
-            assert stdin is not None
-            stdin.write(b"H" + struct.pack("<II", len(prefix), len(data)) + prefix)
-            stdin.write(data)
+            for part in parts:
+                process.stdin.write(part)
         except OSError as err:
             raise self._failed(f"cannot be fed ({err.strerror or err})") from None
-        self._jobs.append(len(texts))
-
-    def collect(self) -> list[bytes]:
-        """The packed digests of every job submitted since the last collect."""
-        jobs, self._jobs = self._jobs, []
-        owed = sum(j for j in jobs if isinstance(j, int))
-        computed = b""
-        if owed:
-            computed = self._fetch(owed * DIGEST_BYTES)
-        out: list[bytes] = []
-        at = 0
-        for job in jobs:
-            if isinstance(job, int):
-                out.append(computed[at : at + job * DIGEST_BYTES])
-                at += job * DIGEST_BYTES
-            else:
-                out.append(job)
-        return out
 
     def close(self) -> None:
         process, self._process = self._process, None
@@ -210,22 +193,25 @@ class Digester:
                 process.stdout.close()
 
     def _start(self) -> subprocess.Popen[bytes] | None:
+        script = Path(trail_worker.__file__)
+        if not script.is_file():
+            return None
         try:
             # a fixed script run by this very interpreter: no outside input reaches argv
             process = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-I", "-S", "-c", _HELPER],
+                [sys.executable, "-I", "-S", str(script)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 env={},
             )
             assert process.stdin is not None
             _widen(process)
-            process.stdin.write(self._hasher.block)
+            process.stdin.write(self._block)
         except OSError:
             return None  # no helper: the values are hashed here, only slower
         return process
 
-    def _fetch(self, size: int) -> bytes:
+    def _fetch(self) -> tuple[bytes, bytes]:
         process = self._process
         assert process is not None
         assert process.stdin is not None
@@ -233,14 +219,19 @@ class Digester:
         try:
             process.stdin.write(b"F")
             process.stdin.flush()
-            head = process.stdout.read(8)
-            got = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
-            data = process.stdout.read(got) if got == size else b""
-        except (OSError, struct.error) as err:
-            raise self._failed(f"failed ({err})") from None
-        if len(data) != size:
-            raise self._failed(f"returned {max(got, 0)} bytes of digests instead of {size}")
-        return data
+            parts = []
+            for _ in range(2):
+                head = process.stdout.read(8)
+                if len(head) != 8:
+                    raise self._failed("ended without answering")
+                size = struct.unpack("<Q", head)[0]
+                data = process.stdout.read(size)
+                if len(data) != size:
+                    raise self._failed(f"returned {len(data)} of {size} bytes")
+                parts.append(data)
+        except OSError as err:
+            raise self._failed(f"failed ({err.strerror or err})") from None
+        return parts[0], parts[1]
 
     def _failed(self, what: str) -> AuditUnavailable:
         self.close()

@@ -8,9 +8,9 @@ import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import sqlglot
 from sqlalchemy import ColumnElement, Connection, LargeBinary, bindparam, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -19,8 +19,9 @@ from sqlglot.errors import SqlglotError
 
 from lgpd_tasks.audit.schema import subject_access, subject_digests, subject_links
 from lgpd_tasks.errors import AuditUnavailable, MaskingError, PolicyError, PolicyProblem
-from lgpd_tasks.evidence.digests import DIGEST_BYTES as _DIGEST_BYTES
 from lgpd_tasks.evidence.digests import Digester, Hasher
+from lgpd_tasks.evidence.trail_worker import DIGEST_BYTES as _DIGEST_BYTES
+from lgpd_tasks.evidence.trail_worker import SUBJECT
 from lgpd_tasks.policy.names import normalize_identifier, normalize_table_name
 
 if TYPE_CHECKING:
@@ -31,9 +32,6 @@ if TYPE_CHECKING:
 DIGEST_BYTES = _DIGEST_BYTES
 """Digests keep the first 128 bits of the HMAC-SHA256 (see ``audit/schema.py`` for why)."""
 
-#: Identifiers kept per statement to skip repeats (orders of one customer); past this many
-#: the sets start over, which only costs duplicate digests, never lost ones.
-_DEDUP_LIMIT = 2_000_000
 #: Digests per stored block (4 MiB of digests); each block written is also the moment the
 #: statement waits for the digest helper to catch up.
 _BLOCK = 262_144
@@ -192,6 +190,7 @@ class SubjectTrail:
     ) -> None:
         self.store = store
         self.keys = dict(keys)
+        self.key = key
         self.hasher = SubjectHasher(key)
         self.dialect = dialect
 
@@ -461,9 +460,9 @@ class StatementTrail:
 
     A row that carries both its table's primary key and subject key yields a link (primary
     key digest -> subject digest) and the subject digest; a primary key without a subject
-    (or a reference to another subject table) goes into the trail itself. Hashing is
-    queued on a :class:`Digester` (a helper process for large statements) and collected
-    when a block is written.
+    (or a reference to another subject table) goes into the trail itself. Here the
+    identifiers are only picked and normalised; a :class:`Digester` de-duplicates and
+    hashes them, in a helper process once the statement is large.
     """
 
     def __init__(self, trail: SubjectTrail, access: bytes, columns: Sequence[_Column]) -> None:
@@ -471,18 +470,10 @@ class StatementTrail:
         self._access = access
         self._columns = tuple(columns)
         self._digester = Digester(
-            trail.hasher._hasher, unavailable=lambda what: _unavailable(trail.store, what)
+            trail.key, unavailable=lambda what: _unavailable(trail.store, what)
         )
-        # normalised identifiers already hashed, per digest namespace
-        self._seen: dict[bytes, set[str]] = {}
-        # raw primary key -> raw subject key linked by this statement
-        self._linked: dict[Any, Any] = {}
-        # per queued job: None (digests for the trail) or, for a link job, how many of its
-        # subject digests also go into the trail
-        self._jobs: list[int | None] = []
-        self._pending = 0
         self._part = 0
-        self._subject_cols = [c for c in self._columns if c.role == "subject"]
+        subject_cols = [c for c in self._columns if c.role == "subject"]
         # each primary-key column with the subject column of its own table, if returned
         self._pk_cols: list[tuple[_Column, _Column | None]] = []
         for col in self._columns:
@@ -490,143 +481,75 @@ class StatementTrail:
                 continue
             partner = None
             if col.role == "pk":
-                partner = next(
-                    (c for c in self._subject_cols if c.key.table == col.key.table), None
-                )
+                partner = next((c for c in subject_cols if c.key.table == col.key.table), None)
             self._pk_cols.append((col, partner))
         # a subject column paired with a primary key is hashed by the link step
         partnered = {id(p) for _, p in self._pk_cols if p is not None}
-        self._lone_subject_cols = [c for c in self._subject_cols if id(c) not in partnered]
+        self._subject_cols = [c for c in subject_cols if id(c) not in partnered]
         self.subjects = 0
 
     def observe(self, rows: Sequence[Sequence[Any]]) -> None:
         """Take one fetched batch of raw rows (before masking)."""
         if not self._columns or not rows:
             return
-        for col in self._lone_subject_cols:
-            values = [row[col.position] for row in rows]
-            self._add(_SUBJECT, _normalize_many(values, col.key.normalize))
+        digester = self._digester
+        for col in self._subject_cols:
+            values = list(map(itemgetter(col.position), rows))
+            digester.add(_SUBJECT, _texts(values, col.key.normalize))
         for col, partner in self._pk_cols:
             table = col.key.references if col.role == "ref" else col.key.table
             assert table is not None
             namespace = _pk_namespace(table)
-            keys = [row[col.position] for row in rows]
+            keys = list(map(itemgetter(col.position), rows))
             if partner is None:
-                self._add(namespace, _normalize_many(keys, "exact"))
+                digester.add(namespace, _texts(keys, "exact"))
                 continue
-            subjects = [row[partner.position] for row in rows]
+            subjects = list(map(itemgetter(partner.position), rows))
             self._link(namespace, keys, subjects, partner.key.normalize)
-        if self._pending >= _BLOCK:
+        if digester.pending >= _BLOCK:
             self.flush()
 
-    def _add(self, namespace: bytes, texts: set[str]) -> None:
-        seen = self._seen.setdefault(namespace, set())
-        texts -= seen
-        if not texts:
+    def _link(self, namespace: bytes, keys: list[Any], subjects: list[Any], how: str) -> None:
+        """Links for rows holding both keys; the key or the subject alone into the trail."""
+        digester = self._digester
+        key_texts = _plain(keys, "exact")
+        subject_texts = _plain(subjects, how)
+        if key_texts is not None and subject_texts is not None:
+            digester.link(namespace, key_texts, subject_texts)  # the usual extract
             return
-        if len(seen) > _DEDUP_LIMIT:
-            seen.clear()
-        seen |= texts
-        self._digester.submit(namespace, list(texts))
-        self._jobs.append(None)
-        self._pending += len(texts)
-
-    def _link(self, namespace: bytes, keys: list[Any], subjects: list[Any], normalize: str) -> None:
-        """Links for rows holding both keys; the key alone into the trail for the others.
-
-        A pair already linked by this statement also had its subject put in the trail then.
-        """
-        linked = self._linked
-        by_key = dict(zip(keys, subjects, strict=True))
-        if len(by_key) == len(keys):
-            # each key once in this batch (an extract): set operations, no tuple per row
-            fresh = by_key.keys() - linked.keys()
-            fresh |= {k for k in by_key.keys() & linked.keys() if linked[k] != by_key[k]}
-            pair_keys = list(fresh)
-            pair_subjects = list(map(by_key.__getitem__, pair_keys))
-        else:  # a key repeated (a join): its distinct pairs
-            pairs = [
-                p for p in set(zip(keys, subjects, strict=True)) if linked.get(p[0], p) != p[1]
-            ]
-            pair_keys = [k for k, _ in pairs]
-            pair_subjects = [s for _, s in pairs]
-        if len(linked) > _DEDUP_LIMIT:
-            linked.clear()
-        linked.update(zip(pair_keys, pair_subjects, strict=True))
-        if None in pair_keys or None in pair_subjects:
-            lonely = [
-                (k, s)
-                for k, s in zip(pair_keys, pair_subjects, strict=True)
-                if k is None or s is None
-            ]
-            self._add(namespace, _normalize_many([k for k, s in lonely if s is None], "exact"))
-            self._add(_SUBJECT, _normalize_many([s for k, s in lonely if k is None], normalize))
-            kept = [
-                (k, s)
-                for k, s in zip(pair_keys, pair_subjects, strict=True)
-                if k is not None and s is not None
-            ]
-            pair_keys = [k for k, _ in kept]
-            pair_subjects = [s for _, s in kept]
-        if not pair_keys:
-            return
-        spelled = _spelling(pair_subjects, normalize)
-        key_texts: list[str] = list(map(str, pair_keys))
-        subject_texts: list[Any] = (
-            pair_subjects if spelled is None else list(map(spelled.get, pair_subjects))
-        )
-        if "" in key_texts or (spelled is not None and None in subject_texts):
-            kept = [(k, s) for k, s in zip(key_texts, subject_texts, strict=True) if k and s]
-            key_texts = [k for k, _ in kept]
-            subject_texts = [s for _, s in kept]
-        if not key_texts:
-            return
-        # the subjects of linked rows join the trail without being hashed twice: those new
-        # to this statement go first, and the first ``new`` subject digests are kept
-        seen = self._seen.setdefault(_SUBJECT, set())
-        if len(seen) > _DEDUP_LIMIT:
-            seen.clear()
-        unseen = set(subject_texts) - seen
-        seen |= unseen
-        new = len(subject_texts)
-        if len(unseen) < new:
-            order = sorted(range(new), key=lambda i: subject_texts[i] not in unseen)
-            key_texts = [key_texts[i] for i in order]
-            subject_texts = [subject_texts[i] for i in order]
-            new = sum(1 for s in subject_texts if s in unseen)
-        self._digester.submit(_SUBJECT, subject_texts)
-        self._digester.submit(namespace, key_texts)
-        self._jobs.append(new)
-        self._pending += len(key_texts) + new
+        paired_keys: list[str] = []
+        paired_subjects: list[str] = []
+        lone_keys: list[object] = []
+        lone_subjects: list[object] = []
+        spelled = {v: normalize_subject(v, how) for v in set(subjects) if v is not None}
+        for key, subject in zip(keys, subjects, strict=True):
+            key_text = normalize_subject(key, "exact")
+            subject_text = spelled.get(subject)
+            if key_text and subject_text:
+                paired_keys.append(key_text)
+                paired_subjects.append(subject_text)
+            elif key_text:
+                lone_keys.append(key_text)
+            elif subject_text:
+                lone_subjects.append(subject_text)
+        digester.link(namespace, paired_keys, paired_subjects)
+        digester.add(namespace, _texts(lone_keys, "exact"))
+        digester.add(_SUBJECT, _texts(lone_subjects, "exact"))
 
     def add_values(self, values: Iterable[tuple[SubjectKey, str, object]]) -> None:
         """Keys named by the statement itself (WHERE, VALUES)."""
         for key, role, value in values:
             if role == "subject":
-                self._add(_SUBJECT, _normalize_many([value], key.normalize))
+                self._digester.add(_SUBJECT, _texts([value], key.normalize))
             else:
                 table = key.references if role == "ref" else key.table
                 assert table is not None
-                self._add(_pk_namespace(table), _normalize_many([value], "exact"))
+                self._digester.add(_pk_namespace(table), _texts([value], "exact"))
 
     def flush(self) -> None:
-        jobs, self._jobs = self._jobs, []
-        self._pending = 0
-        if not jobs:
-            return
-        results = iter(self._digester.collect())
-        trail: list[bytes] = []
-        links: list[bytes] = []
-        for job in jobs:
-            if job is None:
-                trail.append(next(results))
-                continue
-            subjects, keys = next(results), next(results)
-            trail.append(subjects[: job * DIGEST_BYTES])
-            links.append(_interleave(keys, subjects))
-        digests = b"".join(trail)
+        digests, links = self._digester.take()
         self.subjects += len(digests) // DIGEST_BYTES
-        self._trail.write(self._access, self._part, digests, b"".join(links))
+        self._trail.write(self._access, self._part, digests, links)
         if digests:
             self._part += 1
 
@@ -635,70 +558,48 @@ class StatementTrail:
             self.flush()
         finally:
             self._digester.close()
-            self._seen.clear()
-            self._linked.clear()
 
 
-def _interleave(keys: bytes, subjects: bytes) -> bytes:
-    """Two runs of 16-byte digests as 32-byte pairs: key 1, subject 1, key 2...
-
-    >>> _interleave(b"k" * 16 + b"K" * 16, b"s" * 16 + b"S" * 16) == b"k" * 16 + b"s" * 16 + b"K" * 16 + b"S" * 16
-    True
-    """
-    pairs = np.empty((len(keys) // DIGEST_BYTES, 2 * DIGEST_BYTES), dtype=np.uint8)
-    pairs[:, :DIGEST_BYTES] = np.frombuffer(keys, dtype=np.uint8).reshape(-1, DIGEST_BYTES)
-    pairs[:, DIGEST_BYTES:] = np.frombuffer(subjects, dtype=np.uint8).reshape(-1, DIGEST_BYTES)
-    return pairs.tobytes()
-
-
-_SUBJECT = b"s\0"
+_SUBJECT = SUBJECT
 
 
 def _pk_namespace(table: str) -> bytes:
     return b"p\0" + table.encode() + b"\0"
 
 
-def _normalize_many(values: Iterable[object], how: str) -> set[str]:
-    """The distinct identifiers among ``values`` as the trail hashes them (empties dropped).
+def _plain(values: list[Any], how: str) -> list[str] | None:
+    """``values`` themselves when each is already spelt as hashed (and none is empty).
 
-    >>> sorted(_normalize_many(["123.456.789-09", "12345678909", None, ""], "auto"))
-    ['12345678909']
-    >>> sorted(_normalize_many([7, "7", None], "exact"))
-    ['7']
+    The common case, checked in C: strings of digits for ``auto``/``digits``, any strings
+    for ``exact``, and whole numbers (as text) for ``exact``.
     """
-    distinct = set(values)
-    distinct.discard(None)
-    if _all_str(distinct) and (
-        how == "exact" or (how in ("auto", "digits") and _all_digits(distinct))
-    ):
-        distinct.discard("")
-        return distinct  # type: ignore[return-value]
-    found = {normalize_subject(v, how) for v in distinct}
-    found.discard(None)
-    return found  # type: ignore[return-value]
-
-
-def _spelling(values: Iterable[object], how: str) -> dict[object, str | None] | None:
-    """Raw value -> normalised identifier, or ``None`` when every value is spelt as hashed."""
-    distinct = set(values)
-    distinct.discard(None)
-    if "" not in distinct and _all_str(distinct) and (how == "exact" or _all_digits(distinct)):
-        return None
-    return {v: normalize_subject(v, how) for v in distinct}
-
-
-def _all_str(values: set[Any]) -> bool:
-    # str.join refuses anything but str, in C: far faster than a type check per value
     try:
-        "".join(values)
+        joined = "".join(values)
     except TypeError:
-        return False
-    return True
+        if how == "exact" and all(type(v) is int for v in values):
+            return list(map(str, values))
+        return None
+    if "" in values:
+        return None
+    if how == "exact" or (joined.isascii() and joined.isdigit()):
+        return values
+    return None
 
 
-def _all_digits(values: set[Any]) -> bool:
-    joined = "".join(values)
-    return joined.isascii() and joined.isdigit()
+def _texts(values: list[Any], how: str) -> list[str]:
+    """The identifiers among ``values`` as the trail hashes them (empties dropped).
+
+    >>> sorted(_texts(["123.456.789-09", "12345678909", None, ""], "auto"))
+    ['12345678909']
+    >>> sorted(_texts([7, None, 8], "exact")), _texts(["00012"], "auto")
+    (['7', '8'], ['00012'])
+    """
+    plain = _plain(values, how)
+    if plain is not None:
+        return plain
+    found = {normalize_subject(v, how) for v in set(values) if v is not None}
+    found.discard(None)
+    return [t for t in found if t is not None]
 
 
 _UNKNOWN = object()
