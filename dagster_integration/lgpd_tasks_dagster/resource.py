@@ -12,7 +12,7 @@ from pydantic import Field, PrivateAttr
 
 from lgpd_tasks.approvals import ApprovalStore, Status
 from lgpd_tasks.audit import AuditStore, redact_url
-from lgpd_tasks.connection import GuardedConnection, _Running
+from lgpd_tasks.connection import GuardedConnection, open_dbapi
 from lgpd_tasks.errors import ApprovalError, ApprovalRequired, AuditUnavailable, LgpdError
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.masking import Masker
@@ -237,12 +237,10 @@ class GuardedDatabaseResource(dg.ConfigurableResource["GuardedDatabaseResource"]
             if context is not None:
                 self._record_lineage(context, decision)
 
-        from lgpd_tasks.connection import _open_raw  # the core's one place that opens drivers
-
-        driver, raw = _open_raw(self.database_url)
-        return _DagsterConnection(
+        driver, raw = open_dbapi(self.database_url)
+        return GuardedConnection(
             raw,
-            on_decision=seen,
+            on_statement=seen,
             driver=driver,
             policy=policy,
             scope=scope,
@@ -323,19 +321,6 @@ def request_metadata(request: dict[str, Any]) -> dict[str, Any]:
         "expires_at": str(request["expires_at"]),
         "reasons": dg.MetadataValue.json(list(request["reasons"])),
     }
-
-
-class _DagsterConnection(GuardedConnection):
-    """A GuardedConnection that tells the resource about each admitted statement."""
-
-    def __init__(self, raw: Any, *, on_decision: Any, **kwargs: Any) -> None:
-        super().__init__(raw, **kwargs)
-        self._on_decision = on_decision
-
-    def _admit(self, sql: str, parameters: Any, *, many: bool) -> _Running:
-        running = super()._admit(sql, parameters, many=many)
-        self._on_decision(running.decision)
-        return running
 
 
 __all__: Sequence[str] = ["APPROVALS_ASSET", "APPROVALS_PARTITIONS", "GuardedDatabaseResource"]

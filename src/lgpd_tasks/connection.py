@@ -8,7 +8,9 @@ If the intent cannot be written the statement does not run.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -40,6 +42,8 @@ from lgpd_tasks.sql import Decision, check
 
 if TYPE_CHECKING:
     import pandas as pd
+
+_log = logging.getLogger(__name__)
 
 Driver = Literal["sqlite", "postgres"]
 
@@ -92,6 +96,7 @@ class _Running:
     rows: int = 0
     masked: dict[str, dict[str, Any]] = field(default_factory=dict)
     trail: StatementTrail | None = None
+    done: bool = False
 
 
 class GuardedCursor:
@@ -162,6 +167,8 @@ class GuardedCursor:
             running.is_query = True
             self._columns = columns
             self._running = running
+            # a result never fetched to its end still gets its outcome when the connection closes
+            self._conn._unfinished[running.intent_id] = running
             return
         running.rows = max(int(self._raw.rowcount), 0)
         if running.trail is not None:
@@ -245,7 +252,7 @@ class GuardedCursor:
 
     def _finish(self) -> None:
         running, self._running = self._running, None
-        if running is not None:
+        if running is not None and not running.done:
             if running.trail is not None:
                 running.trail.close()
             self._conn._complete(running)
@@ -254,7 +261,8 @@ class GuardedCursor:
         try:
             self._finish()
         finally:
-            self._raw.close()
+            if not self._conn.closed:  # closing the connection closed its cursors
+                self._raw.close()
 
     def __enter__(self) -> Self:
         return self
@@ -285,6 +293,7 @@ class GuardedConnection:
         masker: Masker | None = None,
         role: str | None = None,
         on_close: Callable[[], None] | None = None,
+        on_statement: Callable[[Decision], None] | None = None,
         target: str = "",
         subject_trail: SubjectTrail | Literal["policy"] | None = "policy",
     ) -> None:
@@ -299,6 +308,7 @@ class GuardedConnection:
         self.role = role
         self.target = target
         self._on_close = on_close
+        self._on_statement = on_statement
         self._catalog = DatabaseCatalog(raw, driver)
         self._pii_columns = frozenset(policy.masking.columns)
         # "policy": a trail when the policy declares subject keys (None switches it off)
@@ -309,6 +319,7 @@ class GuardedConnection:
         )
         self.closed = False
         self.last_decision: Decision | None = None
+        self._unfinished: dict[str, _Running] = {}
         # the guard itself is always on; only the defence-in-depth tests switch it off
         self._guard_enabled = True
 
@@ -337,6 +348,15 @@ class GuardedConnection:
         if self.closed:
             return
         self.closed = True
+        try:
+            for running in list(self._unfinished.values()):
+                if running.trail is not None:
+                    running.trail.close()
+                self._complete(running)
+        finally:
+            self._close_raw()
+
+    def _close_raw(self) -> None:
         try:
             self._raw.close()
         finally:
@@ -406,7 +426,23 @@ class GuardedConnection:
             if decision.action == "approve":
                 approval_id = self._approval(decision)
         entry = self._statement_entry(decision, approval_id, parameters, many)
-        stored = self.audit.append(entry)
+        try:
+            stored = self.audit.append(entry)
+        except BaseException:
+            if approval_id is not None:
+                self.approvals.release(approval_id, self.identity)
+            raise
+        if self._on_statement is not None:
+            # integrations turn each admitted statement into lineage metadata; a failing
+            # hook must not leave an intent without its statement, so it only warns
+            try:
+                self._on_statement(decision)
+            except Exception as err:
+                _log.warning(
+                    "lgpd-tasks: on_statement hook failed (%s) for statement %s",
+                    type(err).__name__,
+                    decision.fingerprint[:16],
+                )
         return _Running(
             intent_id=stored.record_id,
             decision=decision,
@@ -420,7 +456,9 @@ class GuardedConnection:
         ttl = self.policy.approvals.ttl
         existing = store.find(decision.fingerprint, self.identity)
         if existing is not None:
-            if existing.usable:
+            # claimed before the statement runs, so one approval admits one run; a
+            # statement that then fails gives it back (see _complete)
+            if existing.usable and store.consume(existing.id, self.identity):
                 return existing.id
             if existing.status is Status.PENDING:
                 self._record_refusal(decision, "approve", existing.id, "pending")
@@ -508,6 +546,10 @@ class GuardedConnection:
         self.audit.append(entry)
 
     def _complete(self, running: _Running, error: BaseException | None = None) -> None:
+        if running.done:
+            return
+        running.done = True
+        self._unfinished.pop(running.intent_id, None)
         duration_ms = round((time.perf_counter() - running.started) * 1000, 3)
         details: dict[str, Any] = {
             "event": "outcome",
@@ -522,9 +564,9 @@ class GuardedConnection:
             sqlstate = getattr(error, "sqlstate", None)
             if sqlstate:
                 details["sqlstate"] = sqlstate
-        if running.approval_id is not None and error is None:
-            if not self.approvals.consume(running.approval_id, self.identity):
-                details["approval"] = "already used"
+        if running.approval_id is not None:
+            if error is not None:
+                self.approvals.release(running.approval_id, self.identity)
             details["approval_id"] = running.approval_id
         self.audit.append(
             NewEntry(
@@ -543,7 +585,12 @@ class GuardedConnection:
     def _failed(self, running: _Running, err: Exception, started: float) -> StatementFailed:
         running.started = started
         self._complete(running, err)
-        message = str(err).strip() or type(err).__name__
+        # names the scope grants are no personal data: the message may keep them
+        granted = " ".join(
+            f"{t} {' '.join(c)}" for g in (self.scope.read, self.scope.write) for t, c in g.items()
+        )
+        message = _scrub_error(str(err), f"{running.decision.normalized} {granted}")
+        message = message or type(err).__name__
         if self._masker is not None:
             message = self._masker.mask_text(message)
         return StatementFailed(
@@ -551,6 +598,37 @@ class GuardedConnection:
             error_class=type(err).__name__,
             sqlstate=getattr(err, "sqlstate", None),
         )
+
+
+_QUOTED = re.compile(r'"([^"]*)"')
+_WORD = re.compile(r"[a-z_][a-z0-9_$]*")
+#: Names PostgreSQL gives constraints and indexes by default (``customers_cpf_key``...).
+_CONSTRAINT_NAME = re.compile(r"[a-z_][a-z0-9_$]*_(?:key|pkey|fkey|check|excl|idx|not_null)")
+
+
+def _scrub_error(message: str, normalized: str) -> str:
+    """The database's message without the values it may quote.
+
+    Only the first line is kept (``DETAIL``/``CONTEXT`` lines repeat keys, rows and
+    parameters); a quoted span survives only when it names something of the statement
+    (whose normalised text holds no literal) or looks like a constraint's default name.
+
+    >>> _scrub_error('invalid input syntax for type integer: "Maria"\\nCONTEXT: ...', "SELECT")
+    'invalid input syntax for type integer: "?"'
+    >>> _scrub_error('duplicate key value violates unique constraint "customers_cpf_key"\\n'
+    ...              'DETAIL:  Key (cpf)=(123) already exists.', "INSERT INTO customers (cpf)")
+    'duplicate key value violates unique constraint "customers_cpf_key"'
+    """
+    lines = message.strip().splitlines()
+    if not lines:
+        return ""
+    known = set(_WORD.findall(normalized.lower()))
+
+    def keep(match: re.Match[str]) -> str:
+        text = match.group(1).lower()
+        return match.group(0) if text in known or _CONSTRAINT_NAME.fullmatch(text) else '"?"'
+
+    return _QUOTED.sub(keep, lines[0].strip())
 
 
 def _blocked(decision: Decision, scope: Scope) -> StatementBlocked:
@@ -655,7 +733,7 @@ def connect(
                 chosen.close()
 
     try:
-        driver, raw = _open_raw(credential.url)
+        driver, raw = open_dbapi(credential.url)
     except BaseException:
         release()
         raise
@@ -674,7 +752,12 @@ def connect(
     )
 
 
-def _open_raw(url: str) -> tuple[Driver, Any]:
+def open_dbapi(url: str) -> tuple[Driver, Any]:
+    """Open the driver's own connection for ``url``; wrap it in a GuardedConnection.
+
+    This is the one place the core opens ``sqlite3`` and psycopg connections; the
+    orchestrator integrations use it when they build a GuardedConnection themselves.
+    """
     parsed = parse_db_url(url)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ":memory:"

@@ -78,12 +78,10 @@ def payment_summary(
         .agg(contractors=("cpf", "nunique"), total=("amount", "sum"))
         .reset_index()
     )
+    run_id = context.run.run_id
     lgpd.executemany(
         "INSERT INTO payment_summary (run_id, cidade, contractors, total) VALUES (?, ?, ?, ?)",
-        [
-            (context.run_id, r.cidade, int(r.contractors), float(r.total))
-            for r in summary.itertuples()
-        ],
+        [(run_id, r.cidade, int(r.contractors), float(r.total)) for r in summary.itertuples()],
         scope="contractor.load",
     )
     return summary
@@ -95,7 +93,7 @@ def contractor_report(
 ) -> dg.MaterializeResult:
     """The masked report for the finance team, written to the reporting folder or bucket."""
     csv = enriched_payments.to_csv(index=False).encode()
-    where = reports.write(f"contractor_report_{context.run_id}.csv", csv)
+    where = reports.write(f"contractor_report_{context.run.run_id}.csv", csv)
     return dg.MaterializeResult(metadata={"location": where, "rows": len(enriched_payments)})
 
 

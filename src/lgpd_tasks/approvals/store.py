@@ -364,6 +364,21 @@ class ApprovalStore:
             raise self.audit._unavailable("cannot record the approval's use", err) from None
         return True
 
+    def release(self, request_id: str, identity: TaskIdentity) -> None:
+        """Give back an approval ``identity`` consumed for a statement that did not run."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    update(approval_requests)
+                    .where(
+                        approval_requests.c.id == request_id,
+                        approval_requests.c.consumed_by == identity.principal,
+                    )
+                    .values(consumed_at=None, consumed_by=None)
+                )
+        except SQLAlchemyError as err:
+            raise self.audit._unavailable("cannot give back the approval", err) from None
+
     def expire_due(self) -> list[str]:
         """Expire pending requests past their TTL (recorded); a timeout never approves."""
         now = isotime(utcnow())

@@ -86,6 +86,23 @@ def _last(values: pd.Series[str], count: int) -> pd.Series[str]:
     return values.str.slice(-count) if count > 0 else _const(values, "")
 
 
+def _last_digits(values: pd.Series[str], count: int, keep: str = "[^0-9]") -> pd.Series[str]:
+    """The last ``count`` digits; slicing is enough for the usual spellings, which end in
+    digits, and only the other values pay for a regex replace."""
+    if count <= 0:
+        return _const(values, "")
+    tail = values.str.slice(-count)
+    plain = tail.str.isalnum() if keep != "[^0-9]" else tail.str.isdigit()
+    plain = plain.fillna(False).astype(bool)
+    if bool(plain.all()):
+        return tail
+    odd = ~plain
+    fixed = values[odd].str.replace(keep, "", regex=True).str.slice(-count)
+    tail = tail.copy()
+    tail[odd] = fixed.str.upper() if keep != "[^0-9]" else fixed
+    return tail
+
+
 @dataclass(frozen=True)
 class Redact(Strategy):
     """Replace the value with a token naming its type: ``[CPF]``, ``[EMAIL]``."""
@@ -116,13 +133,15 @@ class Partial(Strategy):
                 return values.str.strip().str.replace("^[^@]*@", "***@", regex=True)
             return _const(values, "***@***")
         if pii is PiiType.CPF:
-            return "***.***.***-" + _last(_digits(values), 2 if keep is None else keep)
+            return "***.***.***-" + _last_digits(values, 2 if keep is None else keep)
         if pii is PiiType.CNPJ:
-            return "**.***.***/****-" + _last(_alnum(values), 2 if keep is None else keep)
+            return "**.***.***/****-" + _last_digits(
+                values, 2 if keep is None else keep, "[^0-9A-Za-z]"
+            )
         if pii is PiiType.PHONE:
-            return "(**) *****-" + _last(_digits(values), 4 if keep is None else keep)
+            return "(**) *****-" + _last_digits(values, 4 if keep is None else keep)
         if pii is PiiType.CARD:
-            return "**** **** **** " + _last(_digits(values), 4 if keep is None else keep)
+            return "**** **** **** " + _last_digits(values, 4 if keep is None else keep)
         if pii is PiiType.CEP:
             return _digits(values).str.slice(0, 5) + "-***"
         if pii is PiiType.IP:

@@ -21,6 +21,28 @@ PREFILTER = (
     r"|[0-9A-Z]{2}\.[0-9A-Z]{3}\.[0-9A-Z]{3}|[0-9A-Z]{12}[0-9]{2}"
 )
 
+# Spans that need no arithmetic to validate are replaced column-wise by pandas in the RE2
+# subset (boundaries written as groups that the replacement puts back).
+_DDD = "(?:1[1-9]|2[12478]|3[1-578]|4[1-9]|5[1345]|6[1-9]|7[13-579]|8[1-9]|9[1-9])"
+EMAIL_RE2 = r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:[.][A-Za-z0-9-]+)*[.][A-Za-z]{2,}"
+#: Groups 1 and 3 are the characters around the number, which the replacement keeps.
+PHONE_RE2 = (
+    r"(^|[^0-9+])(?:"
+    rf"(?:[+]?55 ?)?(?:[(]0?{_DDD}[)] ?|0?{_DDD}[ -])(?:9[0-9]{{4}}|[2-9][0-9]{{3}})[ .-]?[0-9]{{4}}"
+    rf"|[+]55 ?{_DDD}(?:9[0-9]{{8}}|[2-9][0-9]{{7}})"
+    r")([^0-9]|$)"
+)
+#: A formatted CPF with the characters around it (groups 1 and 2), and the CPF alone.
+CPF_RE2 = r"(^|[^0-9])[0-9]{3}[. ][0-9]{3}[. ][0-9]{3}[-. ][0-9]{2}([^0-9]|$)"
+CPF_SPAN_RE2 = r"([0-9]{3}[. ][0-9]{3}[. ][0-9]{3}[-. ][0-9]{2})"
+#: Anything else that may be a CNPJ or a card (or a bare CPF): such rows go through Python.
+OTHER_DIGITS_RE2 = r"[0-9]{4}|[0-9A-Z]{2}[.][0-9A-Z]{3}[.][0-9A-Z]{3}|[0-9A-Z]{12}[0-9]{2}"
+#: Rows that may still hold a CPF, CNPJ or card once e-mails and phones are replaced.
+DIGITS_PREFILTER = (
+    r"[0-9]{4}|[0-9]{3}[. ][0-9]{3}"
+    r"|[0-9A-Z]{2}[.][0-9A-Z]{3}[.][0-9A-Z]{3}|[0-9A-Z]{12}[0-9]{2}"
+)
+
 _SPANS = re.compile(
     r"(?P<email>[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})"
     r"|(?<![0-9A-Za-z])(?P<cnpj>[0-9A-Z]{2}\.?[0-9A-Z]{3}\.?[0-9A-Z]{3}/?[0-9A-Z]{4}-?[0-9]{2})"
@@ -29,6 +51,13 @@ _SPANS = re.compile(
     r"|(?<![0-9])(?P<card>[0-9]{4}(?:[ -]?[0-9]{4}){2}[ -]?[0-9]{1,7})(?![0-9])"
     r"|(?<![0-9+])(?P<phone>(?:\+?55 ?)?(?:\(0?[1-9]{2}\) ?|0?[1-9]{2}[ -])9?[0-9]{4}[ .-]?[0-9]{4}"
     r"|\+55 ?[1-9]{2}9?[0-9]{8})(?![0-9])"
+)
+
+_DIGIT_SPANS = re.compile(
+    r"(?<![0-9A-Za-z])(?P<cnpj>[0-9A-Z]{2}\.?[0-9A-Z]{3}\.?[0-9A-Z]{3}/?[0-9A-Z]{4}-?[0-9]{2})"
+    r"(?![0-9A-Za-z])"
+    r"|(?<![0-9])(?P<cpf>[0-9]{3}[. ]?[0-9]{3}[. ]?[0-9]{3}[-. ]?[0-9]{2})(?![0-9])"
+    r"|(?<![0-9])(?P<card>[0-9]{4}(?:[ -]?[0-9]{4}){2}[ -]?[0-9]{1,7})(?![0-9])"
 )
 
 # A matched shape may still be another type: 14 digits that are no CNPJ can be a card.
@@ -81,6 +110,10 @@ class TextScrubber:
 
     def __call__(self, text: str) -> str:
         return _SPANS.sub(self._replace, text)
+
+    def digits_only(self, text: str) -> str:
+        """Like calling the scrubber, for text whose e-mails and phones are already replaced."""
+        return _DIGIT_SPANS.sub(self._replace, text)
 
     def has_span(self, text: str) -> bool:
         """Whether ``text`` holds at least one validated span."""

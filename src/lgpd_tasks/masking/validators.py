@@ -54,11 +54,14 @@ def cpf_check_digits(first_nine: str) -> str:
     >>> cpf_check_digits("529982247")
     '25'
     """
-    digits = [int(c) for c in first_nine]
-    for size in (9, 10):
-        total = sum(d * w for d, w in zip(digits[:size], range(size + 1, 1, -1), strict=True))
-        digits.append(total * 10 % 11 % 10)
-    return f"{digits[9]}{digits[10]}"
+    # Written out by hand: this runs once per CPF-shaped span in free text.
+    d = [ord(c) - 48 for c in first_nine]
+    s1 = 10 * d[0] + 9 * d[1] + 8 * d[2] + 7 * d[3] + 6 * d[4] + 5 * d[5] + 4 * d[6] + 3 * d[7]
+    s1 += 2 * d[8]
+    v1 = s1 * 10 % 11 % 10
+    s2 = 11 * d[0] + 10 * d[1] + 9 * d[2] + 8 * d[3] + 7 * d[4] + 6 * d[5] + 5 * d[6]
+    s2 += 4 * d[7] + 3 * d[8] + 2 * v1
+    return f"{v1}{s2 * 10 % 11 % 10}"
 
 
 def is_valid_cpf(value: str) -> bool:

@@ -173,7 +173,15 @@ def _analyze_cached(
         return (_unparsable(0, sql, dialect, "no statement"),)
     cat = catalog.value if catalog else None
     sc = scope.value if scope else None
-    return tuple(_statement(i, tree, dialect, cat, sc) for i, tree in enumerate(statements))
+    analysed: list[StatementAnalysis] = []
+    for i, tree in enumerate(statements):
+        try:
+            analysed.append(_statement(i, tree, dialect, cat, sc))
+        except Exception as err:  # a tree shape the walker does not know: fail closed
+            analysed.append(
+                _unparsable(i, sql, dialect, f"cannot be analysed ({type(err).__name__})")
+            )
+    return tuple(analysed)
 
 
 def _error_kind(err: SqlglotError) -> str:

@@ -187,7 +187,10 @@ class Walker:
             self.add_source(from_.this, sources, env)
         joins = node.args.get("joins") or []
         for join in joins:
+            left = list(sources.values())
             self.add_source(join.this, sources, env)
+            if str(join.args.get("method") or "").upper() == "NATURAL":
+                self.natural(left, [r for r in sources.values() if all(r is not x for x in left)])
         outputs: list[Output] = []
         for projection in node.expressions:
             star = self.star_qualifier(projection)
@@ -208,6 +211,12 @@ class Walker:
             self.expr(node.args.get(key), sources, env, aliases)
         for key in ("limit", "offset"):
             self.expr(node.args.get(key), sources, env)
+        for lock in node.args.get("locks") or []:
+            # FOR UPDATE/SHARE locks rows for writing: PostgreSQL asks for UPDATE privilege
+            named = {self.ident(t.this) for t in lock.expressions}
+            for name, rel in sources.items():
+                if rel.table is not None and (not named or name in named):
+                    self.tables_written.add(rel.table)
         into = node.args.get("into")
         if isinstance(into, exp.Into) and isinstance(into.this, exp.Table):
             self.write(self.table_name(into.this), [ALL])
@@ -230,6 +239,8 @@ class Walker:
         alias = self.ident(alias_node.this) if isinstance(alias_node, exp.TableAlias) else ""
         if isinstance(node, exp.Table):
             if isinstance(node.this, exp.Func) or not isinstance(node.this, exp.Identifier):
+                if isinstance(node.this, exp.Func) and node.args.get("db") is not None:
+                    self.function(node.this, node.args["db"])
                 self.expr(node.this, sources, env)
                 columns = alias_node.args.get("columns") if alias_node else None
                 outputs = [(self.ident(c), frozenset[str]()) for c in columns or []]
@@ -268,6 +279,22 @@ class Walker:
         # UNNEST, table functions, anything else: walk it, its columns stay unknown
         self.expr(node, sources, env)
         sources[alias or node.alias_or_name.lower()] = Relation()
+
+    def natural(self, left: list[Relation], right: list[Relation]) -> None:
+        """``NATURAL JOIN`` compares every column the two sides share: each is read."""
+        left_names, right_names = _names(left), _names(right)
+        common = None if left_names is None or right_names is None else left_names & right_names
+        for side, other in ((left, right_names), (right, left_names)):
+            for rel in side:
+                own = _names([rel])
+                if common is not None:
+                    candidates = common
+                elif own is None:
+                    candidates = {ALL}
+                else:  # the other side's columns are unknown: any of ours may be shared
+                    candidates = own if other is None else own & other
+                for name in sorted(candidates):
+                    self.from_relation(rel, name)
 
     def star(self, qualifier: str, sources: Mapping[str, Relation]) -> list[Output]:
         outputs: list[Output] = []
@@ -329,18 +356,27 @@ class Walker:
                 # a bare table inside an expression (``IN (TABLE t)``...): at least a read
                 self.add_source(current, {}, env)
                 continue
+            if isinstance(current, exp.Dot) and isinstance(current.expression, exp.Func):
+                # ``schema.f(...)``: the name alone would pass for the built-in ``f``
+                self.function(current.expression, current.this)
+                stack.extend(current.expression.iter_expressions())
+                continue
             if isinstance(current, exp.Func):
                 self.function(current)
             stack.extend(current.iter_expressions())
         return frozenset(found)
 
-    def function(self, node: exp.Func) -> None:
-        if isinstance(node, exp.Anonymous):
-            name = node.name.lower()
-            self.functions.add(name)
+    def function(self, node: exp.Func, schema: exp.Expr | None = None) -> None:
+        name = node.name.lower() if isinstance(node, exp.Anonymous) else node.sql_name().lower()
+        parts = schema.parts if isinstance(schema, exp.Dot) else [schema] if schema else []
+        qualifier = ".".join(self.ident(p) for p in parts)
+        if qualifier and not (self.dialect == "postgres" and qualifier == "pg_catalog"):
+            # a function of another schema may be user-defined whatever its name
+            name = f"{qualifier}.{name}"
             self.unknown_functions.add(name)
-        else:
-            self.functions.add(node.sql_name().lower())
+        elif isinstance(node, exp.Anonymous):
+            self.unknown_functions.add(name)
+        self.functions.add(name)
 
     def column(
         self,
@@ -429,6 +465,10 @@ class Walker:
         self.write_kinds.add("insert")
         outputs = self.query(node.expression, env) if node.expression is not None else []
         self.write(table, columns if columns is not None else [ALL])
+        if str(node.args.get("alternative") or "").upper() == "REPLACE":
+            # SQLite's INSERT OR REPLACE deletes the conflicting row whole, as DELETE does
+            self.write_kinds.add("delete")
+            self.write(table, [ALL])
         known = columns is not None and all(n != ALL for n, _ in outputs)
         if columns is not None and known:
             for position, column in enumerate(columns):
@@ -453,6 +493,10 @@ class Walker:
             for assignment in conflict.args.get("expressions") or []:
                 self.assignment(table, assignment, conflict_sources, env)
             self.expr(conflict.args.get("where"), conflict_sources, env)
+            for ref in conflict.find_all(exp.Column):
+                # EXCLUDED.c is the target's column c: PostgreSQL asks SELECT on it
+                if self.ident(ref.args.get("table")) == "excluded":
+                    self.read(table, self.ident(ref.this))
         return self.returning(node, sources, env)
 
     def assignment(
@@ -568,3 +612,18 @@ class Walker:
             table = node.args.get("table")
             return self.ident(table) if table is not None else ALL
         return None
+
+
+def _names(relations: Iterable[Relation]) -> set[str] | None:
+    """The column names of ``relations`` together, ``None`` when any is unknown."""
+    names: set[str] = set()
+    for rel in relations:
+        if rel.table is not None:
+            if rel.columns is None:
+                return None
+            names |= rel.columns
+        elif rel.outputs is None or any(n == ALL for n, _ in rel.outputs):
+            return None
+        else:
+            names |= {n for n, _ in rel.outputs}
+    return names
