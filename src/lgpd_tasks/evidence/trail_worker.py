@@ -61,8 +61,7 @@ class TrailWorker:
     def add(self, prefix: bytes, messages: list[bytes]) -> None:
         """Put the identifiers this statement has not yet recorded into its trail."""
         seen = self._seen.setdefault(prefix, set())
-        new = set(messages)
-        new -= seen
+        new = set(messages).difference(seen)
         if not new:
             return
         if len(seen) > DEDUP_LIMIT:
@@ -76,8 +75,11 @@ class TrailWorker:
         by_key = dict(zip(keys, subjects, strict=True))
         if len(by_key) == len(keys):
             # each key once in this batch (an extract): set operations, no tuple per row
-            fresh = by_key.keys() - linked.keys()
-            fresh |= {k for k in by_key.keys() & linked.keys() if linked[k] != by_key[k]}
+            # set.difference walks the batch, not the statement's links (a dict view's
+            # difference would walk all of them, at every batch)
+            fresh = set(by_key).difference(linked)
+            if len(fresh) < len(by_key):
+                fresh.update(k for k in set(by_key).difference(fresh) if linked[k] != by_key[k])
             pair_keys = list(fresh)
             pair_subjects = list(map(by_key.__getitem__, pair_keys))
         else:  # a key repeated (a join): its distinct pairs
@@ -93,13 +95,16 @@ class TrailWorker:
         key_digests = self.digests(prefix, pair_keys)
         self._links.extend(chain.from_iterable(zip(key_digests, subject_digests, strict=True)))
         # the subjects of linked rows join the trail without being hashed twice
-        by_subject = dict(zip(pair_subjects, subject_digests, strict=True))
         seen = self._seen.setdefault(SUBJECT, set())
-        new = by_subject.keys() - seen
+        new = set(pair_subjects).difference(seen)
         if len(seen) > DEDUP_LIMIT:
             seen.clear()
         seen |= new
-        self._trail.extend(map(by_subject.__getitem__, new))
+        if len(new) == len(pair_subjects):  # each new and once: all of them, in order
+            self._trail.extend(subject_digests)
+        else:
+            by_subject = dict(zip(pair_subjects, subject_digests, strict=True))
+            self._trail.extend(map(by_subject.__getitem__, new))
 
     def take(self) -> tuple[bytes, bytes]:
         """The trail digests and the 32-byte links (key digest, subject digest) so far."""
