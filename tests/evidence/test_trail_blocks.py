@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 from faker import Faker
+from sqlalchemy import text
 
-from lgpd_tasks.audit import AuditStore
+from lgpd_tasks.audit import AuditStore, dispose_engines
 from lgpd_tasks.connection import connect
 from lgpd_tasks.errors import AuditUnavailable
 from lgpd_tasks.evidence.digests import HELPER_AFTER, Digester, Hasher
@@ -98,38 +99,54 @@ def crm(tmp_path: Path) -> tuple[Path, list[tuple[int, str, str]]]:
     return path, people
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def trail_audit(request: pytest.FixtureRequest, audit_url: str) -> str:
+    if request.param == "sqlite":
+        return audit_url
+    dsn = request.getfixturevalue("postgres_dsn")
+    schema = request.getfixturevalue("pg_schema")
+    return f"{dsn}?options=-csearch_path%3D{schema}"
+
+
 def test_a_large_extract_is_found_by_subject_and_through_its_primary_key(
-    crm: tuple[Path, list[tuple[int, str, str]]], audit_url: str, masking_key: str
+    crm: tuple[Path, list[tuple[int, str, str]]], trail_audit: str, masking_key: str
 ) -> None:
     path, people = crm
     policy = parse_policy(POLICY)
     who = TaskIdentity("airflow", "report", "extract", run_id="r1")
-    with connect(
-        f"sqlite:///{path}", policy=policy, scope="report.extract", identity=who, audit=audit_url
-    ) as conn:
-        cur = conn.execute("SELECT id, nome, cpf FROM customers")
-        while cur.fetchmany(2000):
-            pass
-        # only primary keys (through the reference): found through the links
-        conn.execute("SELECT customer_id, total FROM orders").fetchall()
-    store = AuditStore.from_url(audit_url)
-    hasher = SubjectHasher(trail_key(policy))
-    with sqlite3.connect(audit_url.removeprefix("sqlite:///")) as raw:
-        ((count, size),) = raw.execute(
-            "SELECT sum(count), sum(length(digests)) FROM lgpd_subject_digests"
-        ).fetchall()
-        blobs = [bytes(r[0]) for r in raw.execute("SELECT digests FROM lgpd_subject_digests")]
-        (links,) = raw.execute("SELECT sum(count) FROM lgpd_subject_link_blocks").fetchone()
-    # every customer's digest once, the 100 customers of the orders once more (by key)
-    assert (count, size) == (len(people) + 100, 16 * (len(people) + 100))
-    assert links == len(people)
-    # the helper's digests are the ones the report computes
-    assert any(hasher.subject(people[-1][2]) in blob for blob in blobs)
-    with_orders = subject_report(store, people[41][2], policy=policy)
-    assert [a["statement"] for a in with_orders["accesses"]] == [
-        "SELECT id, nome, cpf FROM customers",
-        "SELECT customer_id, total FROM orders",
-    ]
-    without = subject_report(store, people[-1][2], policy=policy)
-    assert [a["statement"] for a in without["accesses"]] == ["SELECT id, nome, cpf FROM customers"]
-    assert people[-1][2] not in str(without)
+    store = AuditStore.from_url(trail_audit)
+    try:
+        with connect(
+            f"sqlite:///{path}", policy=policy, scope="report.extract", identity=who, audit=store
+        ) as conn:
+            cur = conn.execute("SELECT id, nome, cpf FROM customers")
+            while cur.fetchmany(2000):
+                pass
+            # only primary keys (through the reference): found through the links
+            conn.execute("SELECT customer_id, total FROM orders").fetchall()
+        hasher = SubjectHasher(trail_key(policy))
+        with store.engine.connect() as db:
+            count, size = db.execute(
+                text("SELECT sum(count), sum(length(digests)) FROM lgpd_subject_digests")
+            ).one()
+            blobs = [
+                bytes(r[0]) for r in db.execute(text("SELECT digests FROM lgpd_subject_digests"))
+            ]
+            links = db.execute(text("SELECT sum(count) FROM lgpd_subject_link_blocks")).scalar()
+        # every customer's digest once, the 100 customers of the orders once more (by key)
+        assert (count, size) == (len(people) + 100, 16 * (len(people) + 100))
+        assert links == len(people)
+        # the helper's digests are the ones the report computes
+        assert any(hasher.subject(people[-1][2]) in blob for blob in blobs)
+        with_orders = subject_report(store, people[41][2], policy=policy)
+        assert [a["statement"] for a in with_orders["accesses"]] == [
+            "SELECT id, nome, cpf FROM customers",
+            "SELECT customer_id, total FROM orders",
+        ]
+        without = subject_report(store, people[-1][2], policy=policy)
+        assert [a["statement"] for a in without["accesses"]] == [
+            "SELECT id, nome, cpf FROM customers"
+        ]
+        assert people[-1][2] not in str(without)
+    finally:
+        dispose_engines()

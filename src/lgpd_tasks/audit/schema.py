@@ -128,7 +128,7 @@ subject_access = Table(
 
 # -- version 3: digests packed in blocks instead of one indexed row per subject ------------
 # A 1,000,000-row extract wrote a million index entries per statement; a block holds up to
-# 65,536 digests of one statement as one blob (16 bytes each, in no particular order). A
+# 262,144 digests of one statement as one blob (16 bytes each, in no particular order). A
 # data-subject report, which is rare, finds a digest by scanning blobs (``instr`` on SQLite,
 # ``position`` on PostgreSQL, then an alignment check), while extracts, which are constant,
 # write one row per block.
