@@ -15,14 +15,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/run_demo.py
+	$(PY) examples/airflow/run_demo.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy src dagster_integration
+	$(VENV)/bin/mypy src dagster_integration airflow_plugin
 
 unit: $(STAMP)
 	$(PY) -m pytest
@@ -38,6 +38,7 @@ test: lint typecheck browser unit
 bench: $(STAMP)
 	$(PY) benchmarks/guard.py
 	$(PY) benchmarks/credentials.py
+	$(PY) benchmarks/airflow_overhead.py
 
 # Needs the bench extra (Presidio, spaCy); the default venv and `make test` do not.
 bench-masking: $(STAMP)

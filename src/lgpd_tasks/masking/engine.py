@@ -19,6 +19,7 @@ from pandas.api.types import (
 )
 
 from lgpd_tasks.errors import MaskingError
+from lgpd_tasks.masking.columnar import arrow_strings, pending, scrub_strings
 from lgpd_tasks.masking.detect import (
     PiiType,
     compact_name,
@@ -40,16 +41,7 @@ from lgpd_tasks.masking.strategies import (
     Strategy,
     strategy_from_spec,
 )
-from lgpd_tasks.masking.text import (
-    CPF_RE2,
-    CPF_SPAN_RE2,
-    DIGITS_PREFILTER,
-    EMAIL_RE2,
-    OTHER_DIGITS_RE2,
-    PHONE_RE2,
-    PREFILTER,
-    TextScrubber,
-)
+from lgpd_tasks.masking.text import PREFILTER, TextScrubber
 
 if TYPE_CHECKING:
     from lgpd_tasks.policy.policy import Policy
@@ -367,8 +359,12 @@ class Masker:
             and not is_object_dtype(col.dtype)
         ):
             text = text.str.zfill(14)
-        todo = (~na) & text.str.len().gt(0) & ~text.str.contains(ALREADY_MASKED, regex=True)
-        todo = todo.fillna(False).astype(bool)
+        arrow = arrow_strings(text)
+        if arrow is not None:
+            todo = pd.Series(pending(arrow), index=text.index)
+        else:
+            todo = (~na) & text.str.len().gt(0) & ~text.str.contains(ALREADY_MASKED, regex=True)
+            todo = todo.fillna(False).astype(bool)
         cells = int(todo.sum())
         if cells == 0:
             return col, 0
@@ -388,65 +384,27 @@ class Masker:
     def _scrub_column(self, col: pd.Series[Any]) -> tuple[pd.Series[Any], int]:
         if not (is_string_dtype(col.dtype) or is_object_dtype(col.dtype)):
             return col, 0
+        arrow = arrow_strings(col)
+        if arrow is not None:
+            # Column-wise in Arrow; only sentences with unusual numbers reach Python.
+            scrubbed, cells = scrub_strings(
+                arrow, self._scrubber, mask_all_cpf_shaped=self.rules.mask_all_cpf_shaped
+            )
+            if cells == 0:
+                return col, 0
+            return pd.Series(pd.array(scrubbed, dtype=col.dtype), index=col.index), cells
         hits = col.str.contains(PREFILTER, regex=True)
         hits = hits.fillna(False).astype(bool)
         if not hits.any():
             return col, 0
-        work = col[hits]
-        if work.dtype == "str":
-            # E-mails and phones need no arithmetic: replace them column-wise in RE2, and
-            # leave to Python only the rows that may hold a CPF, CNPJ or card number.
-            work = work.str.replace(EMAIL_RE2, "[EMAIL]", regex=True)
-            work = work.str.replace(PHONE_RE2, r"\1[PHONE]\2", regex=True)
-            digits = work.str.contains(DIGITS_PREFILTER, regex=True).fillna(False).astype(bool)
-            if digits.any():
-                work, digits = self._formatted_cpfs(work, digits)
-            if digits.any():
-                work = work.copy()
-                work[digits] = [self._scrubber.digits_only(v) for v in work[digits].tolist()]  # type: ignore[call-overload]
-            changed = work.ne(col[hits]).fillna(False).astype(bool)
-            cells = int(changed.sum())
-            after: Any = work
-        else:
-            before = work.tolist()
-            after = [self._scrubber(v) if isinstance(v, str) else v for v in before]
-            cells = sum(1 for a, b in zip(before, after, strict=True) if a != b)
+        before = col[hits].tolist()
+        after = [self._scrubber(v) if isinstance(v, str) else v for v in before]
+        cells = sum(1 for a, b in zip(before, after, strict=True) if a != b)
         if cells == 0:
             return col, 0
         out = col.copy()
         out[hits] = after
         return out, cells
-
-    def _formatted_cpfs(
-        self, work: pd.Series[str], digits: pd.Series[bool]
-    ) -> tuple[pd.Series[str], pd.Series[bool]]:
-        """Replace, column-wise, rows whose only candidate is one formatted CPF.
-
-        The check digits are computed with numpy on the extracted spans; every other row
-        with digits left (bare or several numbers, CNPJs, cards) stays for the Python pass.
-        """
-        rows = work[digits]
-        single = rows.str.count(CPF_RE2).eq(1) & ~rows.str.contains(OTHER_DIGITS_RE2, regex=True)
-        single = single.fillna(False).astype(bool)
-        if not single.any():
-            return work, digits
-        chosen = rows[single]
-        spans = chosen.str.extract(CPF_SPAN_RE2, expand=False)
-        raw = "".join(spans.str.replace("[^0-9]", "", regex=True).tolist()).encode()
-        if len(raw) != 11 * len(chosen):
-            return work, digits
-        valid = _valid_cpfs(np.frombuffer(raw, dtype=np.uint8).reshape(-1, 11))
-        if self.rules.mask_all_cpf_shaped:
-            valid[:] = True
-        # Positions, not labels: label lookups on a million-row index cost more than the regex.
-        chosen_at = np.flatnonzero(digits.to_numpy())[single.to_numpy()]
-        hit = chosen[valid]
-        if len(hit):
-            work = work.copy()
-            work.iloc[chosen_at[valid]] = hit.str.replace(CPF_RE2, r"\1[CPF]\2", regex=True).array  # type: ignore[call-overload]
-        left = digits.to_numpy().copy()
-        left[chosen_at] = False
-        return work, pd.Series(left, index=digits.index)
 
     def mask_rows(
         self, column_names: Sequence[object], rows: list[Any]
@@ -500,16 +458,6 @@ class Masker:
     def mask_text(self, text: str) -> str:
         """``text`` with CPF, CNPJ, e-mail, phone and card spans replaced by type tokens."""
         return self._scrubber(text)
-
-
-def _valid_cpfs(codes: np.ndarray[Any, np.dtype[np.uint8]]) -> np.ndarray[Any, np.dtype[np.bool_]]:
-    """Check digits of many CPFs at once (rows of 11 ASCII digits)."""
-    d = codes.astype(np.int64) - 48
-    first = (d[:, :9] * np.arange(10, 1, -1)).sum(axis=1) * 10 % 11 % 10
-    second = ((d[:, :9] * np.arange(11, 2, -1)).sum(axis=1) + 2 * first) * 10 % 11 % 10
-    repeated = (d == d[:, :1]).all(axis=1)
-    ok: np.ndarray[Any, np.dtype[np.bool_]] = (first == d[:, 9]) & (second == d[:, 10]) & ~repeated
-    return ok
 
 
 def _check(strategy: Strategy, pii: PiiType, where: str) -> None:

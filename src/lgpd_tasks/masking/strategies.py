@@ -14,9 +14,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import pyarrow.compute as pc
 from pydantic import TypeAdapter, ValidationError
 
 from lgpd_tasks.errors import MaskingError
+from lgpd_tasks.masking.columnar import arrow_strings, constant, to_series
 from lgpd_tasks.masking.detect import PiiType
 
 Strings = "pd.Series[str]"
@@ -71,11 +73,28 @@ class Strategy:
 
 
 def _const(values: pd.Series[str], text: str) -> pd.Series[str]:
-    return pd.Series(np.full(len(values), text, dtype=object), index=values.index, dtype="str")
+    return constant(len(values), text, values.index)
+
+
+def _replace(values: pd.Series[str], pattern: str, replacement: str) -> pd.Series[str]:
+    """``str.replace`` with an RE2-safe regex, straight in Arrow when the values are there."""
+    arrow = arrow_strings(values)
+    if arrow is None:
+        return values.str.replace(pattern, replacement, regex=True)
+    return to_series(pc.replace_substring_regex(arrow, pattern, replacement), values.index)
 
 
 def _digits(values: pd.Series[str]) -> pd.Series[str]:
-    return values.str.replace("[^0-9]", "", regex=True)
+    return _replace(values, "[^0-9]", "")
+
+
+def _first_digits(values: pd.Series[str], count: int) -> pd.Series[str]:
+    """The first ``count`` digits; slicing is enough when they lead the value (a CEP)."""
+    head = values.str.slice(0, count)
+    arrow = arrow_strings(head)
+    if arrow is not None and pc.all(pc.ascii_is_decimal(arrow)).as_py():
+        return head
+    return _digits(values).str.slice(0, count)
 
 
 def _alnum(values: pd.Series[str]) -> pd.Series[str]:
@@ -92,7 +111,14 @@ def _last_digits(values: pd.Series[str], count: int, keep: str = "[^0-9]") -> pd
     if count <= 0:
         return _const(values, "")
     tail = values.str.slice(-count)
-    plain = tail.str.isalnum() if keep != "[^0-9]" else tail.str.isdigit()
+    arrow = arrow_strings(tail)
+    if arrow is not None:
+        # ASCII only: other Unicode digits are no digits to the regex below.
+        check = pc.ascii_is_alnum if keep != "[^0-9]" else pc.ascii_is_decimal
+        flags = pc.fill_null(check(arrow), False).to_numpy(zero_copy_only=False)
+        plain = pd.Series(flags, index=tail.index)
+    else:
+        plain = tail.str.isalnum() if keep != "[^0-9]" else tail.str.isdigit()
     plain = plain.fillna(False).astype(bool)
     if bool(plain.all()):
         return tail
@@ -130,7 +156,7 @@ class Partial(Strategy):
         keep = self.keep_last
         if pii is PiiType.EMAIL:
             if self.keep_domain:
-                return values.str.strip().str.replace("^[^@]*@", "***@", regex=True)
+                return _replace(values.str.strip(), "^[^@]*@", "***@")
             return _const(values, "***@***")
         if pii is PiiType.CPF:
             return "***.***.***-" + _last_digits(values, 2 if keep is None else keep)
@@ -143,7 +169,7 @@ class Partial(Strategy):
         if pii is PiiType.CARD:
             return "**** **** **** " + _last_digits(values, 4 if keep is None else keep)
         if pii is PiiType.CEP:
-            return _digits(values).str.slice(0, 5) + "-***"
+            return _first_digits(values, 5) + "-***"
         if pii is PiiType.IP:
             v4 = values.str.replace(r"^([0-9]+[.][0-9]+)[.].*$", r"\1.*.*", regex=True)
             return v4.str.replace(r"^([0-9A-Fa-f]*:[0-9A-Fa-f]*):[^*]*$", r"\1:*", regex=True)
@@ -211,7 +237,7 @@ class Generalize(Strategy):
     def mask(self, values: pd.Series[str], pii: PiiType, ctx: MaskContext) -> pd.Series[str]:
         self.check(pii)
         if pii is PiiType.CEP:
-            return _digits(values).str.slice(0, 5) + "-***"
+            return _first_digits(values, 5) + "-***"
         if pii is PiiType.IP:
             return values.str.replace(
                 r"^([0-9]+[.][0-9]+[.][0-9]+)[.][0-9]+$", r"\1.*", regex=True

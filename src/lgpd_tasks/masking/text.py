@@ -32,11 +32,6 @@ PHONE_RE2 = (
     rf"|[+]55 ?{_DDD}(?:9[0-9]{{8}}|[2-9][0-9]{{7}})"
     r")([^0-9]|$)"
 )
-#: A formatted CPF with the characters around it (groups 1 and 2), and the CPF alone.
-CPF_RE2 = r"(^|[^0-9])[0-9]{3}[. ][0-9]{3}[. ][0-9]{3}[-. ][0-9]{2}([^0-9]|$)"
-CPF_SPAN_RE2 = r"([0-9]{3}[. ][0-9]{3}[. ][0-9]{3}[-. ][0-9]{2})"
-#: Anything else that may be a CNPJ or a card (or a bare CPF): such rows go through Python.
-OTHER_DIGITS_RE2 = r"[0-9]{4}|[0-9A-Z]{2}[.][0-9A-Z]{3}[.][0-9A-Z]{3}|[0-9A-Z]{12}[0-9]{2}"
 #: Rows that may still hold a CPF, CNPJ or card once e-mails and phones are replaced.
 DIGITS_PREFILTER = (
     r"[0-9]{4}|[0-9]{3}[. ][0-9]{3}"

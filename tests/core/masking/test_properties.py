@@ -3,11 +3,16 @@ and masking twice changes nothing."""
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
+import pyarrow as pa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lgpd_tasks.masking import Masker, MaskingRules
+from lgpd_tasks.masking.columnar import scrub_strings
+from lgpd_tasks.masking.text import EMAIL_RE2, PHONE_RE2, TextScrubber
 from lgpd_tasks.masking.validators import cnpj_check_digits, cpf_check_digits, luhn_ok
 
 ALNUM = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -117,3 +122,50 @@ def test_free_text_loses_every_validated_identifier(text: str) -> None:
     assert out.count("[CPF]") == 1
     assert out.count("[CNPJ]") == 1
     assert Masker().mask_text(out) == out
+
+
+def _row_wise(values: list[str | None]) -> list[str | None]:
+    """The reference for Arrow columns: e-mails and phones in RE2, then Python's spans."""
+    scrubber = TextScrubber()
+    out: list[str | None] = []
+    for value in values:
+        if value is None:
+            out.append(None)
+            continue
+        value = re.sub(EMAIL_RE2, "[EMAIL]", value)
+        value = re.sub(PHONE_RE2, r"\1[PHONE]\2", value)
+        out.append(scrubber.digits_only(value))
+    return out
+
+
+invalid_numbers = st.one_of(
+    st.text("0123456789", min_size=11, max_size=16),
+    st.sampled_from(["123.456.789-00", "11.222.333/0001-82", "4111 1111 1111 1112"]),
+)
+fragments = st.one_of(
+    cpfs(),
+    cnpjs(),
+    cards(),
+    emails,
+    invalid_numbers,
+    st.sampled_from(["(11) 98765-4321", "+55 21 3456-7890", "pedido 7", "Nº", ".", "-", "/"]),
+    st.text(alphabet="abcXYZ .,;:-/()+éã", min_size=0, max_size=8),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    values=st.lists(
+        st.one_of(st.none(), st.lists(fragments, min_size=1, max_size=4).map("".join)),
+        min_size=1,
+        max_size=40,
+    ),
+    separator=st.sampled_from(["", " ", ".", "-", "a"]),
+)
+def test_free_text_column_wise_equals_row_wise(values: list[str | None], separator: str) -> None:
+    values = [v if v is None else v.replace(" ", separator or " ", 1) for v in values]
+    array = pa.array(values, pa.large_string())
+    expected = _row_wise(values)
+    scrubbed, changed = scrub_strings(pa.chunked_array([array]), TextScrubber())
+    assert scrubbed.to_pylist() == expected
+    assert changed == sum(1 for a, b in zip(values, expected, strict=True) if a != b)
