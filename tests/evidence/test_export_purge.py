@@ -250,15 +250,60 @@ def test_an_older_store_is_upgraded_in_place(audit_url: str) -> None:
     with sqlite3.connect(audit_url.removeprefix("sqlite:///")) as raw:
         for table in (
             "lgpd_subject_access",
-            "lgpd_subject_trail",
-            "lgpd_subject_links",
+            "lgpd_subject_digests",
+            "lgpd_subject_link_blocks",
             "lgpd_exports",
         ):
             raw.execute(f"DROP TABLE {table}")
         raw.execute("UPDATE lgpd_meta SET value = '1' WHERE key = 'schema_version'")
     again = AuditStore(store.engine, url=audit_url)
-    assert again.init() == SCHEMA_VERSION == 2
+    assert again.init() == SCHEMA_VERSION == 3
     with sqlite3.connect(audit_url.removeprefix("sqlite:///")) as raw:
-        assert raw.execute("SELECT value FROM lgpd_meta").fetchone() == ("2",)
+        assert raw.execute("SELECT value FROM lgpd_meta").fetchone() == ("3",)
         assert raw.execute("SELECT count(*) FROM lgpd_exports").fetchone() == (0,)
     assert again.verify().ok
+
+
+def test_a_version_2_trail_is_folded_into_blocks(audit_url: str, masking_key: str) -> None:
+    """One row per subject (version 2) becomes blocks; the person is still found."""
+    import uuid
+
+    from lgpd_tasks.evidence.subjects import SubjectHasher, accesses_of_digest, trail_key
+
+    store = AuditStore.from_url(audit_url)
+    fill(store, 2)
+    entries = store.entries()
+    hasher = SubjectHasher(trail_key(None))
+    people = [f"{n:011d}" for n in range(1, 70_001)]
+    subjects = [hasher.subject(p) for p in people]
+    first, second = (uuid.UUID(e.record_id).bytes for e in entries[:2])
+    pk = hasher.primary_key("main.customers", 7)
+    assert pk is not None
+    with sqlite3.connect(audit_url.removeprefix("sqlite:///")) as raw:
+        raw.execute("DROP TABLE lgpd_subject_digests")
+        raw.execute("DROP TABLE lgpd_subject_link_blocks")
+        raw.execute("CREATE TABLE lgpd_subject_trail (access BLOB NOT NULL, subject BLOB NOT NULL)")
+        raw.execute("CREATE INDEX ix_lgpd_subject_trail_subject ON lgpd_subject_trail (subject)")
+        raw.execute(
+            "CREATE TABLE lgpd_subject_links (pk BLOB, subject BLOB, PRIMARY KEY (pk, subject))"
+        )
+        raw.executemany(
+            "INSERT INTO lgpd_subject_trail VALUES (?, ?)", [(first, d) for d in subjects]
+        )
+        raw.execute("INSERT INTO lgpd_subject_trail VALUES (?, ?)", (second, pk))
+        raw.execute("INSERT INTO lgpd_subject_links VALUES (?, ?)", (pk, subjects[-1]))
+        raw.execute("UPDATE lgpd_meta SET value = '2' WHERE key = 'schema_version'")
+    again = AuditStore(store.engine, url=audit_url)
+    assert again.init() == 3
+    with sqlite3.connect(audit_url.removeprefix("sqlite:///")) as raw:
+        tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert not tables & {"lgpd_subject_trail", "lgpd_subject_links"}
+        blocks = raw.execute(
+            "SELECT part, count, length(digests) FROM lgpd_subject_digests ORDER BY access, part"
+        ).fetchall()
+    # 70,000 digests of the first statement in two blocks, the primary key of the second
+    assert sorted(blocks) == [(0, 1, 16), (0, 65_536, 65_536 * 16), (1, 4_464, 4_464 * 16)]
+    ids = [e.record_id for e in entries[:2]]
+    assert accesses_of_digest(again, hasher.subject(people[3])) == {ids[0]}
+    assert accesses_of_digest(again, hasher.subject(people[-1])) == set(ids)
+    assert accesses_of_digest(again, hasher.subject("99999999999")) == set()

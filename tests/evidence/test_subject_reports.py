@@ -264,9 +264,12 @@ def test_trail_coverage_and_compact_digests(
     assert ("main.customers", "where") in coverage  # the UPDATEs
     assert ("main.customers,main.orders", "rows") in coverage
     with sqlite3.connect(audit_url.removeprefix("sqlite:///")) as raw:
-        lengths = {r[0] for r in raw.execute("SELECT length(subject) FROM lgpd_subject_trail")}
-        assert lengths == {16}
-        assert raw.execute("SELECT count(*) FROM lgpd_subject_links").fetchone() == (40,)
+        blocks = raw.execute("SELECT count, length(digests) FROM lgpd_subject_digests").fetchall()
+        assert blocks
+        assert all(length == 16 * count for count, length in blocks)
+        # one 32-byte link (primary-key digest, subject digest) per customer, written once
+        links = "SELECT sum(count), sum(length(links)) FROM lgpd_subject_link_blocks"
+        assert raw.execute(links).fetchone() == (40, 40 * 32)
 
 
 def test_insert_values_and_returning_are_traced(

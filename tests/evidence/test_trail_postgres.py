@@ -1,4 +1,4 @@
-"""The subject trail stored on PostgreSQL (bytea digests through COPY), and purge there."""
+"""The subject trail stored on PostgreSQL (blocks of bytea digests), and purge there."""
 
 from __future__ import annotations
 
@@ -53,10 +53,11 @@ def test_trail_on_postgres_finds_the_person_and_survives_purge(
             while cur.fetchmany(5000):
                 pass
         with psycopg.connect(postgres_dsn) as raw:
-            count, width = raw.execute(
-                f'SELECT count(*), max(octet_length(subject)) FROM "{pg_schema}".lgpd_subject_trail'
+            count, size = raw.execute(
+                "SELECT sum(count), sum(octet_length(digests)) "
+                f'FROM "{pg_schema}".lgpd_subject_digests'
             ).fetchone()
-        assert (count, width) == (len(people), 16)
+        assert (count, size) == (len(people), 16 * len(people))
         report = subject_report(store, people[777][2], policy=policy)
         assert [a["principal"] for a in report["accesses"]] == ["airflow:report.extract"]
         assert report["accesses"][0]["rows"] == len(people)
@@ -69,7 +70,9 @@ def test_trail_on_postgres_finds_the_person_and_survives_purge(
         )
         assert store.verify().ok
         with psycopg.connect(postgres_dsn) as raw:
-            left = raw.execute(f'SELECT count(*) FROM "{pg_schema}".lgpd_subject_trail').fetchone()
+            left = raw.execute(
+                f'SELECT count(*) FROM "{pg_schema}".lgpd_subject_digests'
+            ).fetchone()
         assert left == (0,)
     finally:
         dispose_engines()

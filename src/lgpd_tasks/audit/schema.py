@@ -17,8 +17,9 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 2
-"""1: log, approvals, meta. 2: subject trail and export positions (tables added, none changed)."""
+SCHEMA_VERSION = 3
+"""1: log, approvals, meta. 2: subject trail and export positions (tables added, none changed).
+3: subject digests and links packed in blocks (the version 2 trail tables are folded in)."""
 
 metadata = MetaData()
 
@@ -125,25 +126,38 @@ subject_access = Table(
     Column("coverage", String(16), nullable=False),
 )
 
-#: The subjects (keyed digests) of the rows a statement returned or changed.
-subject_trail = Table(
-    "lgpd_subject_trail",
+# -- version 3: digests packed in blocks instead of one indexed row per subject ------------
+# A 1,000,000-row extract wrote a million index entries per statement; a block holds up to
+# 262,144 digests of one statement as one blob (16 bytes each, in no particular order). A
+# data-subject report, which is rare, finds a digest by scanning blobs (``instr`` on SQLite,
+# ``position`` on PostgreSQL, then an alignment check), while extracts, which are constant,
+# write one row per block.
+
+#: The subjects (keyed digests) of the rows a statement returned or changed, in blocks.
+subject_digests = Table(
+    "lgpd_subject_digests",
     metadata,
     Column("access", LargeBinary(16), nullable=False),
-    Column("subject", LargeBinary(16), nullable=False),
+    Column("part", Integer, nullable=False),
+    Column("count", Integer, nullable=False),
+    # ``count`` 16-byte digests, concatenated
+    Column("digests", LargeBinary, nullable=False),
+    PrimaryKeyConstraint("access", "part", name="pk_lgpd_subject_digests"),
 )
-Index("ix_lgpd_subject_trail_subject", subject_trail.c.subject)
-Index("ix_lgpd_subject_trail_access", subject_trail.c.access)
 
-#: Primary-key digest -> subject digest, learnt when both were seen in one row.
+#: Primary-key digest -> subject digest, learnt when both were seen in one row: blocks of
+#: 32-byte pairs (primary-key digest then subject digest). Not tied to a statement, so a
+#: purge keeps them: later statements that name only the key still lead to the person.
 subject_links = Table(
-    "lgpd_subject_links",
+    "lgpd_subject_link_blocks",
     metadata,
-    Column("pk", LargeBinary(16), nullable=False),
-    Column("subject", LargeBinary(16), nullable=False),
-    PrimaryKeyConstraint("pk", "subject", name="pk_lgpd_subject_links"),
+    Column("id", _Seq, primary_key=True, autoincrement=True),
+    Column("count", Integer, nullable=False),
+    Column("links", LargeBinary, nullable=False),
 )
-Index("ix_lgpd_subject_links_subject", subject_links.c.subject)
+
+#: Tables of version 2 that an upgrade to 3 folds into the blocks above, then drops.
+V2_TRAIL_TABLES = ("lgpd_subject_trail", "lgpd_subject_links")
 
 #: How far each export target has received the chain (``audit export`` resumes from here).
 exports = Table(

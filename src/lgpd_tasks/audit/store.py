@@ -11,11 +11,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Connection, Engine, func, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from lgpd_tasks.audit.engine import get_engine, redact_url
-from lgpd_tasks.audit.schema import SCHEMA_VERSION, audit_log, meta, metadata
+from lgpd_tasks.audit.schema import (
+    SCHEMA_VERSION,
+    V2_TRAIL_TABLES,
+    audit_log,
+    meta,
+    metadata,
+    subject_digests,
+    subject_links,
+)
 from lgpd_tasks.errors import AuditChainBroken, AuditUnavailable, ChainBreak
 from lgpd_tasks.identity import TaskIdentity
 
@@ -45,6 +53,50 @@ _HASHED_FIELDS = (
     "details",
     "prev_hash",
 )
+
+
+#: Digests (or links) per block when a version 2 trail is folded into blocks.
+_FOLD_BLOCK = 65_536
+
+
+def _fold_v2_trail(conn: Connection) -> None:
+    """Pack a version 2 trail (one row per subject, one per link) into blocks, then drop it."""
+    present = set(inspect(conn).get_table_names())
+    trail, links = V2_TRAIL_TABLES
+    if trail in present:
+        rows = conn.execute(text(f"SELECT access, subject FROM {trail} ORDER BY access"))
+        access: bytes | None = None
+        part = 0
+        chunk: list[bytes] = []
+
+        def put() -> None:
+            if chunk and access is not None:
+                conn.execute(
+                    subject_digests.insert().values(
+                        access=access, part=part, count=len(chunk), digests=b"".join(chunk)
+                    )
+                )
+
+        for batch in rows.partitions(10_000):
+            for row_access, subject in batch:
+                row_access, subject = bytes(row_access), bytes(subject)
+                if row_access != access or len(chunk) >= _FOLD_BLOCK:
+                    put()
+                    part = part + 1 if row_access == access else 0
+                    access, chunk = row_access, []
+                chunk.append(subject)
+        put()
+        conn.execute(text(f"DROP TABLE {trail}"))
+    if links in present:
+        pairs: list[bytes] = []
+        for batch in conn.execute(text(f"SELECT pk, subject FROM {links}")).partitions(10_000):
+            pairs.extend(bytes(pk) + bytes(subject) for pk, subject in batch)
+            while len(pairs) >= _FOLD_BLOCK:
+                block, pairs = pairs[:_FOLD_BLOCK], pairs[_FOLD_BLOCK:]
+                conn.execute(subject_links.insert().values(count=len(block), links=b"".join(block)))
+        if pairs:
+            conn.execute(subject_links.insert().values(count=len(pairs), links=b"".join(pairs)))
+        conn.execute(text(f"DROP TABLE {links}"))
 
 
 def utcnow() -> datetime:
@@ -219,7 +271,9 @@ class AuditStore:
                         f"this lgpd-tasks knows up to {SCHEMA_VERSION}: upgrade lgpd-tasks"
                     )
                 elif int(found) < SCHEMA_VERSION:
-                    # versions so far only add tables, which create_all has just made
+                    # 2 only added tables, which create_all has just made; 3 packs the
+                    # version 2 subject trail into blocks
+                    _fold_v2_trail(conn)
                     conn.execute(
                         meta.update()
                         .where(meta.c.key == "schema_version")

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, select
 
 from lgpd_tasks.audit import AuditStore, NewEntry
-from lgpd_tasks.audit.schema import audit_log, exports, subject_access, subject_trail
+from lgpd_tasks.audit.schema import audit_log, exports, subject_access, subject_digests
 from lgpd_tasks.audit.store import isotime
 from lgpd_tasks.errors import EvidenceError
 from lgpd_tasks.identity import TaskIdentity
@@ -117,7 +117,7 @@ def purge_before(store: AuditStore, before: datetime, *, identity: TaskIdentity)
         )[0]
         for i in range(0, len(access_ids), 500):
             chunk = access_ids[i : i + 500]
-            conn.execute(delete(subject_trail).where(subject_trail.c.access.in_(chunk)))
+            conn.execute(delete(subject_digests).where(subject_digests.c.access.in_(chunk)))
             conn.execute(delete(subject_access).where(subject_access.c.access.in_(chunk)))
         conn.execute(delete(audit_log).where(audit_log.c.seq <= last))
     return PurgeResult(

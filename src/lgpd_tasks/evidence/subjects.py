@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import sqlglot
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Connection, LargeBinary, bindparam, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
-from lgpd_tasks.audit.schema import subject_access, subject_links, subject_trail
+from lgpd_tasks.audit.schema import subject_access, subject_digests, subject_links
 from lgpd_tasks.errors import AuditUnavailable, MaskingError, PolicyError, PolicyProblem
+from lgpd_tasks.evidence.digests import Digester, Hasher
+from lgpd_tasks.evidence.trail_worker import DIGEST_BYTES as _DIGEST_BYTES
+from lgpd_tasks.evidence.trail_worker import SUBJECT
 from lgpd_tasks.policy.names import normalize_identifier, normalize_table_name
 
 if TYPE_CHECKING:
@@ -26,13 +29,14 @@ if TYPE_CHECKING:
     from lgpd_tasks.policy import Policy
     from lgpd_tasks.sql import Decision
 
-DIGEST_BYTES = 16
+DIGEST_BYTES = _DIGEST_BYTES
 """Digests keep the first 128 bits of the HMAC-SHA256 (see ``audit/schema.py`` for why)."""
 
-#: Subject digests kept per statement to skip repeats (orders of one customer); past this
-#: many the set starts over, which only costs duplicate rows, never lost ones.
-_DEDUP_LIMIT = 1_000_000
-_FLUSH_ROWS = 50_000
+#: Digests per stored block (4 MiB of digests); each block written is also the moment the
+#: statement waits for the digest helper to catch up.
+_BLOCK = 262_144
+#: How many blob scans one database query of a subject report runs at most.
+_SCAN_CHUNK = 32
 _NOT_DIGITS = re.compile(r"[^0-9]")
 _SEPARATORS = re.compile(r"[\s./\-]")
 #: Domain separation: trail digests never equal the ``hmac:`` values masking puts in data.
@@ -120,25 +124,6 @@ def subject_keys(policy: Policy) -> dict[str, SubjectKey]:
     return keys
 
 
-class _Hasher:
-    """HMAC-SHA256 with the inner and outer states computed once, truncated to 16 bytes."""
-
-    def __init__(self, key: bytes) -> None:
-        block = hashlib.sha256().block_size
-        if len(key) > block:
-            key = hashlib.sha256(key).digest()
-        key = key.ljust(block, b"\0")
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-
-    def digest(self, message: bytes) -> bytes:
-        inner = self._inner.copy()
-        inner.update(message)
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()[:DIGEST_BYTES]
-
-
 def trail_key(policy: Policy | None, *, key: bytes | None = None) -> bytes:
     """The trail's HMAC key, derived from the masking key the policy names (``key_env``)."""
     if key is None:
@@ -164,7 +149,7 @@ class SubjectHasher:
     """
 
     def __init__(self, key: bytes) -> None:
-        self._hasher = _Hasher(key)
+        self._hasher = Hasher(key)
 
     def subject(self, identifier: object, normalize: str = "auto") -> bytes:
         value = normalize_subject(identifier, normalize)
@@ -205,6 +190,7 @@ class SubjectTrail:
     ) -> None:
         self.store = store
         self.keys = dict(keys)
+        self.key = key
         self.hasher = SubjectHasher(key)
         self.dialect = dialect
 
@@ -351,49 +337,34 @@ class SubjectTrail:
         except SQLAlchemyError as err:
             raise _unavailable(self.store, err) from None
 
-    def write(
-        self, access: bytes, digests: Iterable[bytes], links: Iterable[tuple[bytes, bytes]]
-    ) -> None:
-        """Insert one batch of digests (and pk -> subject links) in one transaction."""
-        rows = [(access, d) for d in digests]
-        link_rows = list(links)
-        if not rows and not link_rows:
+    def write(self, access: bytes, part: int, digests: bytes, links: bytes = b"") -> None:
+        """Store one block of a statement's digests and of pk -> subject links at once.
+
+        ``digests`` is 16-byte digests end to end; ``links`` 32-byte pairs, each a
+        primary-key digest then the subject digest it leads to.
+        """
+        if not digests and not links:
             return
         store = self.store
         try:
             with store.engine.begin() as conn:
-                if store.is_postgres:
-                    raw: Any = conn.connection.dbapi_connection
-                    with raw.cursor() as cur:
-                        if rows:
-                            with cur.copy(
-                                "COPY lgpd_subject_trail (access, subject) FROM STDIN"
-                            ) as copy:
-                                for row in rows:
-                                    copy.write_row(row)
-                        if link_rows:
-                            cur.executemany(
-                                "INSERT INTO lgpd_subject_links (pk, subject) VALUES (%s, %s) "
-                                "ON CONFLICT DO NOTHING",
-                                link_rows,
-                            )
-                else:
-                    if rows:
-                        conn.exec_driver_sql(
-                            "INSERT INTO lgpd_subject_trail (access, subject) VALUES (?, ?)",
-                            rows,
+                if digests:
+                    conn.execute(
+                        subject_digests.insert().values(
+                            access=access,
+                            part=part,
+                            count=len(digests) // DIGEST_BYTES,
+                            digests=digests,
                         )
-                    if link_rows:
-                        conn.exec_driver_sql(
-                            "INSERT OR IGNORE INTO lgpd_subject_links (pk, subject) VALUES (?, ?)",
-                            link_rows,
+                    )
+                if links:
+                    conn.execute(
+                        subject_links.insert().values(
+                            count=len(links) // (2 * DIGEST_BYTES), links=links
                         )
+                    )
         except SQLAlchemyError as err:
             raise _unavailable(store, err) from None
-        except Exception as err:  # psycopg errors raised inside COPY are not wrapped
-            if type(err).__module__.startswith("psycopg"):
-                raise _unavailable(store, err) from None
-            raise
 
     # -- reading (reports) ----------------------------------------------------------------
 
@@ -409,25 +380,64 @@ def accesses_of_digest(store: AuditStore, digest: bytes) -> set[str]:
     store.ensure_ready()
     try:
         with store.engine.connect() as conn:
-            pks = [
-                r[0]
-                for r in conn.execute(
-                    select(subject_links.c.pk).where(subject_links.c.subject == digest)
-                )
-            ]
-            wanted = [digest, *pks]
+            pks: set[bytes] = set()
+            width = 2 * DIGEST_BYTES
+            for (links,) in _blobs_holding(conn, store, subject_links.c.links, (), [digest]):
+                for pos in _aligned(bytes(links), digest, width, DIGEST_BYTES):
+                    pks.add(bytes(links[pos - DIGEST_BYTES : pos]))
+            wanted = [digest, *sorted(pks)]
             found: set[str] = set()
-            for i in range(0, len(wanted), 500):
-                chunk = wanted[i : i + 500]
-                query = (
-                    select(subject_trail.c.access)
-                    .where(subject_trail.c.subject.in_(chunk))
-                    .distinct()
-                )
-                found |= {str(uuid.UUID(bytes=bytes(r[0]))) for r in conn.execute(query)}
+            for i in range(0, len(wanted), _SCAN_CHUNK):
+                chunk = wanted[i : i + _SCAN_CHUNK]
+                for access, blob in _blobs_holding(
+                    conn, store, subject_digests.c.digests, (subject_digests.c.access,), chunk
+                ):
+                    data = bytes(blob)
+                    if any(
+                        next(_aligned(data, d, DIGEST_BYTES, 0), None) is not None for d in chunk
+                    ):
+                        found.add(str(uuid.UUID(bytes=bytes(access))))
             return found
     except SQLAlchemyError as err:
         raise _unavailable(store, err) from None
+
+
+def _blobs_holding(
+    conn: Connection,
+    store: AuditStore,
+    blob: ColumnElement[bytes],
+    extra: Sequence[ColumnElement[Any]],
+    needles: Sequence[bytes],
+) -> Iterator[Sequence[Any]]:
+    """Rows whose ``blob`` contains any of ``needles`` somewhere (alignment not checked)."""
+    # the database scans the blobs, so only the few blocks that may match travel
+    if store.is_postgres:
+        tests: list[Any] = [
+            text(f"position(:n{i} IN {blob.name}) > 0").bindparams(
+                bindparam(f"n{i}", n, type_=LargeBinary)
+            )
+            for i, n in enumerate(needles)
+        ]
+    else:
+        tests = [
+            func.instr(blob, bindparam(f"n{i}", n, type_=LargeBinary)) > 0
+            for i, n in enumerate(needles)
+        ]
+    query = select(*extra, blob).where(or_(*tests))
+    yield from conn.execute(query)
+
+
+def _aligned(blob: bytes, needle: bytes, width: int, offset: int) -> Iterator[int]:
+    """Positions of ``needle`` in ``blob`` that start a field (``offset`` within a record).
+
+    >>> list(_aligned(bytes([1, 2, 3, 4, 2, 3]), bytes([2, 3]), 2, 0))
+    [4]
+    """
+    pos = blob.find(needle)
+    while pos >= 0:
+        if pos % width == offset:
+            yield pos
+        pos = blob.find(needle, pos + 1)
 
 
 def access_coverage(store: AuditStore) -> dict[str, tuple[str, str]]:
@@ -446,90 +456,150 @@ def _common_normalization(keys: Iterable[SubjectKey]) -> str:
 
 
 class StatementTrail:
-    """The trail of one statement: digests buffered and written in batches."""
+    """The trail of one statement: distinct subjects hashed once, stored in blocks.
+
+    A row that carries both its table's primary key and subject key yields a link (primary
+    key digest -> subject digest) and the subject digest; a primary key without a subject
+    (or a reference to another subject table) goes into the trail itself. Here the
+    identifiers are only picked and normalised; a :class:`Digester` de-duplicates and
+    hashes them, in a helper process once the statement is large.
+    """
 
     def __init__(self, trail: SubjectTrail, access: bytes, columns: Sequence[_Column]) -> None:
         self._trail = trail
         self._access = access
         self._columns = tuple(columns)
-        self._seen: set[bytes] = set()
-        self._buffer: list[bytes] = []
-        self._links: list[tuple[bytes, bytes]] = []
-        self._subject_cols = [c for c in self._columns if c.role == "subject"]
-        self._pk_cols = [c for c in self._columns if c.role != "subject"]
+        self._digester = Digester(
+            trail.key, unavailable=lambda what: _unavailable(trail.store, what)
+        )
+        self._part = 0
+        subject_cols = [c for c in self._columns if c.role == "subject"]
+        # each primary-key column with the subject column of its own table, if returned
+        self._pk_cols: list[tuple[_Column, _Column | None]] = []
+        for col in self._columns:
+            if col.role == "subject":
+                continue
+            partner = None
+            if col.role == "pk":
+                partner = next((c for c in subject_cols if c.key.table == col.key.table), None)
+            self._pk_cols.append((col, partner))
+        # a subject column paired with a primary key is hashed by the link step
+        partnered = {id(p) for _, p in self._pk_cols if p is not None}
+        self._subject_cols = [c for c in subject_cols if id(c) not in partnered]
         self.subjects = 0
 
     def observe(self, rows: Sequence[Sequence[Any]]) -> None:
         """Take one fetched batch of raw rows (before masking)."""
         if not self._columns or not rows:
             return
-        hasher = self._trail.hasher
-        seen = self._seen
-        buffer = self._buffer
+        digester = self._digester
         for col in self._subject_cols:
-            position, how = col.position, col.key.normalize
-            digest = hasher.raw
-            for row in rows:
-                value = normalize_subject(row[position], how)
-                if value is None:
-                    continue
-                d = digest(b"s\0" + value.encode("utf-8"))
-                if d not in seen:
-                    seen.add(d)
-                    buffer.append(d)
-        for col in self._pk_cols:
+            values = list(map(itemgetter(col.position), rows))
+            digester.add(_SUBJECT, _texts(values, col.key.normalize))
+        for col, partner in self._pk_cols:
             table = col.key.references if col.role == "ref" else col.key.table
             assert table is not None
-            for row in rows:
-                pk = hasher.primary_key(table, row[col.position])
-                if pk is not None and pk not in seen:
-                    seen.add(pk)
-                    buffer.append(pk)
-        if self._pk_cols and self._subject_cols:
-            self._learn_links(rows)
-        if len(seen) > _DEDUP_LIMIT:
-            seen.clear()
-        if len(buffer) >= _FLUSH_ROWS:
+            namespace = _pk_namespace(table)
+            keys = list(map(itemgetter(col.position), rows))
+            if partner is None:
+                digester.add(namespace, _texts(keys, "exact"))
+                continue
+            subjects = list(map(itemgetter(partner.position), rows))
+            self._link(namespace, keys, subjects, partner.key.normalize)
+        if digester.pending >= _BLOCK:
             self.flush()
 
-    def _learn_links(self, rows: Sequence[Sequence[Any]]) -> None:
-        hasher = self._trail.hasher
-        for pk_col in self._pk_cols:
-            if pk_col.role != "pk":
-                continue
-            for subject_col in self._subject_cols:
-                if subject_col.key.table != pk_col.key.table:
-                    continue
-                for row in rows:
-                    pk = hasher.primary_key(pk_col.key.table, row[pk_col.position])
-                    value = normalize_subject(row[subject_col.position], subject_col.key.normalize)
-                    if pk is not None and value is not None:
-                        self._links.append((pk, hasher.raw(b"s\0" + value.encode("utf-8"))))
+    def _link(self, namespace: bytes, keys: list[Any], subjects: list[Any], how: str) -> None:
+        """Links for rows holding both keys; the key or the subject alone into the trail."""
+        digester = self._digester
+        key_texts = _plain(keys, "exact")
+        subject_texts = _plain(subjects, how)
+        if key_texts is not None and subject_texts is not None:
+            digester.link(namespace, key_texts, subject_texts)  # the usual extract
+            return
+        paired_keys: list[str] = []
+        paired_subjects: list[str] = []
+        lone_keys: list[object] = []
+        lone_subjects: list[object] = []
+        spelled = {v: normalize_subject(v, how) for v in set(subjects) if v is not None}
+        for key, subject in zip(keys, subjects, strict=True):
+            key_text = normalize_subject(key, "exact")
+            subject_text = spelled.get(subject)
+            if key_text and subject_text:
+                paired_keys.append(key_text)
+                paired_subjects.append(subject_text)
+            elif key_text:
+                lone_keys.append(key_text)
+            elif subject_text:
+                lone_subjects.append(subject_text)
+        digester.link(namespace, paired_keys, paired_subjects)
+        digester.add(namespace, _texts(lone_keys, "exact"))
+        digester.add(_SUBJECT, _texts(lone_subjects, "exact"))
 
     def add_values(self, values: Iterable[tuple[SubjectKey, str, object]]) -> None:
         """Keys named by the statement itself (WHERE, VALUES)."""
-        hasher = self._trail.hasher
         for key, role, value in values:
             if role == "subject":
-                text = normalize_subject(value, key.normalize)
-                digest = hasher.raw(b"s\0" + text.encode("utf-8")) if text else None
+                self._digester.add(_SUBJECT, _texts([value], key.normalize))
             else:
                 table = key.references if role == "ref" else key.table
                 assert table is not None
-                digest = hasher.primary_key(table, value)
-            if digest is not None and digest not in self._seen:
-                self._seen.add(digest)
-                self._buffer.append(digest)
+                self._digester.add(_pk_namespace(table), _texts([value], "exact"))
 
     def flush(self) -> None:
-        buffer, self._buffer = self._buffer, []
-        links, self._links = self._links, []
-        self.subjects += len(buffer)
-        self._trail.write(self._access, buffer, dict.fromkeys(links))
+        digests, links = self._digester.take()
+        self.subjects += len(digests) // DIGEST_BYTES
+        self._trail.write(self._access, self._part, digests, links)
+        if digests:
+            self._part += 1
 
     def close(self) -> None:
-        self.flush()
-        self._seen.clear()
+        try:
+            self.flush()
+        finally:
+            self._digester.close()
+
+
+_SUBJECT = SUBJECT
+
+
+def _pk_namespace(table: str) -> bytes:
+    return b"p\0" + table.encode() + b"\0"
+
+
+def _plain(values: list[Any], how: str) -> list[str] | None:
+    """``values`` themselves when each is already spelt as hashed (and none is empty).
+
+    The common case, checked in C: strings of digits for ``auto``/``digits``, any strings
+    for ``exact``, and whole numbers (as text) for ``exact``.
+    """
+    try:
+        joined = "".join(values)
+    except TypeError:
+        if how == "exact" and all(type(v) is int for v in values):
+            return list(map(str, values))
+        return None
+    if "" in values:
+        return None
+    if how == "exact" or (joined.isascii() and joined.isdigit()):
+        return values
+    return None
+
+
+def _texts(values: list[Any], how: str) -> list[str]:
+    """The identifiers among ``values`` as the trail hashes them (empties dropped).
+
+    >>> sorted(_texts(["123.456.789-09", "12345678909", None, ""], "auto"))
+    ['12345678909']
+    >>> sorted(_texts([7, None, 8], "exact")), _texts(["00012"], "auto")
+    (['7', '8'], ['00012'])
+    """
+    plain = _plain(values, how)
+    if plain is not None:
+        return plain
+    found = {normalize_subject(v, how) for v in set(values) if v is not None}
+    found.discard(None)
+    return [t for t in found if t is not None]
 
 
 _UNKNOWN = object()
@@ -623,6 +693,6 @@ def _bind(node: exp.Expr, placeholders: list[exp.Placeholder], params: Any) -> o
     return params[index]
 
 
-def _unavailable(store: AuditStore, err: BaseException) -> AuditUnavailable:
+def _unavailable(store: AuditStore, err: BaseException | str) -> AuditUnavailable:
     detail = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
     return AuditUnavailable(f"audit store {store.url} cannot record the subject trail: {detail}")
