@@ -8,17 +8,18 @@ engine. Every output is recognisable as masked, so masking twice changes nothing
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import TypeAdapter, ValidationError
 
 from lgpd_tasks.errors import MaskingError
-from lgpd_tasks.masking.columnar import arrow_strings, constant, to_series
+from lgpd_tasks.masking.columnar import STRING, Bytes, arrow_strings, constant, to_series
 from lgpd_tasks.masking.detect import PiiType
 
 Strings = "pd.Series[str]"
@@ -45,6 +46,26 @@ class HmacKey:
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.hexdigest()
+
+    def digests(self, messages: Iterable[bytes]) -> Bytes:
+        """The digests of many messages as a (count, 32) byte matrix.
+
+        >>> key = HmacKey(b"0123456789abcdef")
+        >>> bytes(key.digests([b"cpf:1"])[0]).hex() == key.hexdigest(b"cpf:1")
+        True
+        """
+        new_inner, new_outer = self._inner.copy, self._outer.copy
+        out: list[bytes] = []
+        append = out.append
+        for message in messages:
+            inner = new_inner()
+            inner.update(message)
+            outer = new_outer()
+            outer.update(inner.digest())
+            append(outer.digest())
+        size = hashlib.sha256().digest_size
+        matrix: Bytes = np.frombuffer(b"".join(out), dtype=np.uint8).reshape(len(out), size)
+        return matrix
 
 
 @dataclass(frozen=True)
@@ -201,14 +222,39 @@ class Hmac(Strategy):
         if ctx.hmac_key is None:
             raise MaskingError("strategy 'hmac' has no key; refusing to hash without one")
         normalised = normalise_for_join(values, pii)
+        # each distinct value is hashed once; tokens are built in numpy and Arrow, with no
+        # Python string per value
         codes, uniques = pd.factorize(normalised)
-        key, length = ctx.hmac_key, self.length
-        prefix = f"hmac:{pii.value}:"
-        tag = f"{pii.value}:".encode()
-        hashed = np.array(
-            [prefix + key.hexdigest(tag + u.encode())[:length] for u in uniques], dtype=object
+        if len(codes) and int(codes.min()) < 0:
+            raise MaskingError("strategy 'hmac' was given a null value")  # the engine filters them
+        tag = f"{pii.value}:"
+        messages = pc.binary_join_element_wise(
+            pa.scalar(tag, STRING), pa.array(uniques, type=STRING), pa.scalar("", STRING)
         )
-        return pd.Series(hashed[codes], index=values.index, dtype="str")
+        digests = ctx.hmac_key.digests(pc.cast(messages, pa.large_binary()).to_pylist())
+        tokens = _tokens(digests, f"hmac:{tag}", self.length)
+        return to_series(tokens.take(pa.array(codes)), values.index)
+
+
+_HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
+def _tokens(digests: Bytes, prefix: str, length: int) -> pa.Array:
+    """``prefix`` and the first ``length`` hex digits of each digest, as Arrow strings."""
+    count = len(digests)
+    head = prefix.encode()
+    width = len(head) + length
+    rows = np.empty((count, width), dtype=np.uint8)
+    rows[:, : len(head)] = np.frombuffer(head, dtype=np.uint8)
+    used = digests[:, : (length + 1) // 2]
+    hexed = np.empty((count, used.shape[1] * 2), dtype=np.uint8)
+    hexed[:, 0::2] = _HEX[used >> 4]
+    hexed[:, 1::2] = _HEX[used & 0x0F]
+    rows[:, len(head) :] = hexed[:, :length]
+    offsets = np.arange(count + 1, dtype=np.int64) * width
+    return pa.LargeStringArray.from_buffers(
+        count, pa.py_buffer(offsets), pa.py_buffer(rows.tobytes())
+    )
 
 
 def normalise_for_join(values: pd.Series[str], pii: PiiType) -> pd.Series[str]:

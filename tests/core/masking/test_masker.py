@@ -307,3 +307,37 @@ def test_large_frames_are_masked_in_chunks() -> None:
 def test_a_non_dataframe_is_refused() -> None:
     with pytest.raises(MaskingError, match="DataFrame"):
         Masker().mask_dataframe([1, 2])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("length", [8, 23, 24, 64])
+def test_hmac_tokens_are_hmac_sha256_of_the_typed_normalised_value(
+    key_env: str, length: int
+) -> None:
+    import hashlib
+    import hmac
+    import os
+
+    key = os.environ["LGPD_MASKING_KEY"].encode()
+    values = ["529.982.247-25", "52998224725", "111.444.777-35", "529.982.247-25"]
+    masker = Masker(MaskingRules(columns={"cpf": Hmac(length=length)}))
+    masked, _ = masker.mask_dataframe(pd.DataFrame({"cpf": values}))
+    expected = [
+        "hmac:cpf:"
+        + hmac.new(
+            key, b"cpf:" + "".join(filter(str.isdigit, v)).encode(), hashlib.sha256
+        ).hexdigest()[:length]
+        for v in values
+    ]
+    assert masked["cpf"].tolist() == expected
+    rows, _ = masker.mask_rows(["cpf"], [(v,) for v in values])
+    assert [r[0] for r in rows] == expected
+
+
+def test_mask_rows_refuses_rows_of_another_width_and_leaves_the_collector_on() -> None:
+    import gc
+
+    with pytest.raises(MaskingError, match="every row must have 2 values"):
+        Masker().mask_rows(["id", "cpf"], [(1, "529.982.247-25"), (2,)])
+    masked, _ = Masker().mask_rows(["id", "cpf"], [(1, "529.982.247-25"), (2, None)])
+    assert masked == [(1, "***.***.***-25"), (2, None)]
+    assert gc.isenabled()
