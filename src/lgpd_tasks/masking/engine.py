@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import weakref
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from operator import itemgetter
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from pandas.api.types import (
     is_datetime64_any_dtype,
     is_float_dtype,
@@ -241,11 +243,13 @@ class Masker:
             plan.position, plan.column, guess.pii_type, plan.strategy, 1.0, plan.detected_by
         )
 
-    def plan(self, df: pd.DataFrame) -> list[ColumnPlan]:
-        """Decide, for every column of ``df``, whether and how it is masked."""
+    def plan(self, df: pd.DataFrame, skip: Collection[int] = ()) -> list[ColumnPlan]:
+        """Decide, for every column of ``df`` but those at ``skip``, whether and how it is masked."""
         plans: list[ColumnPlan] = []
         positions = list(sample_positions(len(df), self.rules.sample_size))
         for j, name in enumerate(df.columns):
+            if j in skip:
+                continue
             plan = self._plan_by_name(j, name)
             needs_content = (plan is None and self.rules.detect) or (
                 plan is not None and plan.pii_type is PiiType.OTHER
@@ -275,12 +279,51 @@ class Masker:
     # -- applying ---------------------------------------------------------------------------
 
     def mask_dataframe(self, df: pd.DataFrame) -> tuple[pd.DataFrame, MaskingReport]:
-        """Mask ``df`` into a new frame; ``df`` itself is never modified."""
+        """Mask ``df`` into a new frame; ``df`` itself is never modified.
+
+        A frame this masker returned is not masked again column by column: its Arrow string
+        columns that still hold the very arrays the masker produced (Arrow arrays cannot be
+        changed in place) are known to need nothing more, and are reported with no cells
+        masked. Every other column, and every other frame, is planned and masked as usual.
+        """
         if not isinstance(df, pd.DataFrame):
             raise MaskingError(
                 f"mask_dataframe expects a pandas DataFrame, got {type(df).__name__}"
             )
-        return self.apply(df, self.plan(df))
+        trusted = self._trusted_columns(df)
+        plans = self.plan(df, skip=trusted)
+        out, report = self.apply(df, plans)
+        if trusted:
+            done = [(p.position, p.report(0)) for p in trusted.values() if p is not None]
+            ordered = sorted(
+                [(p.position, r) for p, r in zip(plans, report.columns, strict=True)] + done,
+                key=lambda item: item[0],
+            )
+            report = MaskingReport(rows=report.rows, columns=tuple(r for _, r in ordered))
+        if out.shape[1] == df.shape[1]:
+            by_position = {p.position: p for p in plans} | {
+                j: p for j, p in trusted.items() if p is not None
+            }
+            _MASKED.add(out, self, tuple(by_position.get(j) for j in range(out.shape[1])))
+        return out, report
+
+    def _trusted_columns(self, df: pd.DataFrame) -> dict[int, ColumnPlan | None]:
+        """Columns of a frame this masker returned that still hold the arrays it returned."""
+        mark = _MASKED.get(df)
+        if (
+            mark is None
+            or mark.masker is not self
+            or mark.rows != len(df)
+            or mark.names != tuple(df.columns)
+        ):
+            return {}
+        return {
+            j: mark.plans[j]
+            for j, ref in enumerate(mark.arrays)
+            if ref is not None
+            and (array := ref()) is not None
+            and arrow_strings(df.iloc[:, j]) is array
+        }
 
     def apply(
         self, df: pd.DataFrame, plans: Sequence[ColumnPlan]
@@ -482,6 +525,54 @@ def _check(strategy: Strategy, pii: PiiType, where: str) -> None:
 
 def _strings(values: list[Any]) -> list[str]:
     return [v for v in values if isinstance(v, str) and v.strip()]
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """What a masker returned a frame with: its columns, Arrow arrays and plans."""
+
+    masker: Masker
+    names: tuple[object, ...]
+    rows: int
+    arrays: tuple[weakref.ref[pa.ChunkedArray] | None, ...]
+    plans: tuple[ColumnPlan | None, ...]
+
+
+class _MaskedFrames:
+    """The frames maskers returned, by identity, while they live.
+
+    Only the very frame object counts (a frame derived from it by any pandas operation is
+    unknown, so masked in full), and only its Arrow string columns: those cannot be changed
+    in place, unlike numpy-backed ones.
+    """
+
+    def __init__(self) -> None:
+        self._marks: dict[int, tuple[weakref.ref[pd.DataFrame], _Mark]] = {}
+
+    def add(self, df: pd.DataFrame, masker: Masker, plans: tuple[ColumnPlan | None, ...]) -> None:
+        # weak references: a column replaced later does not keep its old array alive
+        arrays = tuple(
+            None if array is None else weakref.ref(array)
+            for array in (arrow_strings(df.iloc[:, j]) for j in range(df.shape[1]))
+        )
+        mark = _Mark(masker, tuple(df.columns), len(df), arrays, plans)
+        key = id(df)
+
+        def forget(ref: weakref.ref[pd.DataFrame]) -> None:
+            entry = self._marks.get(key)
+            if entry is not None and entry[0] is ref:
+                self._marks.pop(key, None)
+
+        self._marks[key] = (weakref.ref(df, forget), mark)
+
+    def get(self, df: pd.DataFrame) -> _Mark | None:
+        entry = self._marks.get(id(df))
+        if entry is None or entry[0]() is not df:
+            return None
+        return entry[1]
+
+
+_MASKED = _MaskedFrames()
 
 
 @contextmanager

@@ -106,6 +106,18 @@ def _replace(values: pd.Series[str], pattern: str, replacement: str) -> pd.Serie
 
 
 def _digits(values: pd.Series[str]) -> pd.Series[str]:
+    """Only the digits of each value.
+
+    >>> _digits(pd.Series(["529.982.247-25", "(11) 98765-4321", ""], dtype="str")).tolist()
+    ['52998224725', '11987654321', '']
+    """
+    arrow = arrow_strings(values)
+    if arrow is not None:
+        # The usual spellings (CPF, CEP) only hold dots and dashes: two literal replaces are
+        # several times cheaper than the regex, which is kept for everything else.
+        plain = pc.replace_substring(pc.replace_substring(arrow, ".", ""), "-", "")
+        if pc.all(pc.ascii_is_decimal(plain)).as_py():
+            return to_series(plain, values.index)
     return _replace(values, "[^0-9]", "")
 
 

@@ -341,3 +341,50 @@ def test_mask_rows_refuses_rows_of_another_width_and_leaves_the_collector_on() -
     masked, _ = Masker().mask_rows(["id", "cpf"], [(1, "529.982.247-25"), (2, None)])
     assert masked == [(1, "***.***.***-25"), (2, None)]
     assert gc.isenabled()
+
+
+def masked_once() -> tuple[Masker, pd.DataFrame]:
+    masker = Masker(MaskingRules(columns={"cpf": "partial", "segredo": "redact"}))
+    df = pd.DataFrame(
+        {
+            "cpf": ["529.982.247-25", "111.444.777-35", "390.533.447-05"],
+            "cidade": ["Recife", "Natal", "Belém"],
+            "nota": ["boa", "ruim", "boa"],
+            "obs": pd.Series(["x", "y", "z"], dtype=object),
+        }
+    )
+    masked, _ = masker.mask_dataframe(df)
+    return masker, masked
+
+
+def test_a_frame_the_masker_returned_is_not_masked_twice() -> None:
+    masker, masked = masked_once()
+    again, report = masker.mask_dataframe(masked)
+    assert again["cpf"].tolist() == ["***.***.***-25", "***.***.***-35", "***.***.***-05"]
+    assert again["cidade"].tolist() == ["Recife", "Natal", "Belém"]
+    (cpf,) = report.columns
+    assert (cpf.column, cpf.strategy, cpf.cells_masked) == ("cpf", "partial", 0)
+    # and the frame that pass returned is known too
+    assert masker.mask_dataframe(again)[1].columns == report.columns
+
+
+def test_values_written_into_a_masked_frame_afterwards_are_masked() -> None:
+    masker, masked = masked_once()
+    masked.loc[1, "cpf"] = "111.444.777-35"  # in place, into a column the masker produced
+    masked["cidade"] = ["529.982.247-25", "111.444.777-35", "390.533.447-05"]
+    again, report = masker.mask_dataframe(masked)
+    assert again["cpf"].tolist() == ["***.***.***-25", "***.***.***-35", "***.***.***-05"]
+    assert again["cidade"].tolist() == ["***.***.***-25", "***.***.***-35", "***.***.***-05"]
+    assert {c.column: c.cells_masked for c in report.columns} == {"cpf": 1, "cidade": 3}
+
+
+def test_object_columns_renamed_columns_and_other_maskers_get_a_full_pass() -> None:
+    masker, masked = masked_once()
+    masked.loc[:, "obs"] = ["ana@example.com", "bia@example.com", "caio@example.com"]
+    assert masker.mask_dataframe(masked)[0]["obs"].tolist() == ["***@example.com"] * 3
+    masker, masked = masked_once()
+    masked.columns = ["cpf", "cidade", "segredo", "obs"]  # renamed in place
+    assert masker.mask_dataframe(masked)[0]["segredo"].tolist() == ["[OTHER]"] * 3
+    _, masked = masked_once()
+    other = Masker(MaskingRules(columns={"cidade": "redact"}))
+    assert other.mask_dataframe(masked)[0]["cidade"].tolist() == ["[OTHER]"] * 3
