@@ -162,6 +162,13 @@ class Masker:
             types[pii] = strategy
         self._types: Mapping[PiiType, Strategy] = MappingProxyType(types)
         self._ctx = MaskContext(hmac_key=self._resolve_key(key))
+        # Two maskers with equal rules and the same key mask alike (integrations build one
+        # per resource copy); the key is compared through a digest, never kept raw.
+        hmac_key = self._ctx.hmac_key
+        self._signature = (
+            rules,
+            None if hmac_key is None else hmac_key.hexdigest(b"\0lgpd-tasks masker signature"),
+        )
         self._scrubber = TextScrubber(mask_all_cpf_shaped=rules.mask_all_cpf_shaped)
         self._name_plans: dict[tuple[object, ...], tuple[ColumnPlan | None, ...]] = {}
 
@@ -312,7 +319,7 @@ class Masker:
         mark = _MASKED.get(df)
         if (
             mark is None
-            or mark.masker is not self
+            or (mark.masker is not self and mark.masker._signature != self._signature)
             or mark.rows != len(df)
             or mark.names != tuple(df.columns)
         ):

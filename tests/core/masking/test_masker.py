@@ -388,3 +388,12 @@ def test_object_columns_renamed_columns_and_other_maskers_get_a_full_pass() -> N
     _, masked = masked_once()
     other = Masker(MaskingRules(columns={"cidade": "redact"}))
     assert other.mask_dataframe(masked)[0]["cidade"].tolist() == ["[OTHER]"] * 3
+
+
+def test_maskers_with_equal_rules_and_key_trust_each_others_frames() -> None:
+    rules = MaskingRules(columns={"cpf": "hmac"})
+    first = Masker(rules, key=b"a" * 32)
+    masked, _ = first.mask_dataframe(pd.DataFrame({"cpf": ["529.982.247-25"]}))
+    assert Masker(rules, key=b"a" * 32)._trusted_columns(masked)
+    assert not Masker(rules, key=b"b" * 32)._trusted_columns(masked)
+    assert not Masker(MaskingRules(columns={"cpf": "partial"}))._trusted_columns(masked)
