@@ -3,7 +3,7 @@
 Plain: ``SQLExecuteQueryOperator``. Guarded: ``LgpdSqlOperator`` (guard, audit intent and
 outcome, rows masked in the cursor). Both push the rows to XCom through Airflow's default
 backend and run under ``dag.test()`` on a throwaway SQLite metadata database. Prints the
-median task duration (``task_instance.duration``) side by side and their ratio.
+median and best task duration (``task_instance.duration``) side by side and their ratios.
 
     .venv/bin/python benchmarks/airflow_overhead.py [--rows 100000] [--repeat 7]
 """
@@ -175,6 +175,7 @@ def main() -> int:
         ("operator", "SQLExecuteQueryOperator", "LgpdSqlOperator"),
         ("rows", args.rows, args.rows),
         ("median task time (s)", f"{plain:.3f}", f"{guarded:.3f}"),
+        ("best task time (s)", f"{min(times['plain']):.3f}", f"{min(times['guarded']):.3f}"),
         (
             "runs (s)",
             " ".join(f"{t:.2f}" for t in times["plain"]),
@@ -184,7 +185,8 @@ def main() -> int:
     width = max(len(r[0]) for r in table)
     for name, left, right in table:
         print(f"{name:<{width}}  {left!s:>28}  {right!s:>28}")
-    print(f"ratio guarded / plain: {guarded / plain:.2f} (target <= 1.10)")
+    best = min(times["guarded"]) / min(times["plain"])
+    print(f"ratio guarded / plain: median {guarded / plain:.2f}, best {best:.2f} (target <= 1.10)")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Plain: psycopg -> DataFrame -> Dagster's FilesystemIOManager. Guarded: GuardedDatabaseResource
 (guard, audit intent and outcome, masked rows) -> MaskingIOManager -> FilesystemIOManager.
-Prints the median wall time of ``materialize()`` and of the asset's own work, side by side.
+Prints the median and best wall time of ``materialize()`` and of the asset's own work, side by
+side.
 
     .venv/bin/python benchmarks/dagster_overhead.py [--rows 100000] [--repeat 5]
 """
@@ -132,11 +133,13 @@ def main() -> None:
             conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
 
     def line(label: str, data: dict[str, list[float]]) -> None:
-        plain, guarded = statistics.median(data["plain"]), statistics.median(data["guarded"])
-        print(f"{label:<28} {plain:>9.3f} s {guarded:>9.3f} s {guarded / plain:>7.2f}x")
+        for how, pick in (("median", statistics.median), ("best", min)):
+            plain, guarded = pick(data["plain"]), pick(data["guarded"])
+            name = f"{label}, {how}"
+            print(f"{name:<36} {plain:>9.3f} s {guarded:>9.3f} s {guarded / plain:>7.2f}x")
 
-    print(f"{args.rows:,} rows from PostgreSQL, median of {args.repeat} runs")
-    print(f"{'':<28} {'plain':>11} {'guarded':>11} {'ratio':>8}")
+    print(f"{args.rows:,} rows from PostgreSQL, {args.repeat} interleaved runs")
+    print(f"{'':<36} {'plain':>11} {'guarded':>11} {'ratio':>8}")
     line("materialize() wall time", wall)
     line("asset body (query -> df)", compute)
 

@@ -601,8 +601,17 @@ def _collector_paused() -> Iterator[None]:
 
 
 def _nulls_to_none(values: pd.Series[Any]) -> list[Any]:
-    out = values.astype(object)
-    return [None if v is None or (isinstance(v, float) and v != v) else v for v in out.tolist()]
+    """The values as a list, with NaN as ``None`` (only the nulls are looked at one by one).
+
+    >>> _nulls_to_none(pd.Series(["a", None, float("nan"), pd.NaT], dtype=object))
+    ['a', None, None, NaT]
+    """
+    out: list[Any] = values.astype(object).tolist()
+    for i in np.flatnonzero(values.isna().to_numpy()).tolist():
+        v = out[i]
+        if v is None or (isinstance(v, float) and v != v):
+            out[i] = None
+    return out
 
 
 def mask_dataframe(
