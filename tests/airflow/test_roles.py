@@ -162,6 +162,10 @@ def test_operator_runs_as_a_fresh_task_role_and_revokes_it(roles: RoleEnv) -> No
     role_of = {r.entry.task: r.entry.details["role"] for r in intents}
     assert all(role.startswith(roles.prefix) for role in role_of.values())
     assert role_of["extract"] != role_of["load"]
+    # two tasks, two roles, one broker (one administrator connection) in this process
+    from lgpd_tasks_airflow import brokers
+
+    assert len(brokers._BROKERS) == 1
     # the statement itself saw the task role as current_user, not the connection's login
     assert role_of["extract"] in roles.xcom("extract")
     assert roles.roles() == []
