@@ -78,10 +78,16 @@ class DatabaseCatalog:
                     "SELECT name FROM pragma_table_info(?, ?)", (name, schema or "main")
                 )
             else:
+                # pg_attribute, not information_schema.columns: the latter hides columns the
+                # login may not read, and a scoped role would see '*' as only its grants
                 cur = self._raw.cursor()
                 cur.execute(
-                    "SELECT column_name FROM information_schema.columns "
-                    "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+                    "SELECT a.attname FROM pg_catalog.pg_attribute a "
+                    "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+                    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f') "
+                    "AND a.attnum > 0 "
+                    "AND NOT a.attisdropped ORDER BY a.attnum",
                     (schema or "public", name),
                 )
             cols = tuple(str(r[0]) for r in cur.fetchall())
