@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 import pytest
 from airflow.sdk import DAG, task
-from lgpd_tasks_airflow import LgpdSqlOperator
+from lgpd_tasks_airflow import LgpdSqlOperator, gated_sql
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -35,6 +35,13 @@ scopes:
       {schema}.customer_summary: [cidade]
     write:
       {schema}.customer_summary: [cidade, clientes]
+  crm.purge:
+    purpose: customer_report
+    read:
+      {schema}.staging_orders: [id]
+    write:
+      {schema}.staging_orders: "*"
+    require_approval: [delete]
 credentials:
   broker: postgres_role
   ttl: 10m
@@ -80,6 +87,8 @@ def _setup(env, dsn, schema, monkeypatch, tmp_path, *, login: str, admin_env: bo
         conn.execute(
             f'CREATE TABLE "{schema}".customers (id int, nome text, cpf text, cidade text);'
             f'CREATE TABLE "{schema}".customer_summary (cidade text, clientes int);'
+            f'CREATE TABLE "{schema}".staging_orders (id int);'
+            f'INSERT INTO "{schema}".staging_orders SELECT generate_series(1, 10);'
             f'INSERT INTO "{schema}".customers VALUES '
             "(1, 'Maria Silva', '529.982.247-25', 'Recife'), "
             "(2, 'João Souza', '111.444.777-35', 'Recife')"
@@ -250,4 +259,28 @@ def test_administrator_url_from_the_policy_env_var(roles_admin_env: RoleEnv) -> 
     assert intent.entry.details["role"].startswith(roles.prefix)
     assert intent.entry.details["role"] in roles.xcom("extract")
     assert "nobody" not in roles.xcom("extract")
+    assert roles.roles() == []
+
+
+def test_gated_statement_runs_as_a_task_role_after_approval(roles: RoleEnv) -> None:
+    import psycopg
+
+    with DAG(roles.env.dag_id, schedule=None, start_date=START) as dag:
+        gated_sql(
+            "purge",
+            f'DELETE FROM "{roles.schema}".staging_orders WHERE id > 5',
+            "crm.purge",
+            conn_id="crm_pg",
+            poke_interval=1,
+        )
+    with roles.env.approver("approve", "janela de manutenção") as decided:
+        run = roles.env.run(dag)
+    assert roles.env.states(run) == {"purge_approval": ("success", 1), "purge": ("success", 1)}
+    assert len(decided) == 1
+    (intent,) = roles.intents()
+    assert intent.entry.decision == "approved"
+    assert intent.entry.details["role"].startswith(roles.prefix)
+    with psycopg.connect(roles.dsn) as conn:
+        left = conn.execute(f'SELECT count(*) FROM "{roles.schema}".staging_orders').fetchone()
+    assert left == (5,)
     assert roles.roles() == []
