@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit venv bench bench-masking clean browser
+.PHONY: demo demo-core test lint typecheck unit venv bench bench-masking clean browser
 
 venv: $(STAMP)
 
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) examples/airflow/run_demo.py
+
+# the core alone, through `lgpd-tasks exec`, without an orchestrator
+demo-core: $(STAMP)
+	$(PY) examples/core/walkthrough.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -251,12 +251,13 @@ def main() -> int:
     parser.add_argument("--over-http", metavar="URL", help="approve through your api-server")
     parser.add_argument("--user", default="admin")
     parser.add_argument("--password", default="")
+    parser.add_argument("--home", type=Path, help="work folder (default: a new one under .demo/)")
     args = parser.parse_args()
     args.server = None
     started = time.monotonic()
 
-    home = ROOT / ".demo" / f"airflow-{datetime.now():%Y%m%d-%H%M%S}"
-    home.mkdir(parents=True)
+    home = args.home or ROOT / ".demo" / f"airflow-{datetime.now():%Y%m%d-%H%M%S}"
+    home.mkdir(parents=True, exist_ok=True)
     audit_db, source = home / "audit.db", home / "source.db"
     audit_url = f"sqlite:///{audit_db}"
     env = demo_environment(home, audit_db, source)

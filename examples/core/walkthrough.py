@@ -18,7 +18,7 @@ from faker import Faker
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-WORK = ROOT / ".demo" / "core"
+WORK = Path(os.environ.get("LGPD_DEMO_DIR") or ROOT / ".demo" / "core")
 POLICY = HERE / "policy.yaml"
 SOURCE = f"sqlite:///{WORK / 'source.db'}"
 AUDIT = f"sqlite:///{WORK / 'audit.db'}"

@@ -33,7 +33,8 @@ GENESIS = "0" * 64
 # PostgreSQL advisory lock taken by every writer of the chain (an arbitrary, fixed key)
 _PG_CHAIN_LOCK = 0x6C67_7064_6175_6474 & 0x7FFF_FFFF_FFFF_FFFF
 
-_HASHED_FIELDS = (
+#: The fields each record's hash covers, in the canonical JSON.
+HASHED_FIELDS = (
     "seq",
     "record_id",
     "ts",
@@ -110,7 +111,7 @@ def isotime(moment: datetime) -> str:
 def record_hash(row: Mapping[str, Any]) -> str:
     """sha256 over the canonical JSON of a record's fields, ``prev_hash`` included."""
     payload = json.dumps(
-        {name: row.get(name) for name in _HASHED_FIELDS},
+        {name: row.get(name) for name in HASHED_FIELDS},
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,
@@ -144,7 +145,7 @@ class AuditEntry:
     details_json: str = field(default="", repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in (*_HASHED_FIELDS, "hash")}
+        return {name: getattr(self, name) for name in (*HASHED_FIELDS, "hash")}
 
 
 @dataclass(frozen=True)

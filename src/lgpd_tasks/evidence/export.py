@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lgpd_tasks.audit import AuditEntry, AuditStore, EntryFilter, record_hash
 from lgpd_tasks.audit.schema import audit_log, exports
-from lgpd_tasks.audit.store import isotime, utcnow
+from lgpd_tasks.audit.store import HASHED_FIELDS, isotime, utcnow
 from lgpd_tasks.errors import AuditChainBroken, ChainBreak, EvidenceError
 from lgpd_tasks.evidence.objects import ObjectTarget
 from lgpd_tasks.policy import Policy
@@ -27,27 +27,7 @@ MANIFEST_VERSION = 1
 
 #: The columns of an exported record: exactly what the hash covers, plus the hash. ``details``
 #: is the stored canonical JSON text, so ``record_hash`` of an exported row recomputes.
-EXPORT_FIELDS = (
-    "seq",
-    "record_id",
-    "ts",
-    "kind",
-    "ref",
-    "orchestrator",
-    "pipeline",
-    "task",
-    "run_id",
-    "attempt",
-    "principal",
-    "scope",
-    "purpose",
-    "legal_basis",
-    "decision",
-    "fingerprint",
-    "details",
-    "prev_hash",
-    "hash",
-)
+EXPORT_FIELDS = (*HASHED_FIELDS, "hash")
 
 
 @dataclass(frozen=True)
