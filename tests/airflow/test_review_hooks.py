@@ -74,3 +74,18 @@ def test_get_df_by_chunks_refusal_fails_without_retry_and_without_the_literal(en
     logs = _logs(capfd)
     assert "lgpd-tasks refused a statement in scope 'crm.extract'" in logs
     assert CPFS[0] not in logs
+
+
+def test_mapped_operator_hides_literals_from_rendered_fields_and_logs(env, capfd):
+    with DAG(env.dag_id, schedule=None, start_date=START) as dag:
+        LgpdSqlOperator.partial(task_id="lookup", conn_id="crm", scope="crm.extract").expand(
+            sql=[f"SELECT id, cidade FROM customers WHERE cpf = '{cpf}'" for cpf in CPFS[:2]]
+        )
+    run = env.run(dag)
+    assert env.states(run)["lookup"][0] == "success"
+    rendered = env.rendered_fields()
+    assert "SELECT id, cidade FROM customers WHERE cpf = " in rendered
+    logs = _logs(capfd)
+    for cpf in CPFS[:2]:
+        assert cpf not in rendered
+        assert cpf not in logs
