@@ -6,10 +6,15 @@ that goes through ``get_conn()`` — ``run``, ``get_records``, ``get_first``, ``
 ``insert_rows`` — talks to a :class:`~lgpd_tasks.connection.GuardedConnection` wrapping
 the hook's own DB-API connection. Paths that would bypass the guard (a SQLAlchemy engine,
 polars, ``COPY`` to files) are refused.
+
+When the policy says ``credentials: {broker: postgres_role}``, each connection logs in as a
+fresh role issued for the task attempt and its scope (see :mod:`lgpd_tasks_airflow.brokers`)
+instead of the Airflow connection's login, and the role is revoked when it closes.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import closing
@@ -21,11 +26,12 @@ from airflow.providers.common.sql.hooks.sql import DbApiHook
 
 from lgpd_tasks.approvals import ApprovalStore
 from lgpd_tasks.audit import AuditStore
-from lgpd_tasks.connection import Driver, GuardedConnection
+from lgpd_tasks.connection import Driver, GuardedConnection, open_scoped
 from lgpd_tasks.errors import StatementBlocked
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.masking import Masker
 from lgpd_tasks.policy import Policy, Scope
+from lgpd_tasks_airflow.brokers import role_connection, target_url, worker_broker
 from lgpd_tasks_airflow.runtime import LgpdConfigurationError, translate_errors
 
 if TYPE_CHECKING:
@@ -60,7 +66,20 @@ class GuardSettings:
     audit: AuditStore
     masker: Masker | None
 
-    def wrap(self, raw: Any, driver: Driver, target: str) -> AirflowGuardedConnection:
+    @property
+    def role_broker(self) -> bool:
+        """Whether connections log in as per-attempt PostgreSQL roles (``postgres_role``)."""
+        return self.policy.credentials.broker == "postgres_role"
+
+    def wrap(
+        self,
+        raw: Any,
+        driver: Driver,
+        target: str,
+        *,
+        role: str | None = None,
+        on_close: Callable[[], None] | None = None,
+    ) -> AirflowGuardedConnection:
         return AirflowGuardedConnection(
             raw,
             driver=driver,
@@ -71,6 +90,8 @@ class GuardSettings:
             approvals=ApprovalStore(self.audit),
             masker=self.masker,
             target=target,
+            role=role,
+            on_close=on_close,
         )
 
 
@@ -95,14 +116,54 @@ class GuardedHookMixin:
     # -- the seam ------------------------------------------------------------------------
 
     def get_conn(self) -> AirflowGuardedConnection:
-        raw = super().get_conn()  # type: ignore[misc]
         hook = cast("DbApiHook", self)
         target = f"airflow-conn:{hook.get_conn_id()}"
+        settings = self._lgpd_guard
+        if settings.role_broker:
+            return self._scoped_conn(settings, target)
+        raw = super().get_conn()  # type: ignore[misc]
         try:
-            return self._lgpd_guard.wrap(raw, self._lgpd_driver, target)
+            return settings.wrap(raw, self._lgpd_driver, target)
         except BaseException:
             raw.close()
             raise
+
+    def _scoped_conn(self, settings: GuardSettings, target: str) -> AirflowGuardedConnection:
+        """A connection logged in as a fresh role for this task attempt, revoked on close."""
+        hook = cast("DbApiHook", self)
+        if self._lgpd_driver != "postgres":
+            raise LgpdConfigurationError(
+                f"the policy's credentials.broker is postgres_role but connection "
+                f"{hook.get_conn_id()!r} is not PostgreSQL"
+            )
+        with translate_errors():
+            url = target_url(hook)
+            opened = open_scoped(
+                url,
+                policy=settings.policy,
+                scope=settings.scope,
+                identity=settings.identity,
+                broker=worker_broker(settings.policy, url),
+                # the hook's own get_conn, so the connection's extras (sslmode...) still apply
+                opener=lambda login: ("postgres", self._open_as(login)),
+            )
+            try:
+                return settings.wrap(
+                    opened.raw, "postgres", target, role=opened.role, on_close=opened.revoke
+                )
+            except BaseException:
+                opened.discard()
+                raise
+
+    def _open_as(self, login_url: str) -> Any:
+        """The hook class's own ``get_conn``, logged in with ``login_url``'s user and password."""
+        hook = cast("DbApiHook", self)
+        clone = copy.copy(hook)
+        clone._connection = role_connection(hook.connection, login_url)
+        return cast("GuardedHookMixin", clone)._own_conn()
+
+    def _own_conn(self) -> Any:
+        return super().get_conn()  # type: ignore[misc]
 
     @property
     def lgpd_identity(self) -> TaskIdentity:

@@ -12,7 +12,8 @@ from pydantic import Field, PrivateAttr
 
 from lgpd_tasks.approvals import ApprovalStore, Status
 from lgpd_tasks.audit import AuditStore, redact_url
-from lgpd_tasks.connection import GuardedConnection, open_dbapi
+from lgpd_tasks.connection import GuardedConnection, open_scoped
+from lgpd_tasks.credentials import CredentialBroker, PostgresRoleBroker, broker_from_policy
 from lgpd_tasks.errors import ApprovalError, ApprovalRequired, AuditUnavailable, LgpdError
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.masking import Masker
@@ -65,8 +66,21 @@ class GuardedDatabaseResource(dg.ConfigurableResource["GuardedDatabaseResource"]
     database_url: str = Field(
         description=(
             "Target database, sqlite:///path.db or postgresql://user:password@host:port/db. "
-            "Holds a password: set it with EnvVar so the UI never shows it."
+            "Holds a password: set it with EnvVar so the UI never shows it. When the policy "
+            "sets credentials.broker: postgres_role, steps log in as per-attempt roles "
+            "instead, and this login is the broker's administrator unless "
+            "admin_database_url (or the policy's credentials.admin_url_env) names another."
         )
+    )
+    admin_database_url: str | None = Field(
+        default=None,
+        description=(
+            "Administrator URL for the PostgreSQL role broker (credentials.broker: "
+            "postgres_role), postgresql://admin:password@host:port/db, same database as "
+            "database_url; needs CREATEROLE and the right to grant on the scope's tables. "
+            "Only the broker uses it, to create and drop each step's role; statements never "
+            "run on it. Secret: set it with EnvVar. Unused with the static broker."
+        ),
     )
     audit_url: str = Field(
         description=(
@@ -118,6 +132,7 @@ class GuardedDatabaseResource(dg.ConfigurableResource["GuardedDatabaseResource"]
     _policy: Policy | None = PrivateAttr(default=None)
     _audit: AuditStore | None = PrivateAttr(default=None)
     _masker: Masker | None = PrivateAttr(default=None)
+    _broker: CredentialBroker | None = PrivateAttr(default=None)
     _decisions: dict[tuple[str, str], list[Decision]] = PrivateAttr(default_factory=dict)
 
     # -- the configured pieces ----------------------------------------------------------------
@@ -144,6 +159,24 @@ class GuardedDatabaseResource(dg.ConfigurableResource["GuardedDatabaseResource"]
                 key = self.masking_key.encode() if self.masking_key else None
                 self._masker = Masker.from_policy(self.load_policy(), key=key)
         return self._masker
+
+    def credential_broker(self) -> CredentialBroker:
+        """The broker the policy's ``credentials:`` asks for, made once per resource instance."""
+        if self._broker is None:
+            with self._as_failures():
+                self._broker = broker_from_policy(
+                    self.load_policy(), self.database_url, admin_url=self.admin_database_url
+                )
+        return self._broker
+
+    def close(self) -> None:
+        """Close the role broker's administrator connection (issued roles are already gone)."""
+        broker, self._broker = self._broker, None
+        if isinstance(broker, PostgresRoleBroker):
+            broker.close()
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        self.close()
 
     def bound_scope(self, scope: str | Scope | None = None) -> Scope:
         if isinstance(scope, Scope):
@@ -237,19 +270,31 @@ class GuardedDatabaseResource(dg.ConfigurableResource["GuardedDatabaseResource"]
             if context is not None:
                 self._record_lineage(context, decision)
 
-        driver, raw = open_dbapi(self.database_url)
-        return GuardedConnection(
-            raw,
-            on_statement=seen,
-            driver=driver,
+        opened = open_scoped(
+            self.database_url,
             policy=policy,
             scope=scope,
             identity=identity,
-            audit=audit,
-            approvals=ApprovalStore(audit),
-            masker=masker,
-            target=self.redacted_database_url(),
+            broker=self.credential_broker(),
         )
+        try:
+            return GuardedConnection(
+                opened.raw,
+                on_statement=seen,
+                driver=opened.driver,
+                policy=policy,
+                scope=scope,
+                identity=identity,
+                audit=audit,
+                approvals=ApprovalStore(audit),
+                masker=masker,
+                role=opened.role,
+                on_close=opened.revoke,
+                target=self.redacted_database_url(),
+            )
+        except BaseException:
+            opened.discard()
+            raise
 
     def _record_lineage(self, context: dg.OpExecutionContext, decision: Decision) -> None:
         step = context.get_step_execution_context().step.key

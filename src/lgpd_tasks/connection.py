@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +24,12 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 from lgpd_tasks.approvals import ApprovalStore, NewRequest, Status
 from lgpd_tasks.audit import AuditStore, NewEntry, parse_db_url, redact_url
 from lgpd_tasks.audit.store import isotime, utcnow
-from lgpd_tasks.credentials import CredentialBroker, PostgresRoleBroker, broker_from_policy
+from lgpd_tasks.credentials import (
+    CredentialBroker,
+    PostgresRoleBroker,
+    ScopedCredential,
+    broker_from_policy,
+)
 from lgpd_tasks.errors import (
     ApprovalDenied,
     ApprovalExpired,
@@ -72,10 +78,16 @@ class DatabaseCatalog:
                     "SELECT name FROM pragma_table_info(?, ?)", (name, schema or "main")
                 )
             else:
+                # pg_attribute, not information_schema.columns: the latter hides columns the
+                # login may not read, and a scoped role would see '*' as only its grants
                 cur = self._raw.cursor()
                 cur.execute(
-                    "SELECT column_name FROM information_schema.columns "
-                    "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+                    "SELECT a.attname FROM pg_catalog.pg_attribute a "
+                    "JOIN pg_catalog.pg_class c ON c.oid = a.attrelid "
+                    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f') "
+                    "AND a.attnum > 0 "
+                    "AND NOT a.attisdropped ORDER BY a.attnum",
                     (schema or "public", name),
                 )
             cols = tuple(str(r[0]) for r in cur.fetchall())
@@ -735,9 +747,93 @@ def connect(
     store = audit if isinstance(audit, AuditStore) else AuditStore.from_url(audit)
     store.ensure_ready()
     masker = Masker.from_policy(loaded) if mask_results else None
+    opened = open_scoped(url, policy=loaded, scope=bound, identity=identity, broker=broker)
+    try:
+        return GuardedConnection(
+            opened.raw,
+            driver=opened.driver,
+            policy=loaded,
+            scope=bound,
+            identity=identity,
+            audit=store,
+            approvals=approvals,
+            masker=masker,
+            role=opened.role,
+            on_close=opened.revoke,
+            target=redact_url(url),
+        )
+    except BaseException:
+        opened.discard()
+        raise
+
+
+@dataclass
+class ScopedDbapi:
+    """A driver connection logged in with a task attempt's credential, and how to revoke it.
+
+    ``revoke`` gives the credential back (drops a role-broker role) and may be called more
+    than once; hand it to :class:`GuardedConnection` as ``on_close``. The credential's
+    password stays inside: ``repr`` shows the role only.
+    """
+
+    driver: Driver
+    raw: Any = field(repr=False)
+    credential: ScopedCredential
+    _release: Callable[[], None] = field(repr=False)
+    _released: bool = field(default=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def role(self) -> str | None:
+        """The database role the connection logged in as (``None`` for the static broker)."""
+        return self.credential.role
+
+    def revoke(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        self._release()
+
+    def discard(self) -> None:
+        """Close the driver connection and revoke: for when it never got wrapped."""
+        try:
+            self.raw.close()
+        finally:
+            self.revoke()
+
+
+def open_scoped(
+    url: str,
+    *,
+    policy: Policy,
+    scope: Scope,
+    identity: TaskIdentity,
+    broker: CredentialBroker | None = None,
+    opener: Callable[[str], tuple[Driver, Any]] | None = None,
+) -> ScopedDbapi:
+    """Issue a credential for ``identity`` in ``scope`` and open a driver connection with it.
+
+    The broker is ``broker`` (held by the caller, who closes it) or, by default, one built
+    from the policy's ``credentials:`` section for ``url`` and closed on revoke. With
+    ``postgres_role`` the connection logs in as a fresh role holding exactly the scope's
+    grants; ``url`` then serves the broker (see :func:`broker_from_policy`). ``opener``
+    opens the driver connection for the credential's URL (default :func:`open_dbapi`);
+    orchestrator integrations pass their own to keep their connection options. If opening
+    fails, the credential is revoked before the error propagates.
+
+    This is what :func:`connect` uses; integrations that build their own
+    :class:`GuardedConnection` use it too, passing ``role=opened.role`` and
+    ``on_close=opened.revoke``.
+    """
     owned = broker is None
-    chosen = broker_from_policy(loaded, url) if broker is None else broker
-    credential = chosen.issue(identity, bound)
+    chosen = broker_from_policy(policy, url) if broker is None else broker
+    try:
+        credential = chosen.issue(identity, scope)
+    except BaseException:
+        if owned and isinstance(chosen, PostgresRoleBroker):
+            chosen.close()
+        raise
 
     def release() -> None:
         try:
@@ -747,23 +843,11 @@ def connect(
                 chosen.close()
 
     try:
-        driver, raw = open_dbapi(credential.url)
+        driver, raw = (opener or open_dbapi)(credential.url)
     except BaseException:
         release()
         raise
-    return GuardedConnection(
-        raw,
-        driver=driver,
-        policy=loaded,
-        scope=bound,
-        identity=identity,
-        audit=store,
-        approvals=approvals,
-        masker=masker,
-        role=credential.role,
-        on_close=release,
-        target=redact_url(url),
-    )
+    return ScopedDbapi(driver=driver, raw=raw, credential=credential, _release=release)
 
 
 def open_dbapi(url: str) -> tuple[Driver, Any]:

@@ -114,6 +114,19 @@ def test_database_refuses_what_the_guard_would_have_blocked(
             conn.rollback()
 
 
+def test_select_star_over_a_partly_granted_table_is_refused_by_the_guard(
+    postgres_dsn: str, pg_schema: str, env: tuple[Policy, Path, str], tmp_path: Path
+) -> None:
+    # the role may not see the ungranted columns in information_schema; the guard must
+    # still expand '*' to every column and refuse it, not leave it to PostgreSQL
+    policy, _, _ = env
+    audit = AuditStore.from_url(f"sqlite:///{tmp_path / 'audit.db'}")
+    with connect(postgres_dsn, policy=policy, scope="extract", identity=WHO, audit=audit) as conn:
+        refused = pytest.raises(ScopeViolation, match="read_scope")
+        with refused:
+            conn.execute(f'SELECT * FROM "{pg_schema}".customers')
+
+
 def test_connect_revokes_the_role_when_the_login_fails(
     env: tuple[Policy, Path, str], postgres_dsn: str, tmp_path: Path
 ) -> None:

@@ -38,11 +38,15 @@ __all__ = [
 ]
 
 
-def broker_from_policy(policy: Policy, db_url: str) -> CredentialBroker:
+def broker_from_policy(
+    policy: Policy, db_url: str, *, admin_url: str | None = None
+) -> CredentialBroker:
     """The broker the policy's ``credentials:`` section asks for, for the database at ``db_url``.
 
     ``broker: postgres_role`` on anything but PostgreSQL is refused rather than quietly
     weakened to the static broker: the policy asked the database to enforce the scope.
+    The administrator URL is ``admin_url`` when given, else the environment variable
+    ``credentials.admin_url_env`` names, else ``db_url`` itself.
 
     >>> from lgpd_tasks.policy import Policy
     >>> policy = Policy.from_dict({"version": 1, "dialect": "sqlite"})
@@ -62,15 +66,14 @@ def broker_from_policy(policy: Policy, db_url: str) -> CredentialBroker:
             f"the policy's credentials.broker is postgres_role but its dialect is "
             f"{policy.dialect!r}"
         )
-    admin_url = db_url
-    if spec.admin_url_env:
+    if admin_url is None and spec.admin_url_env:
         admin_url = os.environ.get(spec.admin_url_env, "")
         if not admin_url:
             raise CredentialError(
                 f"credentials.admin_url_env names ${spec.admin_url_env}, which is not set"
             )
     return PostgresRoleBroker(
-        admin_url,
+        admin_url or db_url,
         target_url=db_url,
         ttl=spec.ttl,
         connection_limit=spec.connection_limit,
