@@ -155,6 +155,14 @@ class LgpdSqlOperator(SQLExecuteQueryOperator):
         super().render_template_fields(context, jinja_env)
         hide_literals(self.sql, self.parameters)
 
+    def _do_render_template_fields(
+        self, parent: Any, template_fields: Any, context: Any, jinja_env: Any, seen_oids: Any
+    ) -> None:
+        # a mapped task is rendered through this, not render_template_fields
+        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
+        if parent is self:
+            hide_literals(self.sql, self.parameters)
+
     # -- running -------------------------------------------------------------------------
 
     def execute(self, context: Any) -> Any:

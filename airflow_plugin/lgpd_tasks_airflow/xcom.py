@@ -20,13 +20,16 @@ import functools
 import os
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.bases.xcom import BaseXCom
 
 from lgpd_tasks.errors import MaskingError
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.masking import Masker, MaskingReport
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _SCALARS = (int, float, bool, type(None))
 _OPAQUE_SAFE = (datetime.date, datetime.time, datetime.timedelta, decimal.Decimal, uuid.UUID)
@@ -62,20 +65,21 @@ def mask_value(value: Any, masker: Masker) -> tuple[Any, list[MaskingReport]]:
     if isinstance(value, str):
         return masker.mask_text(value), []
     if isinstance(value, pd.DataFrame):
-        masked_df, report = masker.mask_dataframe(value)
+        masked_df, report = mask_frame(value, masker)
         return masked_df, [report]
     if isinstance(value, pd.Series):
         frame, reports = mask_value(value.to_frame(), masker)
         return frame.iloc[:, 0], reports
     if isinstance(value, Mapping):
+        keys = list(value)
+        safe_keys = mask_labels(keys, masker)
         if all(isinstance(v, (str, *_SCALARS)) for v in value.values()):
-            keys = list(value)
             rows, report = masker.mask_rows(keys, [tuple(value[k] for k in keys)])
-            return dict(zip(keys, rows[0], strict=True)), [report]
+            return dict(zip(safe_keys, rows[0], strict=True)), [report]
         parts: list[MaskingReport] = []
         out: dict[Any, Any] = {}
-        for key, item in value.items():
-            out[key], found = mask_value(item, masker)
+        for key, safe_key in zip(keys, safe_keys, strict=True):
+            out[safe_key], found = mask_value(value[key], masker)
             parts.extend(found)
         return out, parts
     if isinstance(value, (list, tuple)):
@@ -89,13 +93,70 @@ def mask_value(value: Any, masker: Masker) -> tuple[Any, list[MaskingReport]]:
     )
 
 
+def mask_labels(labels: list[Any], masker: Masker) -> list[Any]:
+    """Dict keys or column labels with personal data replaced; refused when that merges two.
+
+    A key can itself be a personal value (totals keyed by CPF, a pivot by e-mail): it would
+    reach the XCom table as it is. Masked keys that collide would silently lose entries, so
+    that value is refused instead.
+    """
+    masked = [masker.mask_text(k) if isinstance(k, str) else k for k in labels]
+    if masked != labels and len(set(map(repr, masked))) != len(masked):
+        raise _merged_keys()
+    return masked
+
+
+def _merged_keys() -> MaskingError:
+    return MaskingError(
+        "the lgpd-tasks XCom backend cannot mask these keys or column labels without "
+        "merging them: they hold personal data; return records (a list of dicts or a "
+        "DataFrame with the personal value in a column) instead"
+    )
+
+
+def mask_frame(frame: pd.DataFrame, masker: Masker) -> tuple[pd.DataFrame, MaskingReport]:
+    """A DataFrame masked in its columns, its index and its column labels.
+
+    The index is masked as columns (with its level names, so name rules apply): XComs
+    store it along with the data.
+    """
+    import pandas as pd
+
+    levels: list[str] = []
+    names = list(frame.index.names)
+    if not isinstance(frame.index, pd.RangeIndex):
+        taken = {str(c) for c in frame.columns}
+        levels = [
+            str(n) if n is not None and str(n) not in taken else f"__lgpd_index_{i}__"
+            for i, n in enumerate(names)
+        ]
+        frame = frame.rename_axis(levels).reset_index()
+    masked, report = masker.mask_dataframe(frame)
+    if levels:
+        kept = [level for level in levels if level in masked.columns]
+        if len(kept) == len(levels):
+            masked = masked.set_index(kept)
+            masked.index = masked.index.set_names(names)
+        else:  # a level the policy drops takes the index with it
+            masked = masked.drop(columns=kept).reset_index(drop=True)
+    masked.columns = mask_labels(list(masked.columns), masker)
+    return masked, report
+
+
 def _mask_sequence(value: list[Any] | tuple[Any, ...], masker: Masker) -> tuple[Any, list[Any]]:
     items = list(value)
     if items and all(isinstance(r, Mapping) for r in items):
         keys: list[Any] = list(dict.fromkeys(k for r in items for k in r))
         if all(isinstance(v, (str, *_SCALARS)) for r in items for v in r.values()):
             rows, report = masker.mask_rows(keys, [tuple(r.get(k) for k in keys) for r in items])
-            return [dict(zip(keys, row, strict=True)) for row in rows], [report]
+            safe = {k: masker.mask_text(k) if isinstance(k, str) else k for k in keys}
+            records = [
+                {safe[k]: v for k, v in zip(keys, row, strict=True) if k in r}
+                for r, row in zip(items, rows, strict=True)
+            ]
+            if any(len(m) != len(r) for m, r in zip(records, items, strict=True)):
+                raise _merged_keys()
+            return records, [report]
     if (
         items
         and all(isinstance(r, (list, tuple)) for r in items)
@@ -126,6 +187,23 @@ def _attempt() -> tuple[int, str | None]:
         return 1, None
 
 
+def _refuse_personal_key(key: str) -> None:
+    """Refuse an XCom key holding personal data: the key column is stored as it is.
+
+    ``@task`` with ``multiple_outputs`` (inferred from a ``dict`` return annotation) pushes
+    one XCom per dict key, so totals keyed by CPF would put each CPF in the key column.
+    """
+    from lgpd_tasks_airflow.runtime import translate_errors
+
+    with translate_errors():
+        if current_masker().mask_text(key) != key:
+            raise MaskingError(
+                "an XCom key holds personal data and the key is stored unmasked: key the "
+                "values by something else (with @task, multiple_outputs=False keeps a dict "
+                "in one XCom, whose keys are masked)"
+            )
+
+
 class LgpdMaskingXComBackend(BaseXCom):
     """An XCom backend that stores only masked values and audits each masking step."""
 
@@ -139,6 +217,8 @@ class LgpdMaskingXComBackend(BaseXCom):
         run_id: str | None = None,
         map_index: int | None = None,
     ) -> str:
+        if key and not key.isidentifier():
+            _refuse_personal_key(key)
         if not isinstance(value, _SCALARS):
             from lgpd_tasks_airflow.runtime import audit_store, translate_errors
 

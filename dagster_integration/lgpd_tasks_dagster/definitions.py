@@ -33,16 +33,20 @@ def build_lgpd_definitions(
     request), the ``lgpd_approve`` job, the ``lgpd_approval_sensor`` that relaunches gated
     runs once approved, and, unless ``mask_io=False``, a :class:`MaskingIOManager` as
     ``io_manager`` wrapping ``io_manager`` (or your own ``io_manager`` resource, or
-    Dagster's ``FilesystemIOManager``).
+    Dagster's ``FilesystemIOManager``). Every other IO manager among your resources (an
+    asset's ``io_manager_key``) is wrapped in a :class:`MaskingIOManager` too.
     """
     defs = defs or dg.Definitions()
     resources: dict[str, Any] = dict(defs.resources or {})
     resources[RESOURCE_KEY] = lgpd
     if mask_io:
-        inner = io_manager or resources.get("io_manager") or dg.FilesystemIOManager()
-        if not isinstance(inner, MaskingIOManager):
-            inner = MaskingIOManager(lgpd=lgpd, inner=inner)
-        resources["io_manager"] = inner
+        resources["io_manager"] = (
+            io_manager or resources.get("io_manager") or dg.FilesystemIOManager()
+        )
+        # an asset's own io_manager_key would otherwise store its output unmasked
+        for key, value in list(resources.items()):
+            if _is_io_manager(value) and not isinstance(value, MaskingIOManager):
+                resources[key] = MaskingIOManager(lgpd=lgpd, inner=value)
 
     jobs: list[Any] = list(defs.jobs or [])
     targets: list[Any] = list(jobs)
@@ -68,4 +72,10 @@ def build_lgpd_definitions(
         loggers=defs.loggers,
         asset_checks=defs.asset_checks,
         metadata=defs.metadata,
+    )
+
+
+def _is_io_manager(resource: Any) -> bool:
+    return isinstance(
+        resource, (dg.IOManagerDefinition, dg.ConfigurableIOManagerFactory, dg.IOManager)
     )

@@ -115,9 +115,9 @@ def mask_value(masker: Masker, obj: Any, *, where: str) -> tuple[Any, MaskingRep
             raise MaskingError(f"{where}: bytes cannot be masked; return a DataFrame or text")
         return obj, MaskingReport()
     if isinstance(obj, pd.DataFrame):
-        return masker.mask_dataframe(obj)
+        return mask_frame(masker, obj, where=where)
     if isinstance(obj, pd.Series):
-        frame, report = masker.mask_dataframe(obj.to_frame())
+        frame, report = mask_frame(masker, obj.to_frame(), where=where)
         if frame.shape[1] == 0:
             return pd.Series(index=obj.index, dtype=object, name=obj.name), report
         return frame.iloc[:, 0], report
@@ -132,12 +132,51 @@ def mask_value(masker: Masker, obj: Any, *, where: str) -> tuple[Any, MaskingRep
         for key, value in obj.items():
             # a key that is itself a personal value would survive, so keys are masked too
             new_key, key_report = mask_value(masker, key, where=where)
+            if new_key in masked:  # two personal keys masked alike: one would be lost
+                raise _merged(where)
             masked[new_key], report = mask_value(masker, value, where=where)
             reports += [key_report, report]
         return masked, MaskingReport.combine(reports)
     raise MaskingError(
         f"{where}: cannot mask a {type(obj).__module__}.{type(obj).__qualname__}; "
         "return a pandas DataFrame, Series, text, numbers, or lists/dicts of those"
+    )
+
+
+def mask_frame(masker: Masker, frame: pd.DataFrame, *, where: str) -> tuple[Any, MaskingReport]:
+    """A DataFrame masked in its columns, its index and its column labels.
+
+    A stored frame keeps its index (``set_index("cpf")``) and labels (a pivot by e-mail):
+    the index is masked as columns under its level names, so name rules apply to it too.
+    """
+    levels: list[str] = []
+    names = list(frame.index.names)
+    if not isinstance(frame.index, pd.RangeIndex):
+        taken = {str(c) for c in frame.columns}
+        levels = [
+            str(n) if n is not None and str(n) not in taken else f"__lgpd_index_{i}__"
+            for i, n in enumerate(names)
+        ]
+        frame = frame.rename_axis(levels).reset_index()
+    masked, report = masker.mask_dataframe(frame)
+    if levels:
+        kept = [level for level in levels if level in masked.columns]
+        if len(kept) == len(levels):
+            masked = masked.set_index(kept)
+            masked.index = masked.index.set_names(names)
+        else:  # a level the policy drops takes the index with it
+            masked = masked.drop(columns=kept).reset_index(drop=True)
+    labels = [masker.mask_text(c) if isinstance(c, str) else c for c in masked.columns]
+    if labels != list(masked.columns) and len(set(map(repr, labels))) != len(labels):
+        raise _merged(where)
+    masked.columns = labels
+    return masked, report
+
+
+def _merged(where: str) -> MaskingError:
+    return MaskingError(
+        f"{where}: keys or column labels hold personal data that masking would merge; "
+        "return records or a DataFrame with the personal value in a column instead"
     )
 
 

@@ -350,7 +350,25 @@ class GuardedConnection:
 
     def commit(self) -> None:
         self._check_open()
-        self._raw.commit()
+        self._commit_raw()
+
+    def _commit_raw(self) -> None:
+        # a deferred constraint fails at COMMIT, and the driver's message quotes the row
+        try:
+            self._raw.commit()
+        except Exception as err:
+            raise StatementFailed(
+                f"database refused the commit ({type(err).__name__}): "
+                f"{_scrub_error(str(err), self._granted_names()) or type(err).__name__}",
+                error_class=type(err).__name__,
+                sqlstate=getattr(err, "sqlstate", None),
+            ) from None
+
+    def _granted_names(self) -> str:
+        """Table and column names the scope grants: no personal data, so messages may keep them."""
+        return " ".join(
+            f"{t} {' '.join(c)}" for g in (self.scope.read, self.scope.write) for t, c in g.items()
+        )
 
     def rollback(self) -> None:
         self._check_open()
@@ -387,7 +405,7 @@ class GuardedConnection:
         try:
             if not self.closed:
                 if exc_type is None:
-                    self._raw.commit()
+                    self._commit_raw()
                 else:
                     self._raw.rollback()
         finally:
@@ -597,11 +615,7 @@ class GuardedConnection:
     def _failed(self, running: _Running, err: Exception, started: float) -> StatementFailed:
         running.started = started
         self._complete(running, err)
-        # names the scope grants are no personal data: the message may keep them
-        granted = " ".join(
-            f"{t} {' '.join(c)}" for g in (self.scope.read, self.scope.write) for t, c in g.items()
-        )
-        message = _scrub_error(str(err), f"{running.decision.normalized} {granted}")
+        message = _scrub_error(str(err), f"{running.decision.normalized} {self._granted_names()}")
         message = message or type(err).__name__
         if self._masker is not None:
             message = self._masker.mask_text(message)
