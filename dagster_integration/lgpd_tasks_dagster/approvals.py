@@ -117,7 +117,8 @@ def lgpd_decide(
     context.log_event(
         dg.AssetObservation(asset_key=APPROVALS_ASSET, partition=request.id, metadata=metadata)
     )
-    context.log.info(f"{request.id} is now {request.status} ({approver.name}, unverified)")
+    trust = "verified" if approver.verified else "unverified"
+    context.log.info(f"{request.id} is now {request.status} ({approver.name}, {trust})")
 
 
 @dg.job(
