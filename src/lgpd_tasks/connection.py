@@ -357,6 +357,24 @@ class GuardedConnection:
         try:
             self._raw.commit()
         except Exception as err:
+            # the statements of this transaction were recorded "ok": say they did not persist
+            self.audit.append(
+                NewEntry(
+                    kind="transaction",
+                    identity=self.identity,
+                    scope=self.scope.name,
+                    purpose=self.scope.purpose.name,
+                    legal_basis=self.scope.purpose.legal_basis,
+                    decision="rolled_back",
+                    details={
+                        "event": "commit_failed",
+                        "error_class": type(err).__name__,
+                        "sqlstate": getattr(err, "sqlstate", None),
+                        "role": self.role,
+                        "target": self.target,
+                    },
+                )
+            )
             raise StatementFailed(
                 f"database refused the commit ({type(err).__name__}): "
                 f"{_scrub_error(str(err), self._granted_names()) or type(err).__name__}",

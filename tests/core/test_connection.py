@@ -337,3 +337,34 @@ def test_named_parameters_work_and_only_their_names_are_recorded(
     (record,) = audit.records(EntryFilter(kind="statement"))
     assert record.entry.details["parameters"] == {"named": ["cidade", "cpf"]}
     assert person[2] not in str(record.to_dict())
+
+
+@pytest.mark.postgres
+def test_a_commit_that_fails_is_recorded_and_scrubbed(
+    pg_schema: str, postgres_dsn: str, tmp_path: Path
+) -> None:
+    import psycopg
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute(
+            f"CREATE TABLE {pg_schema}.summary (cidade text, clientes int, "
+            "CONSTRAINT one_city UNIQUE (cidade) DEFERRABLE INITIALLY DEFERRED)"
+        )
+    policy = parse_policy(POLICY.format(dialect="postgres", schema=f"{pg_schema}."))
+    audit = AuditStore.from_url(f"sqlite:///{tmp_path}/audit.db")
+    who = TaskIdentity("airflow", "contractor", "load", run_id="manual__1")
+    city = _people()[0][4]
+    conn = connect(postgres_dsn, policy=policy, scope="load", identity=who, audit=audit)
+    conn.executemany(
+        f"INSERT INTO {pg_schema}.summary (cidade, clientes) VALUES (%s, %s)",
+        [(city, 1), (city, 2)],
+    )
+    with pytest.raises(StatementFailed) as info:
+        conn.commit()
+    conn.close()
+    assert city not in str(info.value)
+    (failed,) = audit.entries(EntryFilter(kind="transaction"))
+    assert failed.decision == "rolled_back"
+    assert failed.details["event"] == "commit_failed"
+    assert failed.details["sqlstate"] == "23505"
+    assert audit.verify().ok
