@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk.bases.xcom import BaseXCom
 
-from lgpd_tasks.errors import MaskingError
+from lgpd_tasks.errors import LabelsWouldMerge, MaskingError
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.masking import Masker, MaskingReport
 
@@ -93,19 +93,6 @@ def mask_value(value: Any, masker: Masker) -> tuple[Any, list[MaskingReport]]:
     )
 
 
-def mask_labels(labels: list[Any], masker: Masker) -> list[Any]:
-    """Dict keys or column labels with personal data replaced; refused when that merges two.
-
-    A key can itself be a personal value (totals keyed by CPF, a pivot by e-mail): it would
-    reach the XCom table as it is. Masked keys that collide would silently lose entries, so
-    that value is refused instead.
-    """
-    masked = [masker.mask_text(k) if isinstance(k, str) else k for k in labels]
-    if masked != labels and len(set(map(repr, masked))) != len(masked):
-        raise _merged_keys()
-    return masked
-
-
 def _merged_keys() -> MaskingError:
     return MaskingError(
         "the lgpd-tasks XCom backend cannot mask these keys or column labels without "
@@ -114,33 +101,20 @@ def _merged_keys() -> MaskingError:
     )
 
 
+def mask_labels(labels: list[Any], masker: Masker) -> list[Any]:
+    """Dict keys or column labels masked by :meth:`Masker.mask_labels`, in XCom's words."""
+    try:
+        return masker.mask_labels(labels)
+    except LabelsWouldMerge:
+        raise _merged_keys() from None
+
+
 def mask_frame(frame: pd.DataFrame, masker: Masker) -> tuple[pd.DataFrame, MaskingReport]:
-    """A DataFrame masked in its columns, its index and its column labels.
-
-    The index is masked as columns (with its level names, so name rules apply): XComs
-    store it along with the data.
-    """
-    import pandas as pd
-
-    levels: list[str] = []
-    names = list(frame.index.names)
-    if not isinstance(frame.index, pd.RangeIndex):
-        taken = {str(c) for c in frame.columns}
-        levels = [
-            str(n) if n is not None and str(n) not in taken else f"__lgpd_index_{i}__"
-            for i, n in enumerate(names)
-        ]
-        frame = frame.rename_axis(levels).reset_index()
-    masked, report = masker.mask_dataframe(frame)
-    if levels:
-        kept = [level for level in levels if level in masked.columns]
-        if len(kept) == len(levels):
-            masked = masked.set_index(kept)
-            masked.index = masked.index.set_names(names)
-        else:  # a level the policy drops takes the index with it
-            masked = masked.drop(columns=kept).reset_index(drop=True)
-    masked.columns = mask_labels(list(masked.columns), masker)
-    return masked, report
+    """A DataFrame masked in its columns, its index and its labels (:meth:`Masker.mask_frame`)."""
+    try:
+        return masker.mask_frame(frame)
+    except LabelsWouldMerge:
+        raise _merged_keys() from None
 
 
 def _mask_sequence(value: list[Any] | tuple[Any, ...], masker: Masker) -> tuple[Any, list[Any]]:

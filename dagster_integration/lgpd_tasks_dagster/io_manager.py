@@ -11,7 +11,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from lgpd_tasks.errors import AuditUnavailable, LgpdError, MaskingError
+from lgpd_tasks.errors import AuditUnavailable, LabelsWouldMerge, LgpdError, MaskingError
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.masking import Masker, MaskingReport
 from lgpd_tasks_dagster.errors import to_failure
@@ -144,33 +144,11 @@ def mask_value(masker: Masker, obj: Any, *, where: str) -> tuple[Any, MaskingRep
 
 
 def mask_frame(masker: Masker, frame: pd.DataFrame, *, where: str) -> tuple[Any, MaskingReport]:
-    """A DataFrame masked in its columns, its index and its column labels.
-
-    A stored frame keeps its index (``set_index("cpf")``) and labels (a pivot by e-mail):
-    the index is masked as columns under its level names, so name rules apply to it too.
-    """
-    levels: list[str] = []
-    names = list(frame.index.names)
-    if not isinstance(frame.index, pd.RangeIndex):
-        taken = {str(c) for c in frame.columns}
-        levels = [
-            str(n) if n is not None and str(n) not in taken else f"__lgpd_index_{i}__"
-            for i, n in enumerate(names)
-        ]
-        frame = frame.rename_axis(levels).reset_index()
-    masked, report = masker.mask_dataframe(frame)
-    if levels:
-        kept = [level for level in levels if level in masked.columns]
-        if len(kept) == len(levels):
-            masked = masked.set_index(kept)
-            masked.index = masked.index.set_names(names)
-        else:  # a level the policy drops takes the index with it
-            masked = masked.drop(columns=kept).reset_index(drop=True)
-    labels = [masker.mask_text(c) if isinstance(c, str) else c for c in masked.columns]
-    if labels != list(masked.columns) and len(set(map(repr, labels))) != len(labels):
-        raise _merged(where)
-    masked.columns = labels
-    return masked, report
+    """A DataFrame masked in its columns, its index and its labels (:meth:`Masker.mask_frame`)."""
+    try:
+        return masker.mask_frame(frame)
+    except LabelsWouldMerge:
+        raise _merged(where) from None
 
 
 def _merged(where: str) -> MaskingError:

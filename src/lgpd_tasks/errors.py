@@ -16,6 +16,7 @@
     ├── AuditChainBroken             `audit verify` found an altered, removed or reordered record
     ├── EvidenceError                export, purge or a report cannot be done (target, range...)
     ├── MaskingError                 masking cannot be done as asked (unknown strategy, no key...)
+    │   └── LabelsWouldMerge         masked keys or column labels would collide and lose data
     ├── CredentialError              a scoped credential cannot be issued or revoked
     └── TokenError                   a task or approver token fails verification (malformed...)
         ├── TokenExpired             its ``exp`` has passed
@@ -201,6 +202,10 @@ class EvidenceError(LgpdError):
 
 class MaskingError(LgpdError):
     """Masking cannot be done as asked."""
+
+
+class LabelsWouldMerge(MaskingError):
+    """Keys or column labels hold personal data, and masking them would merge two of them."""
 
 
 class CredentialError(LgpdError):

@@ -23,7 +23,7 @@ from pandas.api.types import (
     is_string_dtype,
 )
 
-from lgpd_tasks.errors import MaskingError
+from lgpd_tasks.errors import LabelsWouldMerge, MaskingError
 from lgpd_tasks.masking.columnar import arrow_strings, pending, scrub_strings
 from lgpd_tasks.masking.detect import (
     PiiType,
@@ -284,6 +284,47 @@ class Masker:
         return plans
 
     # -- applying ---------------------------------------------------------------------------
+
+    def mask_labels(self, labels: Sequence[Any]) -> list[Any]:
+        """Dict keys or column labels with personal data replaced; refused when that merges two.
+
+        A key can itself be a personal value (totals keyed by CPF, a pivot by e-mail). Masked
+        keys that collide would silently lose entries, so such labels are refused instead.
+        """
+        original = list(labels)
+        masked = [self.mask_text(k) if isinstance(k, str) else k for k in original]
+        if masked != original and len(set(map(repr, masked))) != len(masked):
+            raise LabelsWouldMerge(
+                "cannot mask these keys or column labels without merging them: they hold "
+                "personal data; keep the personal value in a column (records or a DataFrame)"
+            )
+        return masked
+
+    def mask_frame(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, MaskingReport]:
+        """A DataFrame masked in its columns, its index and its column labels.
+
+        A stored frame keeps its index (``set_index("cpf")``) and labels (a pivot by e-mail):
+        the index is masked as columns under its level names, so name rules apply to it too.
+        """
+        levels: list[str] = []
+        names = list(frame.index.names)
+        if not isinstance(frame.index, pd.RangeIndex):
+            taken = {str(c) for c in frame.columns}
+            levels = [
+                str(n) if n is not None and str(n) not in taken else f"__lgpd_index_{i}__"
+                for i, n in enumerate(names)
+            ]
+            frame = frame.rename_axis(levels).reset_index()
+        masked, report = self.mask_dataframe(frame)
+        if levels:
+            kept = [level for level in levels if level in masked.columns]
+            if len(kept) == len(levels):
+                masked = masked.set_index(kept)
+                masked.index = masked.index.set_names(names)
+            else:  # a level the policy drops takes the index with it
+                masked = masked.drop(columns=kept).reset_index(drop=True)
+        masked.columns = self.mask_labels(list(masked.columns))
+        return masked, report
 
     def mask_dataframe(self, df: pd.DataFrame) -> tuple[pd.DataFrame, MaskingReport]:
         """Mask ``df`` into a new frame; ``df`` itself is never modified.

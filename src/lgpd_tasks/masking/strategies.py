@@ -8,6 +8,7 @@ engine. Every output is recognisable as masked, so masking twice changes nothing
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -76,16 +77,16 @@ class MaskContext:
 
 
 @dataclass(frozen=True)
-class Strategy:
+class Strategy(ABC):
     """Base of every strategy; ``name`` is how a policy file refers to it."""
 
     name: ClassVar[str] = ""
 
+    @abstractmethod
     def mask(self, values: pd.Series[str], pii: PiiType, ctx: MaskContext) -> pd.Series[str]:
         """Masked values for non-empty, not-yet-masked strings of type ``pii``."""
-        raise NotImplementedError
 
-    def check(self, pii: PiiType) -> None:
+    def check(self, pii: PiiType) -> None:  # noqa: B027 - most strategies mask every type
         """Raise :class:`MaskingError` when this strategy cannot mask type ``pii``."""
 
     def describe(self) -> str:
@@ -310,12 +311,24 @@ class Null(Strategy):
 
     name: ClassVar[str] = "null"
 
+    def mask(self, values: pd.Series[str], pii: PiiType, ctx: MaskContext) -> pd.Series[str]:
+        return _nulls(values)
+
 
 @dataclass(frozen=True)
 class Drop(Strategy):
     """Remove the column (in DB-API rows, where the shape is fixed, its values become null)."""
 
     name: ClassVar[str] = "drop"
+
+    def mask(self, values: pd.Series[str], pii: PiiType, ctx: MaskContext) -> pd.Series[str]:
+        # the engine removes a dropped column whole; value by value, as in rows, it is null
+        return _nulls(values)
+
+
+def _nulls(values: pd.Series[str]) -> pd.Series[str]:
+    """``values`` with every cell null, same index and dtype."""
+    return values.where(np.zeros(len(values), dtype=bool))
 
 
 #: Strategies by the name a policy file uses.

@@ -397,3 +397,30 @@ def test_maskers_with_equal_rules_and_key_trust_each_others_frames() -> None:
     assert Masker(rules, key=b"a" * 32)._trusted_columns(masked)
     assert not Masker(rules, key=b"b" * 32)._trusted_columns(masked)
     assert not Masker(MaskingRules(columns={"cpf": "partial"}))._trusted_columns(masked)
+
+
+def test_null_and_drop_strategies_null_values_one_by_one() -> None:
+    from lgpd_tasks.masking import Drop, Null, PiiType
+    from lgpd_tasks.masking.strategies import MaskContext
+
+    values = pd.Series(["529.982.247-25", "111.444.777-35"], dtype="str")
+    for strategy in (Null(), Drop()):
+        masked = strategy.mask(values, PiiType.CPF, MaskContext())
+        assert masked.isna().all()
+        assert masked.dtype == values.dtype
+        assert list(masked.index) == list(values.index)
+
+
+def test_mask_frame_masks_the_index_and_refuses_labels_that_would_merge() -> None:
+    from lgpd_tasks.errors import LabelsWouldMerge
+
+    masker = Masker()
+    frame = pd.DataFrame({"cpf": ["529.982.247-25", "111.444.777-35"], "total": [1, 2]}).set_index(
+        "cpf"
+    )
+    masked, _ = masker.mask_frame(frame)
+    assert "529.982.247-25" not in {str(v) for v in masked.index}
+    assert list(masked["total"]) == [1, 2]
+    pivot = pd.DataFrame({"a@example.com": [1], "b@example.com": [2]})
+    with pytest.raises(LabelsWouldMerge, match="without merging"):
+        masker.mask_frame(pivot)
