@@ -175,3 +175,14 @@ def test_four_processes_keep_one_chain_on_postgres(postgres_dsn: str) -> None:
         dispose_engines()
         with psycopg.connect(postgres_dsn, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+
+
+def test_records_joins_outcomes_and_honours_the_limit(store: AuditStore) -> None:
+    for i in range(5):
+        intent = store.append(NewEntry(kind="statement", identity=WHO, details={"i": i}))
+        store.append(
+            NewEntry(kind="outcome", identity=WHO, ref=intent.record_id, details={"rows": i})
+        )
+    records = store.records(limit=3)
+    assert [r.entry.details["i"] for r in records] == [2, 3, 4]
+    assert [r.rows for r in records] == [2, 3, 4]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, inspect, select, text
+from sqlalchemy import Connection, Engine, Select, func, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from lgpd_tasks.audit.engine import get_engine, redact_url
@@ -404,15 +404,10 @@ class AuditStore:
         newest_first: bool = False,
     ) -> list[AuditEntry]:
         """Stored records matching ``where``, oldest first unless ``newest_first``."""
+        return self._read(_filtered(where or EntryFilter()), limit, newest_first)
+
+    def _read(self, query: Select[Any], limit: int | None, newest_first: bool) -> list[AuditEntry]:
         self.ensure_ready()
-        where = where or EntryFilter()
-        query = select(audit_log)
-        for name in ("pipeline", "task", "run_id", "decision", "kind", "ref", "record_id"):
-            value = getattr(where, name)
-            if value is not None:
-                query = query.where(audit_log.c[name] == value)
-        if where.since_seq is not None:
-            query = query.where(audit_log.c.seq > where.since_seq)
         order = audit_log.c.seq.desc() if newest_first else audit_log.c.seq.asc()
         query = query.order_by(order)
         if limit is not None:
@@ -435,24 +430,15 @@ class AuditStore:
 
     def records(self, where: EntryFilter | None = None, *, limit: int = 50) -> list[AuditRecord]:
         """The newest ``limit`` records, oldest first, each statement joined with its outcome."""
-        where = where or EntryFilter()
-        heads = [
-            e
-            for e in self.entries(where, limit=limit * 2 + 10, newest_first=True)
-            if e.kind != "outcome"
-        ][:limit]
-        outcomes: dict[str, AuditEntry] = {}
+        query = _filtered(where or EntryFilter()).where(audit_log.c.kind != "outcome")
+        heads = self._read(query, limit, newest_first=True)
         ids = [e.record_id for e in heads if e.kind == "statement"]
-        if ids:
-            query = select(audit_log).where(audit_log.c.ref.in_(ids))
-            try:
-                with self.engine.connect() as conn:
-                    for r in conn.execute(query):
-                        entry = _entry(dict(r._mapping))
-                        if entry.ref is not None:
-                            outcomes[entry.ref] = entry
-            except SQLAlchemyError as err:
-                raise self._unavailable("cannot be read", err) from None
+        found = (
+            self._read(select(audit_log).where(audit_log.c.ref.in_(ids)), None, False)
+            if ids
+            else []
+        )
+        outcomes = {e.ref: e for e in found if e.ref is not None}
         return [AuditRecord(e, outcomes.get(e.record_id)) for e in reversed(heads)]
 
     def count(self) -> int:
@@ -536,6 +522,17 @@ class AuditStore:
     def _unavailable(self, what: str, err: BaseException) -> AuditUnavailable:
         detail = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
         return AuditUnavailable(f"audit store {self.url} {what}: {detail}")
+
+
+def _filtered(where: EntryFilter) -> Select[Any]:
+    query = select(audit_log)
+    for name in ("pipeline", "task", "run_id", "decision", "kind", "ref", "record_id"):
+        value = getattr(where, name)
+        if value is not None:
+            query = query.where(audit_log.c[name] == value)
+    if where.since_seq is not None:
+        query = query.where(audit_log.c.seq > where.since_seq)
+    return query
 
 
 def _canonical(details: Mapping[str, Any] | str) -> str:
