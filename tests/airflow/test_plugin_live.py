@@ -261,6 +261,7 @@ def browser(tmp_path: Path) -> Iterator[object]:
 def test_browser_approves_from_the_approvals_page(
     server: Server, staging: str, policy: Policy, browser: object
 ) -> None:
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.support import expected_conditions as ec
@@ -281,10 +282,18 @@ def test_browser_approves_from_the_approvals_page(
 
     card.find_element(By.NAME, "reason").send_keys("staging is rebuilt nightly")
     card.find_element(By.CSS_SELECTOR, "button.approve").click()
-    WebDriverWait(browser, 30).until(ec.staleness_of(card))
+    # wait on the store, not on the old card: while the form posts and the page reloads,
+    # Chromium may answer a question about the old node with a generic inspector error
     WebDriverWait(browser, 30).until(
         lambda d: (
             ApprovalStore.from_url(server.audit_url).get(request_id).status is not Status.PENDING
+        )
+    )
+    # then for the reloaded list, which no longer shows the request as pending
+    WebDriverWait(browser, 30, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: (
+            d.execute_script("return document.readyState") == "complete"
+            and not d.find_elements(By.ID, request_id)
         )
     )
     stored = ApprovalStore.from_url(server.audit_url).get(request_id)
