@@ -221,3 +221,42 @@ def test_database_failure_is_retried_with_a_scrubbed_message(env, capfd):
     assert "statement failed (IntegrityError)" in logs
     outcomes = [r.outcome for r in env.audit().records() if r.entry.kind == "statement"]
     assert [o.details["status"] for o in outcomes if o is not None] == ["error", "error"]
+
+
+def test_a_plain_python_task_does_not_log_its_raw_return_value(env, capfd, monkeypatch):
+    source = str(env.source)
+
+    with DAG(env.dag_id, schedule=None, start_date=START) as dag:
+
+        @task  # Airflow's default: log the return value, before XCom masks it
+        def customers() -> pd.DataFrame:
+            import sqlite3
+
+            with sqlite3.connect(source) as conn:
+                return pd.read_sql("SELECT id, nome, cpf, email FROM customers", conn)
+
+        @task
+        def total() -> int:
+            return 42
+
+        customers()
+        total()
+    run = env.run(dag)
+    assert set(s for s, _ in env.states(run).values()) == {"success"}
+    logs = _logs(capfd)
+    assert logs.count("Returned value not shown") == 2
+    for value in RAW_VALUES:
+        assert value not in logs
+
+    # a deployment that wants Airflow's behaviour back says so
+    monkeypatch.setenv("AIRFLOW__LGPD__LOG_RETURN_VALUES", "True")
+    with DAG(f"{env.dag_id}_shown", schedule=None, start_date=START) as shown:
+
+        @task
+        def answer() -> int:
+            return 4242
+
+        answer()
+    run = env.run(shown)
+    assert set(s for s, _ in env.states(run).values()) == {"success"}
+    assert "Returned value was: 4242" in _logs(capfd)

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.plugins_manager import AirflowPlugin
 
+from lgpd_tasks_airflow.plugin import listener
+
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -47,6 +49,8 @@ class LgpdPlugin(AirflowPlugin):
     """Approvals and audit pages for lgpd-tasks inside Airflow's UI."""
 
     name = "lgpd_tasks"
+    # keeps Python tasks' return values (raw DataFrames...) out of task logs
+    listeners: list[Any] = [listener]  # noqa: RUF012
     fastapi_apps: list[Any] = [  # noqa: RUF012 (Airflow reads these class attributes)
         {"app": LazyApp(), "url_prefix": URL_PREFIX, "name": "LGPD approvals and audit"}
     ]
