@@ -12,6 +12,7 @@ from pydantic import Field
 
 from lgpd_tasks.approvals import ApprovalRequest, Approver, Status
 from lgpd_tasks.approvals.identity import resolve_approver as verify_approver
+from lgpd_tasks.credentials.tokens import SqlReplayCache
 from lgpd_tasks.errors import ApprovalError, AuditUnavailable, LgpdError
 from lgpd_tasks_dagster.errors import APPROVE_JOB, DECIDE_OP, ApprovalDecisionFailure, to_failure
 from lgpd_tasks_dagster.identity import APPROVAL_TAG, GATED_RUN_TAG
@@ -26,6 +27,8 @@ SENSOR_NAME = "lgpd_approval_sensor"
 RELAUNCH_ASSETS_JOB = "lgpd_relaunch_assets"
 #: The issuer recorded for approvers named in the configured list (no signed token).
 CONFIGURED_LIST_ISSUER = "dagster:configured-approvers"
+#: The table, in the audit store's database, that remembers approver tokens already used.
+USED_TOKENS_TABLE = "lgpd_used_approver_tokens"
 
 approval_requests_partitions = dg.DynamicPartitionsDefinition(name=APPROVALS_PARTITIONS)
 
@@ -65,15 +68,21 @@ def resolve_approver(lgpd: GuardedDatabaseResource, token: str) -> Approver:
     """The approver a Launchpad token names.
 
     A signed OIDC ID token is verified against the policy's ``approvals.oidc`` issuer and
-    recorded as verified. Otherwise (open-source Dagster has no user identity) the token is
+    recorded as verified; it decides once only, since the Launchpad's run config shows it to
+    everyone who can see the run (its digest is kept in the audit store's database). Otherwise (open-source Dagster has no user identity) the token is
     checked against the configured approver names (resource ``approvers`` and the policy's ``approvals.approvers``) and the
     decision is recorded as unverified; a policy that requires verified identities refuses.
     """
     policy = lgpd.load_policy()
     name = token.strip()
     if name.count(".") == 2 and policy.approvals.oidc is not None:
-        # a signed OIDC ID token: the identity provider's verified subject decides
-        return verify_approver(policy.approvals, token=name)
+        # a signed OIDC ID token: the identity provider's verified subject decides. The
+        # token stays visible in this run's config, so it may decide only once.
+        used = SqlReplayCache(lgpd.audit_url, table=USED_TOKENS_TABLE)
+        try:
+            return verify_approver(policy.approvals, token=name, single_use=used)
+        finally:
+            used.close()
     allowed = set(lgpd.approvers) | set(policy.approvals.approvers)
     if policy.approvals.require_verified_identity:
         raise ApprovalError(

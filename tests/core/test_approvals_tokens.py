@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import jwt
 import pytest
 
 from lgpd_tasks.approvals import ApprovalStore, NewRequest
@@ -17,8 +16,8 @@ from lgpd_tasks.cli import main
 from lgpd_tasks.credentials.tokens import TokenKey
 from lgpd_tasks.errors import Reason
 from lgpd_tasks.identity import TaskIdentity
+from tests.idp import IDP, id_token
 
-IDP = "https://idp.example.com.br/realms/lgpd"
 ASKER = TaskIdentity("airflow", "contractor", "purge", run_id="manual__1", user="maria")
 
 
@@ -66,22 +65,6 @@ approvals:
     return {"url": url, "store": store, "id": request.id, "policy": policy}
 
 
-def _token(
-    key: TokenKey, sub: str = "joao", groups: tuple[str, ...] = ("dpo",), **extra: Any
-) -> str:
-    now = datetime.now(UTC)
-    claims = {
-        "iss": IDP,
-        "aud": "lgpd-tasks",
-        "sub": sub,
-        "iat": now,
-        "exp": now + timedelta(minutes=5),
-        "groups": list(groups),
-        **extra,
-    }
-    return jwt.encode(claims, key.signing, algorithm="ES256", headers={"kid": key.kid})
-
-
 def _approve(world: dict[str, Any], *extra: str) -> int:
     return main(["approvals", "approve", world["id"], "--db", world["url"], *extra])
 
@@ -90,7 +73,7 @@ def test_approve_with_token_records_the_verified_subject(
     world: dict[str, Any], key: TokenKey
 ) -> None:
     policy = world["policy"](True, ["group:dpo"])
-    assert _approve(world, "--policy", policy, "--token", _token(key)) == 0
+    assert _approve(world, "--policy", policy, "--token", id_token(key)) == 0
     (decision,) = world["store"].get(world["id"]).decisions
     assert (decision.approver, decision.verified, decision.issuer) == ("joao", True, IDP)
     events = world["store"].audit.entries(EntryFilter(kind="approval"))
@@ -116,7 +99,7 @@ def test_token_outside_the_approver_groups_is_refused(
     world: dict[str, Any], key: TokenKey, capsys: pytest.CaptureFixture[str]
 ) -> None:
     policy = world["policy"](True, ["group:dpo"])
-    assert _approve(world, "--policy", policy, "--token", _token(key, groups=("sales",))) == 1
+    assert _approve(world, "--policy", policy, "--token", id_token(key, groups=("sales",))) == 1
     assert "not among the policy's approvers" in capsys.readouterr().err
 
 
@@ -124,12 +107,14 @@ def test_token_outside_the_approver_groups_is_refused(
     ("make", "message"),
     [
         pytest.param(
-            lambda k: _token(k, exp=datetime.now(UTC) - timedelta(hours=1)), "expired", id="expired"
+            lambda k: id_token(k, exp=datetime.now(UTC) - timedelta(hours=1)),
+            "expired",
+            id="expired",
         ),
         pytest.param(
-            lambda k: _token(TokenKey.generate("idp-1", "ES256")), "signature", id="forged"
+            lambda k: id_token(TokenKey.generate("idp-1", "ES256")), "signature", id="forged"
         ),
-        pytest.param(lambda k: _token(k, iss="https://evil.example"), "issued by", id="issuer"),
+        pytest.param(lambda k: id_token(k, iss="https://evil.example"), "issued by", id="issuer"),
     ],
 )
 def test_bad_tokens_do_not_approve(
@@ -144,13 +129,13 @@ def test_bad_tokens_do_not_approve(
     assert world["store"].get(world["id"]).decisions == ()
 
 
-def test_token_from_stdin_and_the_asker_cannot_approve_with_a_token(
+def test_token_from_stdin_and_the_asker_cannot_approve_with_aid_token(
     world: dict[str, Any],
     key: TokenKey,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr("sys.stdin", io.StringIO(_token(key, sub="maria") + "\n"))
+    monkeypatch.setattr("sys.stdin", io.StringIO(id_token(key, sub="maria") + "\n"))
     assert _approve(world, "--policy", world["policy"](True, []), "--token", "-") == 1
     assert "cannot decide" in capsys.readouterr().err
 
@@ -158,5 +143,24 @@ def test_token_from_stdin_and_the_asker_cannot_approve_with_a_token(
 def test_token_without_a_policy_is_a_clear_error(
     world: dict[str, Any], key: TokenKey, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _approve(world, "--token", _token(key)) == 1
+    assert _approve(world, "--token", id_token(key)) == 1
     assert "--token needs --policy" in capsys.readouterr().err
+
+
+def test_a_single_use_token_decides_once(world: dict[str, Any], key: TokenKey) -> None:
+    from lgpd_tasks.approvals.identity import resolve_approver
+    from lgpd_tasks.credentials.tokens import InMemoryReplayCache
+    from lgpd_tasks.errors import TokenReplayed
+    from lgpd_tasks.policy import load_policy
+
+    settings = load_policy(world["policy"](True, ["group:dpo"])).approvals
+    used = InMemoryReplayCache()
+    token = id_token(key)
+    assert resolve_approver(settings, token=token, single_use=used).name == "joao"
+    with pytest.raises(TokenReplayed, match="already used"):
+        resolve_approver(settings, token=token, single_use=used)
+    # what is remembered is a digest, never the token itself
+    assert len(used) == 1
+    assert token not in repr(used._seen)
+    # without single_use (the CLI, Airflow's UI) the same token may decide again
+    assert resolve_approver(settings, token=token).name == "joao"

@@ -2,7 +2,9 @@
 
 # No ``from __future__ import annotations``: the assets below are read by Dagster at runtime.
 
+import json
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -15,8 +17,10 @@ from sqlalchemy import update
 from lgpd_tasks.approvals import ApprovalStore, Status
 from lgpd_tasks.audit import AuditStore, EntryFilter
 from lgpd_tasks.audit.schema import approval_requests
+from lgpd_tasks.credentials.tokens import TokenKey
+from tests.idp import IDP, id_token
 
-from .conftest import Contractor
+from .conftest import EXAMPLE, Contractor, build_defs
 
 
 def _old_payments(source: Path) -> int:
@@ -223,3 +227,42 @@ def test_audit_outage_retries_the_step(contractor: Contractor, tmp_path: Path) -
 def test_resource_needs_a_running_op(contractor: Contractor) -> None:
     with pytest.raises(Exception, match="running Dagster op or asset"):
         contractor.lgpd.query_df("SELECT cidade FROM contractors", scope="contractor.extract")
+
+
+def test_a_signed_approver_token_decides_once(contractor: Contractor) -> None:
+    # the identity provider's keys, and the example's policy trusting it
+    key = TokenKey.generate("idp-1", "ES256")
+    jwks = contractor.root / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [key.public_jwk()]}))
+    policy = contractor.root / "policy.yaml"
+    policy.write_text(
+        (EXAMPLE / "policy.yaml").read_text()
+        + f"  oidc:\n    issuer: {IDP}\n    audience: lgpd-tasks\n    jwks: {jwks}\n"
+    )
+    defs = build_defs(
+        policy_file=str(policy),
+        database_url=f"sqlite:///{contractor.source}",
+        audit_url=contractor.audit_url,
+        storage_dir=str(contractor.storage),
+        report_folder=str(contractor.reports),
+    )
+    signed = replace(contractor, defs=defs)
+
+    _, first = _gated_run(signed)
+    token = id_token(key, "maria.souza")
+    assert _decide(signed, first, "approve", token).success
+    store = ApprovalStore(AuditStore.from_url(contractor.audit_url))
+    (decision,) = store.get(first).decisions
+    assert (decision.approver, decision.verified, decision.issuer) == ("maria.souza", True, IDP)
+
+    # the token shows in that run's config: whoever copies it cannot decide again with it
+    _, second = _gated_run(signed)
+    replayed = _decide(signed, second, "approve", token)
+    assert not replayed.success
+    failure = replayed.failure_data_for_node("lgpd_decide")
+    assert failure is not None
+    assert "already used" in str(failure.user_failure_data.description)
+    assert store.get(second).status is Status.PENDING
+
+    assert _decide(signed, second, "approve", id_token(key, "maria.souza")).success
+    assert store.get(second).status is Status.APPROVED

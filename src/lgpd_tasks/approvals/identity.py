@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+from datetime import UTC, datetime, timedelta
+
 from lgpd_tasks.approvals.store import Approver
 from lgpd_tasks.credentials.oidc import ApproverVerifier
-from lgpd_tasks.errors import ApprovalError
+from lgpd_tasks.credentials.tokens import ReplayCache
+from lgpd_tasks.errors import ApprovalError, TokenReplayed
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.policy.model import ApprovalsSpec
 
@@ -32,6 +36,7 @@ def resolve_approver(
     token: str | None = None,
     name: str | None = None,
     verifier: ApproverVerifier | None = None,
+    single_use: ReplayCache | None = None,
 ) -> Approver:
     """The :class:`Approver` to record for a decision.
 
@@ -40,6 +45,11 @@ def resolve_approver(
     ``name`` marked unverified, unless ``approvals.require_verified_identity`` refuses it
     here already. The store then applies ``approvals.approvers`` (a name, or
     ``group:NAME`` which only a verified token's groups can satisfy).
+
+    With ``single_use``, a token counts for one decision only (a
+    :class:`~lgpd_tasks.errors.TokenReplayed` the second time): where the token ends up
+    visible to others, as in a Dagster run's config, nobody can reuse it to decide in the
+    approver's name. The cache keeps a digest of the token, never the token.
 
     >>> from lgpd_tasks.policy.model import ApprovalsSpec
     >>> resolve_approver(ApprovalsSpec(), name="joao")
@@ -53,6 +63,14 @@ def resolve_approver(
         if name:
             raise ApprovalError("give either a token or a name, not both: the token names you")
         checked = (verifier or verifier_from_settings(settings)).verify(token)
+        if single_use is not None:
+            digest = hashlib.sha256(token.encode()).hexdigest()
+            expires = checked.expires_at or datetime.now(UTC) + timedelta(days=1)
+            if not single_use.remember(f"approver:{digest}", expires):
+                raise TokenReplayed(
+                    "this approver token was already used for a decision; a token that was "
+                    "shown in a run's config cannot decide again: sign in for a fresh one"
+                )
         return Approver(
             name=checked.subject,
             verified=True,

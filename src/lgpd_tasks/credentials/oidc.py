@@ -6,8 +6,8 @@ import ipaddress
 import json
 import threading
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -36,6 +36,8 @@ class VerifiedApprover:
     subject: str
     groups: frozenset[str]
     issuer: str
+    #: when the token stops being valid; who the approver is does not depend on it
+    expires_at: datetime | None = field(default=None, compare=False)
 
     @property
     def principal(self) -> str:
@@ -136,7 +138,10 @@ class ApproverVerifier:
         if not isinstance(subject, str) or not subject:
             raise TokenError("approver token has no subject")
         return VerifiedApprover(
-            subject=subject, groups=self._groups(payload), issuer=str(payload["iss"])
+            subject=subject,
+            groups=self._groups(payload),
+            issuer=str(payload["iss"]),
+            expires_at=datetime.fromtimestamp(int(payload["exp"]), UTC),
         )
 
     def _groups(self, payload: dict[str, Any]) -> frozenset[str]:

@@ -226,9 +226,12 @@ class SqlReplayCache:
     def _get_engine(self) -> Any:
         from sqlalchemy import create_engine
 
+        from lgpd_tasks.audit.engine import parse_db_url
+
         with self._lock:
             if self._engine is None:
-                self._engine = create_engine(self._url)
+                # the URLs the audit store takes: postgresql:// means psycopg 3 here too
+                self._engine = create_engine(parse_db_url(self._url))
                 self._metadata.create_all(self._engine)
             return self._engine
 
