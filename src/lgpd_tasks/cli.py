@@ -1,7 +1,8 @@
 """The ``lgpd-tasks`` command: one subcommand module per verb under ``lgpd_tasks.commands``.
 
 Exit codes are part of the contract: 0 allow / success, 3 needs approval, 4 blocked,
-2 usage or policy-file error, 1 the database (or another dependency) failed.
+2 usage or policy-file error (an audit store URL that names no usable store included),
+1 the database (or another dependency) failed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 
 from lgpd_tasks.errors import (
     ApprovalRequired,
+    AuditStoreUnusable,
     LgpdError,
     MaskingError,
     PolicyError,
@@ -56,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except (PolicyError, MaskingError) as err:
+    except (PolicyError, MaskingError, AuditStoreUnusable) as err:
         print(f"lgpd-tasks: {err}", file=sys.stderr)
         return EXIT_USAGE
     except ApprovalRequired as err:

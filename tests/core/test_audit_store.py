@@ -12,7 +12,7 @@ import pytest
 
 from lgpd_tasks.audit import AuditStore, EntryFilter, NewEntry, dispose_engines
 from lgpd_tasks.cli import main
-from lgpd_tasks.errors import AuditChainBroken, AuditUnavailable
+from lgpd_tasks.errors import AuditChainBroken, AuditStoreUnusable, AuditUnavailable
 from lgpd_tasks.identity import TaskIdentity
 
 WHO = TaskIdentity("airflow", "contractor", "extract", run_id="manual__1", attempt=1)
@@ -186,3 +186,136 @@ def test_records_joins_outcomes_and_honours_the_limit(store: AuditStore) -> None
     records = store.records(limit=3)
     assert [r.entry.details["i"] for r in records] == [2, 3, 4]
     assert [r.rows for r in records] == [2, 3, 4]
+
+
+IN_MEMORY = [
+    "sqlite://",
+    "sqlite:///",
+    "sqlite:///:memory:",
+    "sqlite:///file::memory:?uri=true",
+    "sqlite:///file:audit?mode=memory&uri=true&cache=shared",
+]
+
+
+@pytest.mark.filterwarnings("ignore:Selection of the SingletonThreadPool")
+@pytest.mark.parametrize("url", IN_MEMORY)
+def test_in_memory_sqlite_is_refused_as_an_audit_store(url: str) -> None:
+    from sqlalchemy import create_engine
+
+    with pytest.raises(AuditStoreUnusable, match="in-memory SQLite database") as info:
+        AuditStore.from_url(url)
+    assert isinstance(info.value, AuditUnavailable)  # writers that catch outages still stop
+    # an engine built by hand is refused as well
+    with pytest.raises(AuditStoreUnusable, match="vanish when the process ends"):
+        AuditStore(create_engine(url))
+
+
+def test_db_init_refuses_an_in_memory_store(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["db", "init", "--db", "sqlite://"]) == 2
+    assert "in-memory SQLite database" in capsys.readouterr().err
+
+
+def _readers(url: str, tmp_path: Path) -> list[list[str]]:
+    """Every command that reads or maintains an existing audit store, pointed at ``url``."""
+    policy = str(Path(__file__).parents[2] / "examples" / "core" / "policy.yaml")
+    return [
+        ["audit", "verify", "--db", url],
+        ["audit", "tail", "--db", url],
+        ["audit", "export", "--db", url, "--to", (tmp_path / "out").as_uri()],
+        ["audit", "purge", "--db", url, "--before", "2024-01-01"],
+        ["approvals", "list", "--db", url],
+        ["approvals", "show", "apr_x", "--db", url],
+        ["approvals", "approve", "apr_x", "--db", url, "--as", "dpo"],
+        ["approvals", "deny", "apr_x", "--db", url, "--as", "dpo", "--reason", "no"],
+        ["report", "ropa", "--audit", url, "--policy", policy],
+        ["report", "subject", "--audit", url],
+    ]
+
+
+def test_readers_refuse_a_sqlite_file_that_does_not_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import io
+
+    from faker import Faker
+
+    missing = tmp_path / "typo_audit.db"
+    for argv in _readers(f"sqlite:///{missing}", tmp_path):
+        monkeypatch.setattr("sys.stdin", io.StringIO(Faker("pt_BR").cpf() + "\n"))
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert f"no such file {str(missing)!r}" in err, argv
+        assert "lgpd-tasks db init" in err
+        assert not missing.exists(), argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_readers_refuse_a_relative_path_naming_it_in_full(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["audit", "verify", "--db", "sqlite:///typo_audit.db"]) == 2
+    assert str(tmp_path / "typo_audit.db") in capsys.readouterr().err
+    assert not (tmp_path / "typo_audit.db").exists()
+
+
+def test_readers_refuse_a_sqlite_file_without_the_audit_log_and_leave_it_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "source.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE customers (id INTEGER)")
+    db.close()
+    before = other.read_bytes()
+    assert main(["audit", "verify", "--db", f"sqlite:///{other}"]) == 2
+    assert "holds no audit log (table lgpd_audit_log)" in capsys.readouterr().err
+    assert other.read_bytes() == before  # no tables added, not switched to WAL
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["source.db"]
+
+
+def test_writers_and_db_init_still_create_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path}/new_audit.db"
+    assert main(["db", "init", "--db", url]) == 0
+    assert main(["audit", "verify", "--db", url]) == 0
+    assert "audit chain OK: 0 records" in capsys.readouterr().out
+    store = AuditStore.from_url(f"sqlite:///{tmp_path}/written.db")
+    _fill(store, 2)
+    assert AuditStore.open_existing(f"sqlite:///{tmp_path}/written.db").verify().records == 2
+
+
+@pytest.mark.postgres
+def test_readers_refuse_a_postgres_database_without_the_audit_log(
+    postgres_dsn: str, pg_schema: str
+) -> None:
+    url = f"{postgres_dsn}?options=-csearch_path%3D{pg_schema}"
+    with pytest.raises(AuditStoreUnusable, match="holds no audit log"):
+        AuditStore.open_existing(url)
+    AuditStore.from_url(url).init()
+    assert AuditStore.open_existing(url).verify().ok
+
+
+@pytest.mark.parametrize("option", ["--db", "--audit"])
+def test_a_non_numeric_port_is_a_clear_error_with_the_password_hidden(
+    option: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LGPD_MASKING_KEY", "port-test-key-0123456789")
+    bad = "postgresql://postgres:s3cret@127.0.0.1:notaport/test"
+    with pytest.raises(AuditUnavailable) as info:
+        AuditStore.from_url(bad)
+    assert str(info.value) == (
+        "not a database URL: 'postgresql://postgres:***@127.0.0.1:notaport/test' "
+        "(the port must be a number)"
+    )
+    urls = {"--db": f"sqlite:///{tmp_path}/source.db", "--audit": f"sqlite:///{tmp_path}/a.db"}
+    urls[option] = bad
+    policy = Path(__file__).parents[2] / "examples" / "core" / "policy.yaml"
+    argv = ["exec", "--policy", str(policy), "--scope", "customer_report.purge"]
+    code = main([*argv, "--db", urls["--db"], "--audit", urls["--audit"], "--sql", "SELECT 1"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err == (
+        "lgpd-tasks: not a database URL: 'postgresql://postgres:***@127.0.0.1:notaport/test' "
+        "(the port must be a number)\n"
+    )

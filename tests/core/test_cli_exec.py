@@ -173,3 +173,24 @@ def test_console_script_runs_in_a_subprocess(urls: dict[str, str]) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert f"schema version {SCHEMA_VERSION}" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "audit",
+    ["sqlite://", "sqlite:///:memory:", "sqlite:///file:audit?mode=memory&uri=true"],
+)
+def test_exec_refuses_an_in_memory_audit_store_and_runs_nothing(
+    urls: dict[str, str], audit: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    insert = "INSERT INTO staging_orders (id, created_at) VALUES (99, '2024-02-01')"
+    assert _exec({**urls, "audit": audit}, "customer_report.purge", insert) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"lgpd-tasks: audit store {audit} is an in-memory SQLite database")
+    source = sqlite3.connect(urls["db"].removeprefix("sqlite:///"))
+    assert source.execute("SELECT count(*) FROM staging_orders").fetchone() == (7,)
+    source.close()
+    # the same statement with the audit in a file runs, and its record stays
+    assert _exec(urls, "customer_report.purge", insert) == 0
+    assert main(["audit", "tail", "--db", urls["audit"], "--format", "json"]) == 0
+    records = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert [(r["kind"], r["status"]) for r in records] == [("statement", "ok")]

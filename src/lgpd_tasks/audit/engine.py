@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import threading
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from lgpd_tasks.errors import AuditUnavailable
+from lgpd_tasks.errors import AuditStoreUnusable, AuditUnavailable
 
 _ENGINES: dict[str, Engine] = {}
 _LOCK = threading.Lock()
@@ -27,6 +30,11 @@ def parse_db_url(url: str) -> URL:
         parsed = make_url(url)
     except ArgumentError:
         raise AuditUnavailable(f"not a database URL: {redact_url(url)!r}") from None
+    except ValueError:
+        # the only value SQLAlchemy converts while parsing is the port
+        raise AuditUnavailable(
+            f"not a database URL: {redact_url(url)!r} (the port must be a number)"
+        ) from None
     backend = parsed.get_backend_name()
     if backend == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -37,13 +45,68 @@ def parse_db_url(url: str) -> URL:
     return parsed
 
 
+#: ``scheme://user:PASSWORD@``, the password as SQLAlchemy reads it (up to the first ``@``).
+_PASSWORD = re.compile(r"^([\w+]+://[^:/]*:)[^@]*@")
+
+
 def redact_url(url: str | URL) -> str:
-    """The URL with any password hidden, fit for messages and logs."""
+    """The URL with any password hidden, fit for messages and logs.
+
+    >>> redact_url("postgresql://app:s3cret@db:notaport/test")
+    'postgresql://app:***@db:notaport/test'
+    """
     try:
         parsed = make_url(url) if isinstance(url, str) else url
     except ArgumentError:
         return "<unparsable URL>"
+    except ValueError:  # a URL that only its port spoils still names where it points
+        return _PASSWORD.sub(r"\1***@", str(url))
     return parsed.render_as_string(hide_password=True)
+
+
+def sqlite_in_memory(url: URL) -> bool:
+    """Whether a SQLite URL names an in-memory database (gone when the process ends).
+
+    >>> [sqlite_in_memory(make_url(u)) for u in ("sqlite://", "sqlite:///:memory:",
+    ...     "sqlite:///file:a?mode=memory&uri=true", "sqlite:///audit.db")]
+    [True, True, True, False]
+    """
+    if url.get_backend_name() != "sqlite":
+        return False
+    database = url.database or ""
+    return (
+        database in ("", ":memory:")
+        or database.startswith("file::memory:")
+        or url.query.get("mode") == "memory"
+        or "mode=memory" in database
+    )
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The file a SQLite URL names (``file:`` URIs too); ``None`` in memory or not SQLite.
+
+    >>> sqlite_file(make_url("sqlite:///file:/tmp/a%20b.db?uri=true"))
+    PosixPath('/tmp/a b.db')
+    """
+    if url.get_backend_name() != "sqlite" or sqlite_in_memory(url):
+        return None
+    database = url.database or ""
+    if url.query.get("uri") == "true" and database.startswith("file:"):
+        database = unquote(urlsplit(database).path)
+    return Path(database)
+
+
+def refuse_in_memory(url: URL, text: str | None = None) -> None:
+    """Refuse an in-memory SQLite audit store: its records would vanish with the process.
+
+    ``text`` is the URL as the user wrote it, shown as is when it holds no password.
+    """
+    if sqlite_in_memory(url):
+        shown = text if text is not None and url.password is None else redact_url(url)
+        raise AuditStoreUnusable(
+            f"audit store {shown} is an in-memory SQLite database, whose records "
+            "vanish when the process ends: give a file (sqlite:///audit.db) or PostgreSQL"
+        )
 
 
 def get_engine(url: str) -> Engine:
@@ -51,7 +114,9 @@ def get_engine(url: str) -> Engine:
     with _LOCK:
         engine = _ENGINES.get(url)
         if engine is None:
-            engine = _create(parse_db_url(url))
+            parsed = parse_db_url(url)
+            refuse_in_memory(parsed, url)
+            engine = _create(parsed)
             _ENGINES[url] = engine
         return engine
 

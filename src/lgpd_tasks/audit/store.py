@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, func, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from lgpd_tasks.audit.engine import get_engine, redact_url
+from lgpd_tasks.audit.engine import (
+    get_engine,
+    parse_db_url,
+    redact_url,
+    refuse_in_memory,
+    sqlite_file,
+)
 from lgpd_tasks.audit.schema import (
     SCHEMA_VERSION,
     V2_TRAIL_TABLES,
@@ -24,7 +32,7 @@ from lgpd_tasks.audit.schema import (
     subject_digests,
     subject_links,
 )
-from lgpd_tasks.errors import AuditChainBroken, AuditUnavailable, ChainBreak
+from lgpd_tasks.errors import AuditChainBroken, AuditStoreUnusable, AuditUnavailable, ChainBreak
 from lgpd_tasks.identity import TaskIdentity
 
 GENESIS = "0" * 64
@@ -238,13 +246,58 @@ class AuditStore:
     """
 
     def __init__(self, engine: Engine, *, url: str | None = None) -> None:
+        refuse_in_memory(engine.url, url)
         self.engine = engine
         self.url = redact_url(url or engine.url)
         self._ready = False
 
     @classmethod
     def from_url(cls, url: str) -> AuditStore:
+        """The store at ``url``, created on first use (for writers and ``db init``)."""
         return cls(get_engine(url), url=url)
+
+    @classmethod
+    def open_existing(cls, url: str) -> AuditStore:
+        """The store at ``url`` for commands that read or maintain it: never created here.
+
+        A SQLite file that does not exist, or a database without the audit log, is refused
+        (:class:`AuditStoreUnusable`) instead of being made an empty store: a mistyped path
+        would otherwise verify as an intact chain of 0 records.
+        """
+        parsed = parse_db_url(url)
+        refuse_in_memory(parsed, url)
+        path = sqlite_file(parsed)
+        hint = (
+            f"check the URL, or create the store with `lgpd-tasks db init --db {redact_url(url)}`"
+        )
+        if path is not None and not path.is_file():
+            raise AuditStoreUnusable(
+                f"audit store {redact_url(url)}: no such file {str(path.absolute())!r}; {hint}"
+            )
+        store = cls.from_url(url)
+        if not store._has_log(path):
+            raise AuditStoreUnusable(
+                f"audit store {store.url} holds no audit log (table {audit_log.name}); {hint}"
+            )
+        return store
+
+    def _has_log(self, path: Path | None) -> bool:
+        """Whether the audit log table exists, looked up without writing anything."""
+        try:
+            if path is not None:
+                # read-only: opening through the engine would switch a stranger's file to WAL
+                with closing(
+                    sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+                ) as db:
+                    found = db.execute(
+                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                        (audit_log.name,),
+                    ).fetchone()
+                return found is not None
+            with self.engine.connect() as conn:
+                return bool(inspect(conn).has_table(audit_log.name))
+        except (sqlite3.Error, SQLAlchemyError) as err:
+            raise self._unavailable("cannot be read", err) from None
 
     @property
     def is_postgres(self) -> bool:

@@ -13,6 +13,7 @@ from lgpd_tasks.errors import ApprovalError
 
 if TYPE_CHECKING:
     from lgpd_tasks.approvals import ApprovalRequest, ApprovalStore, Approver
+    from lgpd_tasks.policy.model import ApprovalsSpec
 
 #: Where ``approve``/``deny`` look for an identity-provider token when ``--token`` is absent.
 TOKEN_ENV = "LGPD_APPROVER_TOKEN"  # noqa: S105 - a variable name, not a secret
@@ -57,9 +58,16 @@ def register(subparsers: Any) -> None:
         sub.set_defaults(func=func)
 
 
+def _store(url: str, rules: ApprovalsSpec | None = None) -> ApprovalStore:
+    """The approvals in the existing audit store at ``url`` (never created by these verbs)."""
+    from lgpd_tasks.approvals import ApprovalStore
+    from lgpd_tasks.audit import AuditStore
+
+    return ApprovalStore(AuditStore.open_existing(url), rules)
+
+
 def _decision(args: argparse.Namespace) -> tuple[ApprovalStore, Approver]:
     """The store under the policy's approval rules, and the approver (verified by token)."""
-    from lgpd_tasks.approvals import ApprovalStore
     from lgpd_tasks.approvals.identity import resolve_approver
     from lgpd_tasks.policy import load_policy
     from lgpd_tasks.policy.model import ApprovalsSpec
@@ -77,15 +85,11 @@ def _decision(args: argparse.Namespace) -> tuple[ApprovalStore, Approver]:
     else:
         rules = ApprovalsSpec()
     approver = resolve_approver(rules, token=token or None, name=args.who)
-    return ApprovalStore.from_url(args.db, rules), approver
+    return _store(args.db, rules), approver
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from lgpd_tasks.approvals import ApprovalStore
-
-    requests = ApprovalStore.from_url(args.db).list_requests(
-        status=args.status, pipeline=args.pipeline
-    )
+    requests = _store(args.db).list_requests(status=args.status, pipeline=args.pipeline)
     if args.format == "json":
         print_json([r.to_dict() for r in requests])
         return EXIT_OK
@@ -108,9 +112,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from lgpd_tasks.approvals import ApprovalStore
-
-    print_json(ApprovalStore.from_url(args.db).get(args.request_id).to_dict())
+    print_json(_store(args.db).get(args.request_id).to_dict())
     return EXIT_OK
 
 

@@ -77,7 +77,7 @@ def register(subparsers: Any) -> None:
 def run_verify(args: argparse.Namespace) -> int:
     from lgpd_tasks.audit import AuditStore
 
-    result = AuditStore.from_url(args.db).verify()
+    result = AuditStore.open_existing(args.db).verify()
     if args.format == "json":
         print_json(
             {
@@ -103,7 +103,7 @@ def run_verify(args: argparse.Namespace) -> int:
 def run_tail(args: argparse.Namespace) -> int:
     from lgpd_tasks.audit import AuditStore, EntryFilter, redact_url
 
-    store = AuditStore.from_url(args.db)
+    store = AuditStore.open_existing(args.db)
     where = EntryFilter(
         pipeline=args.pipeline,
         task=args.task,
@@ -171,7 +171,7 @@ def run_export(args: argparse.Namespace) -> int:
         longest = longest_retention(load_policy(args.policy))
         retain_until = utcnow() + longest if longest is not None else None
     target = open_target(args.to, endpoint_url=args.endpoint_url)
-    store = AuditStore.from_url(args.db)
+    store = AuditStore.open_existing(args.db)
     result = export_audit(
         store, target, fmt=args.format, batch_records=args.batch_records, retain_until=retain_until
     )
@@ -195,7 +195,7 @@ def run_purge(args: argparse.Namespace) -> int:
     from lgpd_tasks.evidence.purge import purge_before
     from lgpd_tasks.identity import TaskIdentity
 
-    store = AuditStore.from_url(args.db)
+    store = AuditStore.open_existing(args.db)
     result = purge_before(store, parse_when(args.before), identity=TaskIdentity.for_cli(args.who))
     if result.records == 0:
         print("nothing to purge")

@@ -62,7 +62,7 @@ def run_subject(args: argparse.Namespace) -> int:
         print("lgpd-tasks: no identifier given on standard input", file=sys.stderr)
         return EXIT_USAGE
     policy = load_policy(args.policy) if args.policy else None
-    report = subject_report(AuditStore.from_url(args.audit), identifier, policy=policy)
+    report = subject_report(AuditStore.open_existing(args.audit), identifier, policy=policy)
     del identifier
     sys.stdout.write(render_subject(report, args.format))
     return EXIT_OK
@@ -74,7 +74,7 @@ def run_ropa(args: argparse.Namespace) -> int:
     from lgpd_tasks.policy import load_policy
 
     report = ropa_report(
-        AuditStore.from_url(args.audit),
+        AuditStore.open_existing(args.audit),
         load_policy(args.policy),
         since=parse_when(args.since) if args.since else None,
         until=parse_when(args.until) if args.until else None,
