@@ -85,6 +85,18 @@ def test_check_missing_policy_file_exits_2(
     assert "none.yaml" in capsys.readouterr().err
 
 
+def test_check_policy_file_not_utf8_exits_2_naming_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_bytes(b"\xff\xfeversion: 1\n")
+    code = main(["check", "--policy", str(policy), "--scope", "s", "--sql", "SELECT 1"])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"lgpd-tasks: {policy}: line 1: not UTF-8 text (byte 0xff): save the policy file as UTF-8\n"
+    )
+
+
 def test_console_script_check_blocks_ddl() -> None:
     script = Path(sys.executable).parent / "lgpd-tasks"
     result = subprocess.run(

@@ -129,6 +129,25 @@ def test_missing_file_is_a_policy_error(tmp_path: Path) -> None:
         load_policy(tmp_path / "nope.yaml")
 
 
+@pytest.mark.parametrize(
+    ("raw", "where", "byte"),
+    [
+        pytest.param(b"\xff\xfeversion: 1\n", "line 1", "0xff", id="utf-16-bom"),
+        pytest.param(BASE.encode() + b"# cidade: S\xe3o Paulo\n", "line 12", "0xe3", id="latin-1"),
+    ],
+)
+def test_a_file_that_is_not_utf8_is_a_policy_error_naming_it(
+    tmp_path: Path, raw: bytes, where: str, byte: str
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_bytes(raw)
+    with pytest.raises(PolicyError) as info:
+        load_policy(path)
+    assert [str(p) for p in info.value.problems] == [
+        f"{path}: {where}: not UTF-8 text (byte {byte}): save the policy file as UTF-8"
+    ]
+
+
 def test_unknown_scope_is_an_error_never_allow_everything() -> None:
     policy = parse_policy(BASE, "policy.yaml")
     with pytest.raises(UnknownScope, match=r"scopes\.report\.load: unknown scope 'report\.load'"):

@@ -51,10 +51,23 @@ def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
         path = env
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as err:
         raise PolicyError(
             [PolicyProblem(source, "", f"cannot read the policy file: {err.strerror or err}")]
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise PolicyError(
+            [
+                PolicyProblem(
+                    source,
+                    f"line {line}",
+                    f"not UTF-8 text (byte 0x{raw[err.start]:02x}): save the policy file as UTF-8",
+                )
+            ]
         ) from None
     return parse_policy(text, source)
 
