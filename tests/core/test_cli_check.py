@@ -97,6 +97,36 @@ def test_check_policy_file_not_utf8_exits_2_naming_it(
     )
 
 
+def test_check_refuses_a_broken_masking_section_naming_every_problem(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    policy = tmp_path / "q.yaml"
+    policy.write_text(
+        "version: 1\n"
+        "dialect: sqlite\n"
+        "purposes:\n"
+        "  report: {legal_basis: consent, retention: 30d}\n"
+        "scopes:\n"
+        "  s: {purpose: reportt, read: {customers: [id]}}\n"
+        "masking:\n"
+        "  columns: {cpf: hmacc, telefone: {strategy: partial, keep_last: many}}\n"
+        "  types: {phone: bogus}\n"
+    )
+    code = main(["check", "--policy", str(policy), "--scope", "s", "--sql", "SELECT id FROM t"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    known = "(known: drop, generalize, hmac, null, partial, redact)"
+    assert err.splitlines() == [
+        "lgpd-tasks: invalid policy:",
+        f"{policy}: masking.columns.cpf: unknown strategy 'hmacc' {known}",
+        f"{policy}: masking.columns.telefone: strategy 'partial', keep_last: Input should be "
+        "a valid integer, unable to parse string as an integer",
+        f"{policy}: masking.types.phone: unknown strategy 'bogus' {known}",
+        f"{policy}: scopes.s.purpose: unknown purpose 'reportt' (expected one of: report)",
+    ]
+
+
 def test_console_script_check_blocks_ddl() -> None:
     script = Path(sys.executable).parent / "lgpd-tasks"
     result = subprocess.run(

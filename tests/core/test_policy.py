@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -146,6 +148,80 @@ def test_a_file_that_is_not_utf8_is_a_policy_error_naming_it(
     assert [str(p) for p in info.value.problems] == [
         f"{path}: {where}: not UTF-8 text (byte {byte}): save the policy file as UTF-8"
     ]
+
+
+KNOWN_STRATEGIES = "(known: drop, generalize, hmac, null, partial, redact)"
+
+
+def test_masking_section_problems_are_all_reported_with_their_paths() -> None:
+    text = BASE + (
+        "masking:\n"
+        "  columns:\n"
+        "    cpf: hmacc\n"
+        "    telefone: {strategy: partial, keep_last: many}\n"
+        "    email: {strategy: hmac, lenght: 8}\n"
+        "    documento: {strategy: hmac, length: 1000}\n"
+        "    nome: {keep_last: 2}\n"
+        "    data_nascimento: generalize\n"
+        "  types: {phone: bogus, cpff: hmac, cep: generalize, ip: {strategy: redact}}\n"
+    )
+    assert _problems(text) == [
+        f"policy.yaml: masking.columns.cpf: unknown strategy 'hmacc' {KNOWN_STRATEGIES}",
+        "policy.yaml: masking.columns.telefone: strategy 'partial', keep_last: Input should be "
+        "a valid integer, unable to parse string as an integer",
+        "policy.yaml: masking.columns.email: strategy 'hmac' has no parameter 'lenght' "
+        "(parameters: length)",
+        "policy.yaml: masking.columns.documento: strategy 'hmac': length must be 8 to 64, got 1000",
+        "policy.yaml: masking.columns.nome: expected a 'strategy' key naming the strategy",
+        f"policy.yaml: masking.types.phone: unknown strategy 'bogus' {KNOWN_STRATEGIES}",
+        "policy.yaml: masking.types.cpff: unknown type 'cpff' (known: cpf, cnpj, email, phone, "
+        "cep, card, ip, birth_date, name, address, rg, document, text, other)",
+    ]
+
+
+def test_a_strategy_that_cannot_mask_the_named_type_is_refused() -> None:
+    text = BASE + "masking:\n  columns: {cpf: generalize}\n  types: {email: generalize}\n"
+    message = "strategy 'generalize' applies to dates, CEPs and IP addresses"
+    assert _problems(text) == [
+        f"policy.yaml: masking.columns.cpf: {message}, not cpf",
+        f"policy.yaml: masking.types.email: {message}, not email",
+    ]
+
+
+def test_masking_problems_come_with_the_schema_problems_at_once() -> None:
+    text = BASE + (
+        "masking:\n  columns: {cpf: hmacc, email: [hmac]}\n  threshold: high\n  unknownkey: 1\n"
+    )
+    assert _problems(text) == [
+        # a value of the wrong shape is named by the schema alone
+        "policy.yaml: masking.columns.email: Input should be a valid string",
+        "policy.yaml: masking.columns.email: Input should be a valid dictionary",
+        "policy.yaml: masking.threshold: Input should be a valid number, unable to parse "
+        "string as a number",
+        "policy.yaml: masking: unknown key 'unknownkey'",
+        f"policy.yaml: masking.columns.cpf: unknown strategy 'hmacc' {KNOWN_STRATEGIES}",
+    ]
+
+
+def test_a_valid_masking_section_loads() -> None:
+    text = BASE + (
+        "masking:\n"
+        "  columns: {cpf: hmac, email: {strategy: partial, keep_domain: false}, obs: redact,\n"
+        "            telefone: {strategy: partial, keep_last: 2}, cep: generalize}\n"
+        "  types: {phone: redact, birth_date: generalize, other: {strategy: hmac, length: 16}}\n"
+    )
+    policy = parse_policy(text, "policy.yaml")
+    assert policy.masking.columns["telefone"] == {"strategy": "partial", "keep_last": 2}
+
+
+def test_importing_the_policy_package_does_not_load_pandas() -> None:
+    # the masking checks import the masking engine only while a policy with entries loads
+    code = (
+        "import sys, lgpd_tasks.policy as p\n"
+        "p.parse_policy('version: 1\\nmasking: {detect: false}\\n')\n"
+        "assert 'pandas' not in sys.modules, 'pandas imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 def test_unknown_scope_is_an_error_never_allow_everything() -> None:

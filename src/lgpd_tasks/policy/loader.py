@@ -5,17 +5,20 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlglot
 import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from lgpd_tasks.errors import PolicyError, PolicyProblem
+from lgpd_tasks.errors import MaskingError, PolicyError, PolicyProblem
 from lgpd_tasks.policy.model import PolicySpec
 from lgpd_tasks.policy.names import normalize_table_name
 from lgpd_tasks.policy.policy import Policy
+
+if TYPE_CHECKING:
+    from lgpd_tasks.masking.detect import PiiType
 
 POLICY_ENV = "LGPD_POLICY_FILE"
 
@@ -95,11 +98,81 @@ def policy_from_document(document: Mapping[str, Any], source: str = "<policy>") 
     try:
         spec = PolicySpec.model_validate(dict(document))
     except ValidationError as err:
-        raise PolicyError([_problem(source, e) for e in err.errors()]) from None
-    problems = _check_references(spec, source)
+        problems = [_problem(source, e) for e in err.errors()]
+        raise PolicyError(problems + _masking_problems(document, source)) from None
+    problems = _masking_problems(document, source) + _check_references(spec, source)
     if problems:
         raise PolicyError(problems)
     return Policy.build(spec, source)
+
+
+def _masking_problems(document: Mapping[str, Any], source: str) -> list[PolicyProblem]:
+    """Strategies and type names in ``masking.columns`` and ``masking.types``.
+
+    Checked by the masking engine's own rules (:func:`strategy_from_spec`, each strategy's
+    ``check``), so that a policy ``check`` accepts is one ``exec`` and ``mask`` can use.
+    Entries of the wrong shape are left to the schema, which names them already.
+    """
+    section = document.get("masking")
+    if not isinstance(section, Mapping):
+        return []
+    entries = [
+        (key, name, spec)
+        for key in ("columns", "types")
+        if isinstance(section.get(key), Mapping)
+        for name, spec in section[key].items()
+        if isinstance(name, str) and _strategy_shaped(spec)
+    ]
+    if not entries:
+        return []  # the masking package loads pandas: only when there is something to check
+    from lgpd_tasks.masking.detect import PiiType, type_from_name
+
+    problems: list[PolicyProblem] = []
+    for key, name, spec in entries:
+        path = f"masking.{key}.{name}"
+        if key == "columns":
+            pii = type_from_name(name)  # as the engine does: a name like `cpf` fixes the type
+        else:
+            pii = next((p for p in PiiType if p.value == name), None)
+            if pii is None:
+                known = ", ".join(p.value for p in PiiType)
+                problems.append(
+                    PolicyProblem(source, path, f"unknown type {name!r} (known: {known})")
+                )
+        message = _strategy_problem(spec, path, pii)
+        if message is not None:
+            problems.append(PolicyProblem(source, path, message))
+    return problems
+
+
+def _strategy_shaped(spec: object) -> bool:
+    return isinstance(spec, str) or (
+        isinstance(spec, Mapping) and all(isinstance(k, str) for k in spec)
+    )
+
+
+def _strategy_problem(spec: str | Mapping[str, Any], path: str, pii: PiiType | None) -> str | None:
+    """Why the masking engine would refuse ``spec`` for type ``pii``, or ``None``.
+
+    With no known type (a column whose name says nothing), the strategy must be able to
+    mask at least one type: ``hmac`` with ``length: 1000`` masks none.
+    """
+    from lgpd_tasks.masking.detect import PiiType
+    from lgpd_tasks.masking.strategies import strategy_from_spec
+
+    try:
+        strategy = strategy_from_spec(spec, path)
+    except MaskingError as err:
+        return str(err).removeprefix(f"{path}: ")
+    refusals: list[str] = []
+    for candidate in [pii] if pii is not None else list(PiiType):
+        try:
+            strategy.check(candidate)
+        except MaskingError as err:
+            refusals.append(str(err))
+        else:
+            return None
+    return refusals[0]
 
 
 def _check_references(spec: PolicySpec, source: str) -> list[PolicyProblem]:
