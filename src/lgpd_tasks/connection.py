@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
 
 from lgpd_tasks.approvals import ApprovalStore, NewRequest, Status
 from lgpd_tasks.audit import AuditStore, NewEntry, parse_db_url, redact_url
@@ -44,6 +44,7 @@ from lgpd_tasks.evidence.subjects import StatementTrail, SubjectTrail
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.masking import Masker, MaskingReport
 from lgpd_tasks.policy import Policy, Scope, load_policy
+from lgpd_tasks.redaction import label_without_literals, scrub_decision, scrub_error
 from lgpd_tasks.sql import Decision, check
 
 if TYPE_CHECKING:
@@ -55,6 +56,13 @@ Driver = Literal["sqlite", "postgres"]
 
 #: Rule ids whose refusal means "outside the scope" (raised as ScopeViolation).
 SCOPE_RULES = frozenset({"read_scope", "write_scope"})
+
+_T = TypeVar("_T")
+
+#: What the database did, in :class:`StatementFailed` messages.
+REFUSED = "refused the statement"
+FAILED_FETCHING = "failed the statement while its rows were fetched"
+REFUSED_COMMIT = "refused the commit"
 
 
 class DatabaseCatalog:
@@ -119,13 +127,21 @@ class GuardedCursor:
         self._raw = raw
         self._running: _Running | None = None
         self._columns: list[str] = []
+        self._description: Any = None
         self.arraysize = 1
 
     # -- DB-API attributes ----------------------------------------------------------------
 
     @property
     def description(self) -> Any:
-        return self._raw.description
+        """The driver's description of the result, its labels masked when results are.
+
+        SQLite labels an unaliased expression with its text, literals included
+        (``cpf = '529.982.247-25'``); such a label comes back with its literals as ``?`` and
+        personal-data spans masked, as a tuple of 7-tuples. Labels that need nothing keep
+        the driver's own description.
+        """
+        return self._description
 
     @property
     def rowcount(self) -> int:
@@ -139,6 +155,7 @@ class GuardedCursor:
 
     def execute(self, sql: str, parameters: Any = None) -> Self:
         self._finish()
+        self._description = None
         running = self._conn._admit(sql, parameters, many=False)
         started = time.perf_counter()
         try:
@@ -153,6 +170,7 @@ class GuardedCursor:
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> Self:
         self._finish()
+        self._description = None
         params = list(seq_of_parameters)
         running = self._conn._admit(sql, params, many=True)
         started = time.perf_counter()
@@ -169,6 +187,8 @@ class GuardedCursor:
         running.started = started
         description = self._raw.description
         columns = [str(d[0]) for d in description] if description is not None else []
+        labels = self._conn._result_labels(columns)
+        self._description = _relabelled(description, columns, labels)
         # subject trail: which people's rows this statement returns or changes
         trail = self._conn._subject_trail
         if trail is not None:
@@ -177,7 +197,7 @@ class GuardedCursor:
             )
         if description is not None:
             running.is_query = True
-            self._columns = columns
+            self._columns = labels
             self._running = running
             # a result never fetched to its end still gets its outcome when the connection closes
             self._conn._unfinished[running.intent_id] = running
@@ -190,21 +210,21 @@ class GuardedCursor:
     # -- fetching -------------------------------------------------------------------------
 
     def fetchone(self) -> tuple[Any, ...] | None:
-        row = self._raw.fetchone()
+        row = self._fetch(self._raw.fetchone)
         if row is None:
             self._finish()
             return None
         return self._mask([row])[0]
 
     def fetchmany(self, size: int | None = None) -> list[tuple[Any, ...]]:
-        rows = self._raw.fetchmany(size or self.arraysize)
+        rows = self._fetch(lambda: self._raw.fetchmany(size or self.arraysize))
         if not rows:
             self._finish()
             return []
         return self._mask(rows)
 
     def fetchall(self) -> list[tuple[Any, ...]]:
-        rows = self._raw.fetchall()
+        rows = self._fetch(self._raw.fetchall)
         masked = self._mask(rows) if rows else []
         self._finish()
         return masked
@@ -224,7 +244,7 @@ class GuardedCursor:
         """
         import pandas as pd
 
-        rows = self._raw.fetchall()
+        rows = self._fetch(self._raw.fetchall)
         self._observe(rows)
         frame = pd.DataFrame.from_records(rows, columns=self._columns, coerce_float=False)
         masker = self._conn._masker
@@ -234,6 +254,23 @@ class GuardedCursor:
         self._finish()
         return frame
 
+    def _fetch(self, fetch: Callable[[], _T]) -> _T:
+        """Call the driver's ``fetch``; its error fails the statement as ``execute``'s would.
+
+        Rows are converted as they are fetched, so a value the driver cannot load (a
+        PostgreSQL date after year 9999) fails here, with the value in the message: it is
+        scrubbed, raised as :class:`StatementFailed` and the outcome records the error.
+        """
+        try:
+            return fetch()
+        except Exception as err:
+            running, self._running = self._running, None
+            if running is None or running.done:
+                raise self._conn._statement_failed(err, "", FAILED_FETCHING) from None
+            if running.trail is not None:
+                running.trail.close()
+            raise self._conn._failed(running, err, failure=FAILED_FETCHING) from None
+
     def _observe(self, rows: list[Any]) -> None:
         running = self._running
         if running is not None:
@@ -242,16 +279,27 @@ class GuardedCursor:
                 running.trail.observe(rows)  # raw key values, before masking
 
     def _note(self, report: MaskingReport) -> None:
+        """Add a masking report to the outcome's ``masked`` map, keyed by the shown labels.
+
+        Results may repeat a label (``SELECT cpf, cpf``, or two expressions whose labels
+        are alike once their literals are out): columns masked alike share one entry and
+        add up their cells; one masked otherwise gets its own key (``label #2``), so the
+        record never misstates how a column was masked.
+        """
         running = self._running
         if running is None:
             return
         for col in report.columns:
-            if col.cells_masked:
-                seen = running.masked.setdefault(
-                    col.column,
-                    {"pii_type": col.detected_type, "strategy": col.strategy, "cells": 0},
-                )
-                seen["cells"] += col.cells_masked
+            if not col.cells_masked:
+                continue
+            how = {"pii_type": col.detected_type, "strategy": col.strategy}
+            key, n = col.column, 1
+            while (seen := running.masked.get(key)) is not None and any(
+                seen[k] != v for k, v in how.items()
+            ):
+                n += 1
+                key = f"{col.column} #{n}"
+            running.masked.setdefault(key, {**how, "cells": 0})["cells"] += col.cells_masked
 
     def _mask(self, rows: list[Any]) -> list[tuple[Any, ...]]:
         self._observe(rows)
@@ -317,6 +365,9 @@ class GuardedConnection:
         self.audit = audit
         self.approvals = approvals or ApprovalStore(audit)
         self._masker = masker
+        # messages and names are scrubbed even when results are not masked
+        self._text_masker = masker if masker is not None else Masker()
+        self._scrubbed: dict[int, tuple[Decision, Decision]] = {}
         self.role = role
         self.target = target
         self._on_close = on_close
@@ -375,12 +426,7 @@ class GuardedConnection:
                     },
                 )
             )
-            raise StatementFailed(
-                f"database refused the commit ({type(err).__name__}): "
-                f"{_scrub_error(str(err), self._granted_names()) or type(err).__name__}",
-                error_class=type(err).__name__,
-                sqlstate=getattr(err, "sqlstate", None),
-            ) from None
+            raise self._statement_failed(err, "", REFUSED_COMMIT) from None
 
     def _granted_names(self) -> str:
         """Table and column names the scope grants: no personal data, so messages may keep them."""
@@ -432,14 +478,52 @@ class GuardedConnection:
     # -- conveniences ---------------------------------------------------------------------
 
     def check(self, sql: str) -> Decision:
-        """The guard's decision for ``sql`` in this connection's scope; runs nothing."""
-        return check(
+        """The guard's decision for ``sql`` in this connection's scope; runs nothing.
+
+        The decision is the one the audit records and exceptions quote: a name written in
+        double quotes that is no column (a value in the wrong quotes) is ``?`` in it and
+        personal-data spans are masked (see :func:`lgpd_tasks.redaction.scrub_decision`).
+        """
+        decision = check(
             sql,
             self.scope,
             dialect=self.policy.dialect,
             catalog=self._catalog,
             pii_columns=self._pii_columns,
         )
+        # the guard returns the same decision object for the same text: scrub it once
+        known = self._scrubbed.get(id(decision))
+        if known is not None and known[0] is decision:
+            return known[1]
+        scrubbed = scrub_decision(decision, self._text_masker.mask_text, self._is_column)
+        if len(self._scrubbed) >= 1024:
+            self._scrubbed.clear()
+        self._scrubbed[id(decision)] = (decision, scrubbed)
+        return scrubbed
+
+    def _is_column(self, table: str | None, name: str) -> bool:
+        """Whether ``name`` is a column of ``table`` (by the catalogue or the scope's grants).
+
+        With no table, whether it is any name the scope grants.
+        """
+        if table is None:
+            return name.lower() in re.split(r"[\s.]+", self._granted_names().lower())
+        granted = (self.scope.readable_columns(table) or frozenset()) | (
+            self.scope.writable_columns(table) or frozenset()
+        )
+        return name in granted or name in (self._catalog.columns(table) or ())
+
+    def _result_labels(self, columns: list[str]) -> list[str]:
+        """Result column labels as shown and recorded: literals out, spans masked.
+
+        Left as the driver gives them when results are not masked. Two labels may become
+        equal (``cpf = '1'`` and ``cpf = '2'``); results may repeat labels, so they stay so.
+        """
+        masker = self._masker
+        if masker is None:
+            return columns
+        dialect = self.policy.dialect
+        return [masker.mask_text(label_without_literals(c, dialect)) for c in columns]
 
     def query_df(self, sql: str, parameters: Any = None) -> pd.DataFrame:
         """Run a query and return its (masked) result as a pandas DataFrame."""
@@ -630,49 +714,44 @@ class GuardedConnection:
             )
         )
 
-    def _failed(self, running: _Running, err: Exception, started: float) -> StatementFailed:
-        running.started = started
+    def _failed(
+        self,
+        running: _Running,
+        err: Exception,
+        started: float | None = None,
+        *,
+        failure: str = REFUSED,
+    ) -> StatementFailed:
+        """Record ``running``'s outcome as an error and build the exception to raise."""
+        if started is not None:
+            running.started = started
         self._complete(running, err)
-        message = _scrub_error(str(err), f"{running.decision.normalized} {self._granted_names()}")
-        message = message or type(err).__name__
-        if self._masker is not None:
-            message = self._masker.mask_text(message)
+        return self._statement_failed(err, running.decision.normalized, failure)
+
+    def _statement_failed(
+        self, err: Exception, normalized: str, failure: str = REFUSED
+    ) -> StatementFailed:
+        """``err`` as a :class:`StatementFailed` whose message holds no value.
+
+        ``failure`` says what the database did (:data:`REFUSED`, :data:`FAILED_FETCHING`...).
+        Names of the statement (``normalized``) and of the scope may stay in the message;
+        quoted values, dates, long numbers and functions' own messages go, then the text
+        goes through the masker.
+        """
+        cls = type(err).__name__
+        message = scrub_error(err, f"{normalized} {self._granted_names()}") or cls
         return StatementFailed(
-            f"database refused the statement ({type(err).__name__}): {message}",
-            error_class=type(err).__name__,
+            f"database {failure} ({cls}): {self._text_masker.mask_text(message)}",
+            error_class=cls,
             sqlstate=getattr(err, "sqlstate", None),
         )
 
 
-_QUOTED = re.compile(r'"([^"]*)"')
-_WORD = re.compile(r"[a-z_][a-z0-9_$]*")
-#: Names PostgreSQL gives constraints and indexes by default (``customers_cpf_key``...).
-_CONSTRAINT_NAME = re.compile(r"[a-z_][a-z0-9_$]*_(?:key|pkey|fkey|check|excl|idx|not_null)")
-
-
-def _scrub_error(message: str, normalized: str) -> str:
-    """The database's message without the values it may quote.
-
-    Only the first line is kept (``DETAIL``/``CONTEXT`` lines repeat keys, rows and
-    parameters); a quoted span survives only when it names something of the statement
-    (whose normalised text holds no literal) or looks like a constraint's default name.
-
-    >>> _scrub_error('invalid input syntax for type integer: "Maria"\\nCONTEXT: ...', "SELECT")
-    'invalid input syntax for type integer: "?"'
-    >>> _scrub_error('duplicate key value violates unique constraint "customers_cpf_key"\\n'
-    ...              'DETAIL:  Key (cpf)=(123) already exists.', "INSERT INTO customers (cpf)")
-    'duplicate key value violates unique constraint "customers_cpf_key"'
-    """
-    lines = message.strip().splitlines()
-    if not lines:
-        return ""
-    known = set(_WORD.findall(normalized.lower()))
-
-    def keep(match: re.Match[str]) -> str:
-        text = match.group(1).lower()
-        return match.group(0) if text in known or _CONSTRAINT_NAME.fullmatch(text) else '"?"'
-
-    return _QUOTED.sub(keep, lines[0].strip())
+def _relabelled(description: Any, columns: list[str], labels: list[str]) -> Any:
+    """``description`` with its column names replaced by ``labels`` (itself when equal)."""
+    if description is None or labels == columns:
+        return description
+    return tuple((label, *tuple(d)[1:]) for label, d in zip(labels, description, strict=True))
 
 
 def _blocked(decision: Decision, scope: Scope) -> StatementBlocked:

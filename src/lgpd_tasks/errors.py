@@ -161,10 +161,11 @@ class ApprovalError(LgpdError):
 
 
 class StatementFailed(LgpdError):
-    """The database failed a statement the guard let through.
+    """The database failed a statement the guard let through, running it or fetching its rows.
 
     The driver's message is scrubbed of personal data (a unique-key violation's detail
-    quotes the value); ``error_class`` and ``sqlstate`` say what kind of failure it was.
+    quotes the value, a trigger's message may quote the row); ``error_class`` and
+    ``sqlstate`` say what kind of failure it was.
     """
 
     def __init__(self, message: str, *, error_class: str, sqlstate: str | None = None) -> None:

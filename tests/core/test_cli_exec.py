@@ -194,3 +194,39 @@ def test_exec_refuses_an_in_memory_audit_store_and_runs_nothing(
     assert main(["audit", "tail", "--db", urls["audit"], "--format", "json"]) == 0
     records = json.loads(capsys.readouterr().out.split("\n", 1)[1])
     assert [(r["kind"], r["status"]) for r in records] == [("statement", "ok")]
+
+
+def test_exec_prints_result_labels_without_their_literals(
+    urls: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cpf, email = json.loads(urls["raw"])[0]
+    sql = f"SELECT id, cpf = '{cpf}', coalesce(email, '{email}') FROM customers"
+    for fmt in ("csv", "table", "json"):
+        assert _exec(urls, "customer_report.extract", sql, "--format", fmt) == 0
+        out = capsys.readouterr().out
+        assert cpf not in out
+        assert email not in out
+        if fmt == "csv":
+            assert out.splitlines()[0] == 'id,cpf = ?,"coalesce(email, ?)"'
+        if fmt == "json":
+            assert list(json.loads(out)[0]) == ["id", "cpf = ?", "coalesce(email, ?)"]
+    audit = (tmp_path / "audit.db").read_bytes()
+    assert cpf.encode() not in audit
+    assert email.encode() not in audit
+
+
+def test_exec_reports_a_failure_while_fetching_as_a_database_error(
+    urls: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # SQLite computes rows as they are fetched: json() fails on the second row, after execute
+    sql = "SELECT id, CASE WHEN id > 0 THEN json(nome) END FROM customers"
+    assert _exec(urls, "customer_report.extract", sql, "--format", "csv") == 1
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "lgpd-tasks: database failed the statement while its rows were fetched "
+        "(OperationalError): malformed JSON\n"
+    )
+    assert captured.out == ""
+    assert main(["audit", "tail", "--db", urls["audit"], "--format", "json"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["status"] == "error"

@@ -23,6 +23,8 @@ from lgpd_tasks.errors import (
 )
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.policy import Policy, parse_policy
+from lgpd_tasks.sql import fingerprint, normalize_sql
+from tests.core.results import FETCH_WAYS, fetch
 
 POLICY = """\
 version: 1
@@ -368,3 +370,140 @@ def test_a_commit_that_fails_is_recorded_and_scrubbed(
     assert failed.details["event"] == "commit_failed"
     assert failed.details["sqlstate"] == "23505"
     assert audit.verify().ok
+
+
+def test_result_labels_carry_no_literal(conn: GuardedConnection, audit: AuditStore) -> None:
+    _, nome, cpf, email, _ = _people()[2]
+    sql = (
+        f"SELECT id, cpf = '{cpf}', coalesce(email, '{email}'), nome LIKE '%{nome}%' "
+        "FROM customers ORDER BY id"
+    )
+    labels = ["id", "cpf = ?", "coalesce(email, ?)", "nome LIKE ?"]
+    cur = conn.execute(sql)
+    assert [d[0] for d in cur.description] == labels
+    assert [len(d) for d in cur.description] == [7] * 4
+    assert [r[0] for r in cur.fetchall()] == list(range(1, 21))
+    df = conn.query_df(sql)
+    assert list(df.columns) == labels
+    assert df["id"].tolist() == list(range(1, 21))
+    first, second = audit.records(EntryFilter(kind="statement"))
+    for record in (first, second):
+        assert record.outcome is not None
+        assert set(record.outcome.details["masked"]) <= set(labels)
+        assert "coalesce(email, ?)" in record.outcome.details["masked"]
+    dumped = str([e.to_dict() for e in audit.entries()])
+    for value in (cpf, email, nome, *[part for part in nome.split() if len(part) > 3]):
+        assert value not in dumped
+
+
+def test_labels_alike_once_masked_are_kept_and_recorded_apart(
+    conn: GuardedConnection, audit: AuditStore
+) -> None:
+    one, other = _people()[0][2], _people()[1][2]
+    sql = f"SELECT id, cpf = '{one}', cpf = '{other}', cpf AS x, email AS x FROM customers"
+    labels = ["id", "cpf = ?", "cpf = ?", "x", "x"]
+    cur = conn.execute(sql)
+    assert [d[0] for d in cur.description] == labels
+    rows = cur.fetchall()
+    assert [len(r) for r in rows] == [5] * 20
+    df = conn.query_df(sql)
+    assert list(df.columns) == labels
+    assert df.shape == (20, 5)
+    for record in audit.records(EntryFilter(kind="statement")):
+        assert record.outcome is not None
+        masked = record.outcome.details["masked"]
+        # the same label masked two ways: two entries, never one that misstates either
+        assert (masked["x"]["pii_type"], masked["x #2"]["pii_type"]) == ("cpf", "email")
+        assert masked["x"]["cells"] == masked["x #2"]["cells"] == 20
+        assert one not in str(masked)
+
+
+@pytest.mark.parametrize("column", ["cpf", "nome"])
+def test_a_value_in_double_quotes_is_blocked_and_never_repeated(
+    conn: GuardedConnection, audit: AuditStore, column: str
+) -> None:
+    index = 2 if column == "cpf" else 1
+    value, other = _people()[4][index], _people()[5][index]
+    sql = f'SELECT nome FROM customers WHERE {column} = "{value}"'
+    with pytest.raises(ScopeViolation) as info:
+        conn.execute(sql)
+    assert str(info.value) == (
+        "statement blocked in scope 'extract' by rule read_scope: reference \"?\" cannot be "
+        "attributed to a table (a double-quoted name that is no column here; string values "
+        "take single quotes)"
+    )
+    assert [(r.rule, r.column) for r in info.value.reasons] == [("read_scope", "?")]
+    (record,) = audit.records(EntryFilter(kind="statement"))
+    assert record.entry.decision == "block"
+    normalized = f'SELECT nome FROM customers WHERE {column} = "?"'
+    assert record.entry.details["normalized"] == normalized
+    assert record.entry.details["statements"][0]["normalized"] == normalized
+    # one fingerprint for the statement whatever the value, and it hashes no value
+    assert record.entry.fingerprint == fingerprint(normalized)
+    assert conn.check(sql.replace(value, other)).fingerprint == record.entry.fingerprint
+    dumped = str([e.to_dict() for e in audit.entries()])
+    for text in (value, value.lower(), *[p.lower() for p in value.split() if len(p) > 3]):
+        assert text not in str(info.value)
+        assert text not in dumped
+
+
+@pytest.mark.parametrize(
+    ("sql", "action", "normalized"),
+    [
+        pytest.param(
+            'SELECT nome FROM customers WHERE nome = "{nome}" AND',
+            "block",
+            'SELECT nome FROM customers WHERE nome = "?" AND',
+            id="unparsable",
+        ),
+        pytest.param(
+            'SELECT nome FROM nosuch WHERE nome = "{nome}"',
+            "block",
+            'SELECT nome FROM nosuch WHERE nome = "?"',
+            id="unknown-table",
+        ),
+        pytest.param(
+            'SELECT id AS "{cpf}" FROM customers',
+            "allow",
+            'SELECT id AS "[CPF]" FROM customers',
+            id="alias",
+        ),
+    ],
+)
+def test_values_in_double_quotes_stay_out_of_every_decision(
+    conn: GuardedConnection, sql: str, action: str, normalized: str
+) -> None:
+    _, nome, cpf, _, _ = _people()[6]
+    decision = conn.check(sql.format(nome=nome, cpf=cpf))
+    assert (decision.action, decision.normalized) == (action, normalized)
+    dumped = str(decision.to_dict()).lower()
+    assert nome.lower() not in dumped
+    assert cpf not in dumped
+
+
+def test_scrubbing_keeps_real_names_and_fingerprints(conn: GuardedConnection) -> None:
+    sql = 'SELECT "cpf", email AS "Contato" FROM customers WHERE "id" = 1'
+    decision = conn.check(sql)
+    assert decision.action == "allow"
+    assert decision.normalized == 'SELECT "cpf", email AS "contato" FROM customers WHERE "id" = ?'
+    assert decision.fingerprint == normalize_sql(sql, "sqlite")[1]
+
+
+@pytest.mark.parametrize("how", FETCH_WAYS)
+def test_a_database_error_while_fetching_fails_the_statement(
+    conn: GuardedConnection, audit: AuditStore, how: str
+) -> None:
+    # SQLite computes rows as they are fetched: the second row's json() fails after execute
+    sql = "SELECT id, CASE WHEN id > 1 THEN json(nome) END FROM customers"
+    with pytest.raises(StatementFailed) as info:
+        fetch(conn, sql, how)
+    assert str(info.value) == (
+        "database failed the statement while its rows were fetched (OperationalError): "
+        "malformed JSON"
+    )
+    assert info.value.error_class == "OperationalError"
+    (record,) = audit.records(EntryFilter(kind="statement"))
+    assert record.status == "error"
+    assert record.outcome is not None
+    assert record.outcome.details["error_class"] == "OperationalError"
+    assert conn.execute("SELECT count(id) FROM customers").fetchall() == [(20,)]

@@ -8,7 +8,7 @@ from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import SqlglotError
 from sqlglot.optimizer.normalize_identifiers import normalize_identifiers
-from sqlglot.tokenizer_core import TokenType
+from sqlglot.tokenizer_core import Token, TokenType
 
 PLACEHOLDER = "?"
 
@@ -38,6 +38,11 @@ _LITERAL_TOKENS = frozenset(
         TokenType.FALSE,
     }
 )
+
+
+def is_literal_token(token: Token) -> bool:
+    """Whether a sqlglot token is a literal value (string, number, boolean...)."""
+    return token.token_type in _LITERAL_TOKENS
 
 
 def fingerprint(normalized: str) -> str:
@@ -76,7 +81,7 @@ def normalize_text(text: str, dialect: str) -> str:
         return "<untokenizable statement>"
     parts: list[str] = []
     for token in tokens:
-        if token.token_type in _LITERAL_TOKENS:
+        if is_literal_token(token):
             parts.append(PLACEHOLDER)
         elif token.token_type == TokenType.IDENTIFIER:
             parts.append('"' + token.text.replace('"', '""') + '"')
