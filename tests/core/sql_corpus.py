@@ -25,6 +25,9 @@ class Case:
     rule: str | None
     use_catalog: bool
     policy_file: str
+    #: The refusing reason names this table / column (checked when given).
+    table: str | None = None
+    column: str | None = None
 
     @property
     def id(self) -> str:
@@ -59,6 +62,8 @@ def cases() -> list[Case]:
                     rule=raw.get("rule"),
                     use_catalog=raw.get("catalog", True),
                     policy_file=document["policy"],
+                    table=raw.get("table"),
+                    column=raw.get("column"),
                 )
             )
     return found

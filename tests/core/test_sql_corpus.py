@@ -40,3 +40,8 @@ def test_corpus_decision(case: Case) -> None:
     else:
         assert case.rule is not None, "a refused case names its rule"
         assert case.rule in decision.rules, explained
+        named = [r for r in decision.reasons if r.rule == case.rule]
+        if case.table is not None:
+            assert any(r.table == case.table for r in named), explained
+        if case.column is not None:
+            assert any(r.column == case.column for r in named), explained

@@ -103,3 +103,30 @@ def test_data_modifying_cte_lineage_reaches_the_insert_target() -> None:
 def test_output_columns_name_the_result() -> None:
     [statement] = analyze("SELECT id, nome AS n FROM crm.customers", "postgres")
     assert statement.output_columns == ("id", "n")
+
+
+def test_composite_field_assignment_is_lineage_of_the_composite_column() -> None:
+    # PostgreSQL reads SET a.b as field b of column a, in MERGE as in UPDATE
+    assert _lineage(
+        "MERGE INTO crm.customers c USING crm.orders o ON o.customer_id = c.id "
+        "WHEN MATCHED THEN UPDATE SET endereco.cidade = o.total::text "
+        "WHEN NOT MATCHED THEN INSERT (id, endereco.cidade) VALUES (o.customer_id, o.id::text)"
+    ) == {
+        "crm.customers.endereco": ("crm.orders.id",),
+        "crm.customers.id": ("crm.orders.customer_id",),
+    }
+    [update] = analyze("UPDATE crm.customers SET endereco.cidade = 'x' WHERE id = 1", "postgres")
+    assert dict(update.columns_written) == {"crm.customers": {"endereco"}}
+
+
+def test_renamed_table_columns_carry_their_real_sources() -> None:
+    assert _lineage("SELECT x.a, x.c FROM crm.customers AS x(a, b, c)") == {
+        "a": ("crm.customers.id",),
+        "c": ("crm.customers.cpf",),
+    }
+    assert _lineage("SELECT * FROM crm.customers AS x(a)") == {
+        "a": ("crm.customers.id",),
+        "nome": ("crm.customers.nome",),
+        "cpf": ("crm.customers.cpf",),
+        "cidade": ("crm.customers.cidade",),
+    }

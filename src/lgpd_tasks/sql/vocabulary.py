@@ -69,6 +69,8 @@ SIDE_EFFECT_FUNCTIONS = frozenset(
         "schema_to_xml_and_xmlschema",
         "database_to_xml",
         "database_to_xml_and_xmlschema",
+        # a sequence is state the scope does not grant; a column default needs no call
+        "nextval",
         "setval",
         "txid_current",
         "load_extension",
@@ -214,7 +216,6 @@ KNOWN_SAFE_FUNCTIONS = frozenset(
         "pg_typeof",
         "gen_random_uuid",
         "uuid_generate_v4",
-        "nextval",
         "currval",
         "lastval",
         "current_database",

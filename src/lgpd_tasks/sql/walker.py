@@ -4,6 +4,10 @@ The walk follows SQL's own scoping: CTEs (data-modifying ones included), derived
 ``LATERAL``, correlated subqueries in any clause, set operations and ``RETURNING``. A
 column whose table cannot be known is attributed to every table it could come from, so
 an uncertain read is checked against each of them (fail closed).
+
+Each node's arguments the walker understands are walked with their own scoping rules;
+every other argument (``LIMIT``, ``TABLESAMPLE``, a dialect's extra clause...) is walked
+as a plain expression, so a subquery or a call hidden there is never missed.
 """
 
 from __future__ import annotations
@@ -22,6 +26,31 @@ from lgpd_tasks.sql.model import Catalog, LineageEdge
 Output = tuple[str, frozenset[str]]
 """An output column of a query: its name and the ``schema.table.column`` it comes from."""
 
+Clause = tuple[str, exp.Expr]
+"""A clause of a parenthesised query (``(SELECT ...) LIMIT n``): its key and its node."""
+
+#: Arguments each node's own walk handles; any other argument is walked as an expression.
+_SELECT_ARGS = frozenset({"with_", "from_", "joins", "expressions", "locks", "into"})
+_SET_OPERATION_ARGS = frozenset({"with_", "this", "expression"})
+_SUBQUERY_ARGS = frozenset({"this", "alias", "with_"})
+_TABLE_ARGS = frozenset({"this", "db", "catalog", "alias", "joins", "rows_from"})
+_JOIN_ARGS = frozenset({"this", "on", "using"})
+_LATERAL_ARGS = frozenset({"this", "alias"})
+_VALUES_ARGS = frozenset({"expressions", "alias"})
+_INSERT_ARGS = frozenset({"with_", "this", "expression", "conflict", "returning"})
+_CONFLICT_ARGS = frozenset({"expressions", "where"})
+_UPDATE_ARGS = frozenset({"with_", "this", "expressions", "from_", "joins", "where", "returning"})
+_DELETE_ARGS = frozenset({"with_", "this", "using", "where", "returning"})
+_MERGE_ARGS = frozenset({"with_", "this", "using", "on", "whens", "returning"})
+#: Clauses where a bare output-column name may stand for that output column.
+_SORT_KEYS = frozenset({"order", "group"})
+#: Dialects where an output alias may appear anywhere in GROUP BY, HAVING, ORDER BY and
+#: WINDOW (and that have no whole-row references). Elsewhere, as in PostgreSQL, only a
+#: whole ORDER BY or GROUP BY item may be an output alias: inside an expression the name
+#: is an input column or a whole row.
+_ALIASES_ANYWHERE = frozenset({"sqlite"})
+_ALIAS_CLAUSES = frozenset({"group", "having", "order", "windows"})
+
 
 @dataclass
 class Relation:
@@ -30,12 +59,19 @@ class Relation:
     table: str | None = None
     #: Output columns for derived results; catalogue columns (no sources) for tables.
     outputs: list[Output] | None = None
+    #: A table's visible column names (after an alias column list), when the catalogue knows.
     columns: frozenset[str] | None = None
+    #: ``FROM t AS x(a, b)``: each visible name and the table column it renames, by
+    #: position (``*`` when the catalogue does not know the table's column order).
+    renames: tuple[tuple[str, str], ...] = ()
 
     def definitely_has(self, name: str, granted: frozenset[str] | None) -> bool:
         if self.table is not None:
             if self.columns is not None:
                 return name in self.columns
+            if self.renames:
+                # a granted name may be the column the list renamed away
+                return any(v == name for v, _ in self.renames)
             # an explicit column grant asserts the column exists in that table
             return granted is not None and ALL not in granted and name in granted
         return self.outputs is not None and any(n == name for n, _ in self.outputs)
@@ -46,6 +82,10 @@ class Relation:
         if self.outputs is None:
             return True
         return any(n in (name, ALL) for n, _ in self.outputs)
+
+    def table_columns(self, name: str) -> list[str]:
+        """The table's columns a visible name stands for (itself unless renamed)."""
+        return [real for visible, real in self.renames if visible == name] or [name]
 
 
 @dataclass
@@ -67,6 +107,7 @@ class Walker:
         self._dialect = Dialect.get_or_raise(dialect)
         self.catalog = catalog
         self.scope = scope
+        self.aliases_anywhere = dialect in _ALIASES_ANYWHERE
         self.tables_read: set[str] = set()
         self.tables_written: set[str] = set()
         self.reads: dict[str, set[str]] = {}
@@ -112,30 +153,55 @@ class Walker:
     def edge(self, target: str, sources: Iterable[str]) -> None:
         self.lineage.append(LineageEdge(target, tuple(sorted(set(sources)))))
 
-    def real(self, table: str) -> Relation:
+    def real(self, table: str, alias: exp.Expr | None = None) -> Relation:
+        """A table in FROM; an alias column list renames its columns by position."""
         cols = self.catalog_columns(table)
-        return Relation(table=table, columns=frozenset(cols) if cols is not None else None)
+        names = [self.ident(c) for c in alias.args.get("columns") or []] if alias else []
+        if not names:
+            return Relation(table=table, columns=frozenset(cols) if cols is not None else None)
+        if cols is None:
+            # without the column order a renamed column may be any of the table's columns
+            return Relation(table=table, renames=tuple((n, ALL) for n in names))
+        visible = [*names, *cols[len(names) :]]
+        return Relation(
+            table=table, columns=frozenset(visible), renames=tuple(zip(visible, cols, strict=False))
+        )
 
     # -- queries -----------------------------------------------------------------------
-    def query(self, node: exp.Expr | None, env: Env) -> list[Output]:
-        """Walk a query or a data-modifying statement; return its output columns."""
+    def query(
+        self, node: exp.Expr | None, env: Env, clauses: Sequence[Clause] = ()
+    ) -> list[Output]:
+        """Walk a query or a data-modifying statement; return its output columns.
+
+        ``clauses`` are the ``ORDER BY``/``LIMIT``... written after the parentheses of a
+        parenthesised query: they belong to the query inside, as PostgreSQL reads them.
+        """
         if node is None:
             return []
         if isinstance(node, exp.Subquery):
             env = self.ctes(node, env)
-            return self.query(node.this, env)
+            own = [(k, v) for k, v in node.args.items() if k not in _SUBQUERY_ARGS]
+            return self.query(node.this, env, [*_clauses(own), *clauses])
         if isinstance(node, exp.Select):
-            return self.select(node, env)
+            return self.select(node, env, clauses)
         if isinstance(node, exp.SetOperation):
             env = self.ctes(node, env)
             left = self.query(node.left, env)
             right = self.query(node.right, env)
             if len(left) != len(right) or any(n == ALL for n, _ in (*left, *right)):
                 merged = frozenset().union(*(s for _, s in (*left, *right)))
-                return [(ALL, merged)] if merged or left or right else []
-            return [(ln, ls | rs) for (ln, ls), (_, rs) in zip(left, right, strict=True)]
+                outputs = [(ALL, merged)] if merged or left or right else []
+            else:
+                outputs = [(ln, ls | rs) for (ln, ls), (_, rs) in zip(left, right, strict=True)]
+            # ORDER BY, LIMIT... of a set operation see only its output columns
+            self.rest(node, _SET_OPERATION_ARGS, {}, env, _names_of(outputs), clauses)
+            return outputs
         if isinstance(node, exp.Values):
-            return self.values(node, env)
+            outputs = self.values(node, env)
+            self.rest(node, _VALUES_ARGS, {}, env, _names_of(outputs), clauses)
+            return outputs
+        for _, clause in clauses:
+            self.expr(clause, {}, env)
         if isinstance(node, exp.Insert):
             return self.insert(node, env)
         if isinstance(node, exp.Update):
@@ -147,6 +213,59 @@ class Walker:
         for child in node.iter_expressions():
             self.expr(child, {}, env)
         return []
+
+    def rest(
+        self,
+        node: exp.Expr,
+        handled: frozenset[str],
+        sources: dict[str, Relation],
+        env: Env,
+        aliases: frozenset[str] = frozenset(),
+        clauses: Sequence[Clause] = (),
+    ) -> None:
+        """Walk every argument of ``node`` not in ``handled``, and ``clauses`` after them.
+
+        What the walker has no special rule for is still walked as an expression, so a
+        subquery or call in any clause is recorded (fail closed).
+        """
+        own = [(k, v) for k, v in node.args.items() if k not in handled]
+        for key, value in (*_clauses(own), *clauses):
+            if self.aliases_anywhere and key in _ALIAS_CLAUSES:
+                self.expr(value, sources, env, aliases)
+            elif key in _SORT_KEYS and isinstance(value, (exp.Order, exp.Group)):
+                self.sort_keys(key, value, sources, env, aliases)
+            else:
+                self.expr(value, sources, env)
+
+    def sort_keys(
+        self,
+        key: str,
+        node: exp.Order | exp.Group,
+        sources: dict[str, Relation],
+        env: Env,
+        aliases: frozenset[str],
+    ) -> None:
+        """``ORDER BY``/``GROUP BY``: an output-column name counts only as a whole item.
+
+        Inside an expression, PostgreSQL reads the name as an input column or a whole row
+        (``ORDER BY (c).cpf`` with an output ``c`` still reads table ``c``).
+        """
+        for item in node.expressions:
+            name = self.bare_name(item.this if isinstance(item, exp.Ordered) else item)
+            if name is not None and key == "order" and name in aliases:
+                continue  # ORDER BY prefers the output column, already walked
+            self.expr(item, sources, env, aliases if name is not None else frozenset())
+        self.rest(node, frozenset({"expressions"}), sources, env)
+
+    def bare_name(self, node: exp.Expr) -> str | None:
+        """The name of an unqualified column reference, ``None`` for anything else."""
+        if (
+            isinstance(node, exp.Column)
+            and isinstance(node.this, exp.Identifier)
+            and node.args.get("table") is None
+        ):
+            return self.ident(node.this)
+        return None
 
     def ctes(self, node: exp.Expr, env: Env) -> Env:
         with_ = node.args.get("with_")
@@ -179,7 +298,7 @@ class Walker:
             [(f"column{i + 1}", frozenset()) for i in range(width)], node.args.get("alias")
         )
 
-    def select(self, node: exp.Select, env: Env) -> list[Output]:
+    def select(self, node: exp.Select, env: Env, clauses: Sequence[Clause] = ()) -> list[Output]:
         env = self.ctes(node, env)
         sources: dict[str, Relation] = {}
         from_ = node.args.get("from_")
@@ -198,19 +317,10 @@ class Walker:
                 outputs.extend(self.star(star, sources))
             else:
                 outputs.append((self.output_name(projection), self.expr(projection, sources, env)))
-        aliases = frozenset(n for n, _ in outputs)
         for join in joins:
-            self.expr(join.args.get("on"), sources, env)
-            for using in join.args.get("using") or []:
-                name = self.ident(using)
-                for rel in sources.values():
-                    self.from_relation(rel, name)
-        for key in ("where", "qualify", "distinct", "prewhere", "connect"):
-            self.expr(node.args.get(key), sources, env)
-        for key in ("group", "having", "order", "windows"):
-            self.expr(node.args.get(key), sources, env, aliases)
-        for key in ("limit", "offset"):
-            self.expr(node.args.get(key), sources, env)
+            self.join_condition(join, sources, env)
+        # WHERE, GROUP BY, HAVING, ORDER BY, LIMIT, TABLESAMPLE... and any other clause
+        self.rest(node, _SELECT_ARGS, sources, env, _names_of(outputs), clauses)
         for lock in node.args.get("locks") or []:
             # FOR UPDATE/SHARE locks rows for writing: PostgreSQL asks for UPDATE privilege
             named = {self.ident(t.this) for t in lock.expressions}
@@ -238,47 +348,94 @@ class Walker:
         alias_node = node.args.get("alias")
         alias = self.ident(alias_node.this) if isinstance(alias_node, exp.TableAlias) else ""
         if isinstance(node, exp.Table):
-            if isinstance(node.this, exp.Func) or not isinstance(node.this, exp.Identifier):
-                if isinstance(node.this, exp.Func) and node.args.get("db") is not None:
-                    self.function(node.this, node.args["db"])
-                self.expr(node.this, sources, env)
+            if not isinstance(node.this, exp.Identifier):
+                self.function_source(node, sources, env)
                 columns = alias_node.args.get("columns") if alias_node else None
                 outputs = [(self.ident(c), frozenset[str]()) for c in columns or []]
-                sources[alias or node.this.name.lower()] = Relation(outputs=outputs or None)
-                return
-            name = self.ident(node.this)
-            if not node.args.get("db") and name in env.ctes:
-                rel = env.ctes[name]
-                sources[alias or name] = Relation(
-                    outputs=self.renamed(rel.outputs, alias_node) if rel.outputs else rel.outputs
-                )
+                fallback = node.this.name.lower() if node.this is not None else ""
+                sources[alias or fallback] = Relation(outputs=outputs or None)
             else:
-                table = self.table_name(node)
-                self.tables_read.add(table)
-                sources[alias or name] = self.real(table)
+                name = self.ident(node.this)
+                if not node.args.get("db") and name in env.ctes:
+                    rel = env.ctes[name]
+                    sources[alias or name] = Relation(
+                        outputs=self.renamed(rel.outputs, alias_node)
+                        if rel.outputs
+                        else rel.outputs
+                    )
+                else:
+                    table = self.table_name(node)
+                    self.tables_read.add(table)
+                    sources[alias or name] = self.real(table, alias_node)
             for join in node.args.get("joins") or []:
-                self.add_source(join.this, sources, env)
-                self.expr(join.args.get("on"), sources, env)
+                self.join(join, sources, env)
+            self.rest(node, _TABLE_ARGS, sources, env)
             return
         if isinstance(node, exp.Subquery):
-            outputs = self.query(node.this, env.inner(sources))
+            if _join_tree(node.this):
+                self.join_tree(node, alias, sources, env)
+                return
+            outputs = self.query(node, env.inner(sources))
             sources[alias] = Relation(outputs=self.renamed(outputs, alias_node))
             return
         if isinstance(node, exp.Lateral):
             inner = node.this
             if isinstance(inner, exp.Subquery):
-                outputs = self.query(inner.this, env.inner(sources))
+                outputs = self.query(inner, env.inner(sources))
                 sources[alias] = Relation(outputs=self.renamed(outputs, alias_node))
             else:
                 self.expr(inner, sources, env)
                 sources[alias] = Relation()
+            self.rest(node, _LATERAL_ARGS, sources, env)
             return
         if isinstance(node, exp.Values):
-            sources[alias] = Relation(outputs=self.values(node, env))
+            sources[alias] = Relation(outputs=self.query(node, env))
             return
         # UNNEST, table functions, anything else: walk it, its columns stay unknown
         self.expr(node, sources, env)
         sources[alias or node.alias_or_name.lower()] = Relation()
+
+    def function_source(self, node: exp.Table, sources: dict[str, Relation], env: Env) -> None:
+        """A function in FROM, or each of ``ROWS FROM (f(...), g(...))``: walk the calls."""
+        for call in node.args.get("rows_from") or [node]:
+            if not isinstance(call, exp.Table):
+                self.expr(call, sources, env)
+                continue
+            if isinstance(call.this, exp.Func) and call.args.get("db") is not None:
+                self.function(call.this, call.args["db"])
+            self.expr(call.this, sources, env)
+            if call is not node:
+                self.rest(call, _TABLE_ARGS, sources, env)
+
+    def join(self, join: exp.Join, sources: dict[str, Relation], env: Env) -> None:
+        """A join inside a FROM item (``FROM (a JOIN b ON ...)``): its table and condition."""
+        left = list(sources.values())
+        self.add_source(join.this, sources, env)
+        if str(join.args.get("method") or "").upper() == "NATURAL":
+            self.natural(left, [r for r in sources.values() if all(r is not x for x in left)])
+        self.join_condition(join, sources, env)
+
+    def join_condition(self, join: exp.Join, sources: dict[str, Relation], env: Env) -> None:
+        self.expr(join.args.get("on"), sources, env)
+        for using in join.args.get("using") or []:
+            name = self.ident(using)
+            for rel in sources.values():
+                self.from_relation(rel, name)
+        self.rest(join, _JOIN_ARGS, sources, env)
+
+    def join_tree(
+        self, node: exp.Subquery, alias: str, sources: dict[str, Relation], env: Env
+    ) -> None:
+        """``FROM (a JOIN b ON ...) [AS j]``: the tables join the FROM clause as they are.
+
+        An alias hides the inner names: ``j`` then stands for every column of the join.
+        """
+        inner: dict[str, Relation] = {} if alias else sources
+        self.add_source(node.this, inner, env)
+        self.rest(node, _SUBQUERY_ARGS, inner, env)
+        if alias:
+            outputs = self.star(ALL, inner)
+            sources[alias] = Relation(outputs=self.renamed(outputs, node.args.get("alias")))
 
     def natural(self, left: list[Relation], right: list[Relation]) -> None:
         """``NATURAL JOIN`` compares every column the two sides share: each is read."""
@@ -297,7 +454,6 @@ class Walker:
                     self.from_relation(rel, name)
 
     def star(self, qualifier: str, sources: Mapping[str, Relation]) -> list[Output]:
-        outputs: list[Output] = []
         chosen = (
             list(sources.values())
             if qualifier == ALL
@@ -307,18 +463,23 @@ class Walker:
         )
         if qualifier != ALL and not chosen:
             self.unresolved.add(f"{qualifier}.*")
+        outputs: list[Output] = []
         for rel in chosen:
-            if rel.table is not None:
-                cols = self.catalog_columns(rel.table)
-                if cols is None:
-                    self.read(rel.table, ALL)
-                    outputs.append((ALL, frozenset({f"{rel.table}.{ALL}"})))
-                else:
-                    for col in cols:
-                        self.read(rel.table, col)
-                        outputs.append((col, frozenset({f"{rel.table}.{col}"})))
-            elif rel.outputs is not None:
-                outputs.extend(rel.outputs)
+            outputs.extend(self.every_column(rel))
+        return outputs
+
+    def every_column(self, rel: Relation) -> list[Output]:
+        """``rel.*`` or a whole-row reference to ``rel``: each of its columns is read."""
+        if rel.table is None:
+            return list(rel.outputs or [])
+        cols = self.catalog_columns(rel.table)
+        if cols is None:
+            self.read(rel.table, ALL)
+            return [(ALL, frozenset({f"{rel.table}.{ALL}"}))]
+        outputs: list[Output] = []
+        for visible, col in rel.renames or tuple(zip(cols, cols, strict=True)):
+            self.read(rel.table, col)
+            outputs.append((visible, frozenset({f"{rel.table}.{col}"})))
         return outputs
 
     # -- expressions -------------------------------------------------------------------
@@ -352,9 +513,14 @@ class Walker:
                 for _, srcs in self.query(current, env.inner(sources)):
                     found |= srcs
                 continue
-            if isinstance(current, exp.Table) and isinstance(current.this, exp.Identifier):
-                # a bare table inside an expression (``IN (TABLE t)``...): at least a read
-                self.add_source(current, {}, env)
+            if isinstance(current, exp.Table):
+                # a table or table function inside an expression (``IN (TABLE t)``...)
+                self.add_source(current, dict(sources), env)
+                continue
+            field = _field_of_row(current)
+            if field is not None:
+                # ``(c).f``: column c's field f, or column f of the table whose alias is c
+                found |= self.column(field[0], sources, env, field=self.ident(field[1]))
                 continue
             if isinstance(current, exp.Dot) and isinstance(current.expression, exp.Func):
                 # ``schema.f(...)``: the name alone would pass for the built-in ``f``
@@ -384,7 +550,14 @@ class Walker:
         sources: Mapping[str, Relation],
         env: Env,
         aliases: frozenset[str] = frozenset(),
+        field: str | None = None,
     ) -> frozenset[str]:
+        """Resolve a column reference in the FROM items in reach, innermost first.
+
+        A bare name no FROM item has as a column is an output alias where ``aliases`` allows
+        it, else a whole-row reference to the FROM item of that name (its ``field`` only,
+        for ``(name).field``), as PostgreSQL resolves it; else it is unresolved.
+        """
         name = self.ident(node.this)
         qualifier = self.ident(node.args.get("table")) if node.args.get("table") else ""
         levels = (sources, *env.outer)
@@ -403,8 +576,12 @@ class Walker:
                 break
             chosen.extend(candidates)
         if not chosen:
-            if name not in aliases:
-                self.unresolved.add(name)
+            if name in aliases:
+                return frozenset()
+            for level in levels:
+                if name in level:
+                    return self.whole_row(level[name], field)
+            self.unresolved.add(name)
             return frozenset()
         found: set[str] = set()
         for rel in chosen:
@@ -416,10 +593,20 @@ class Walker:
             return None
         return self.scope.readable_columns(rel.table)
 
+    def whole_row(self, rel: Relation, field: str | None) -> frozenset[str]:
+        """A FROM item named as a value (``to_jsonb(c)``, ``c::text``): all its columns."""
+        if field is not None:
+            return self.from_relation(rel, field)
+        return frozenset().union(*(srcs for _, srcs in self.every_column(rel)))
+
     def from_relation(self, rel: Relation, name: str) -> frozenset[str]:
         if rel.table is not None:
-            self.read(rel.table, name)
-            return frozenset({f"{rel.table}.{name}"})
+            if not rel.renames:
+                self.read(rel.table, name)
+                return frozenset({f"{rel.table}.{name}"})
+            for column in rel.table_columns(name):
+                self.read(rel.table, column)
+            return frozenset(f"{rel.table}.{c}" for c in rel.table_columns(name))
         if rel.outputs is None:
             return frozenset()
         for out_name, srcs in rel.outputs:
@@ -438,7 +625,12 @@ class Walker:
         if isinstance(node, exp.Schema):
             columns = [self.ident(c) for c in node.expressions]
             node = node.this
-        if not isinstance(node, exp.Table) or not isinstance(node.this, exp.Identifier):
+        if (
+            not isinstance(node, exp.Table)
+            or not isinstance(node.this, exp.Identifier)
+            or node.args.get("joins")
+        ):
+            # a join as the target (MySQL's multi-table UPDATE/DELETE) writes several tables
             self.unresolved.add("<target>")
             return "?", "?", columns
         table = self.table_name(node)
@@ -491,16 +683,18 @@ class Walker:
             if conflict.args.get("expressions"):
                 self.write_kinds.add("update")
             for assignment in conflict.args.get("expressions") or []:
-                self.assignment(table, assignment, conflict_sources, env)
+                self.assignment(table, alias, assignment, conflict_sources, env)
             self.expr(conflict.args.get("where"), conflict_sources, env)
+            self.rest(conflict, _CONFLICT_ARGS, conflict_sources, env)
             for ref in conflict.find_all(exp.Column):
                 # EXCLUDED.c is the target's column c: PostgreSQL asks SELECT on it
                 if self.ident(ref.args.get("table")) == "excluded":
                     self.read(table, self.ident(ref.this))
+        self.rest(node, _INSERT_ARGS, sources, env)
         return self.returning(node, sources, env)
 
     def assignment(
-        self, table: str, node: exp.Expr, sources: dict[str, Relation], env: Env
+        self, table: str, alias: str, node: exp.Expr, sources: dict[str, Relation], env: Env
     ) -> None:
         if not isinstance(node, exp.EQ):
             self.expr(node, sources, env)
@@ -508,10 +702,35 @@ class Walker:
         targets = node.this.expressions if isinstance(node.this, exp.Tuple) else [node.this]
         srcs = self.expr(node.expression, sources, env)
         for target in targets:
-            column = self.ident(target.this) if isinstance(target, exp.Column) else target.name
+            column = self.set_column(target, table, alias, sources, env)
             self.write(table, [column])
             if srcs:
                 self.edge(f"{table}.{column}", srcs)
+
+    def set_column(
+        self, target: exp.Expr, table: str, alias: str, sources: dict[str, Relation], env: Env
+    ) -> str:
+        """The column a ``SET`` (or ``MERGE ... INSERT``) target writes.
+
+        PostgreSQL reads ``a.b`` there as column ``a``, field ``b`` of its composite type
+        (``a[1]`` as an element of ``a``), never as a table-qualified column; other
+        dialects qualify with the target table, and another qualifier is not understood.
+        """
+        while isinstance(target, exp.Bracket):
+            for subscript in target.expressions:
+                self.expr(subscript, sources, env)
+            target = target.this
+        if not isinstance(target, exp.Column):
+            return target.name
+        parts = [self.ident(p) for p in target.parts]
+        if len(parts) == 1:
+            return parts[0]
+        if self.dialect == "postgres":
+            return parts[0]
+        if len(parts) == 2 and parts[0] in (alias, table.rsplit(".", 1)[-1]):
+            return parts[1]
+        self.unresolved.add(".".join(parts))
+        return parts[-1]
 
     def update(self, node: exp.Update, env: Env) -> list[Output]:
         env = self.ctes(node, env)
@@ -522,11 +741,11 @@ class Walker:
         if isinstance(from_, exp.From):
             self.add_source(from_.this, sources, env)
         for join in node.args.get("joins") or []:
-            self.add_source(join.this, sources, env)
-            self.expr(join.args.get("on"), sources, env)
+            self.join(join, sources, env)
         for assignment in node.expressions:
-            self.assignment(table, assignment, sources, env)
+            self.assignment(table, alias, assignment, sources, env)
         self.expr(node.args.get("where"), sources, env)
+        self.rest(node, _UPDATE_ARGS, sources, env)
         self.bounded(node, table)
         return self.returning(node, sources, env)
 
@@ -539,11 +758,14 @@ class Walker:
     def delete(self, node: exp.Delete, env: Env) -> list[Output]:
         env = self.ctes(node, env)
         table, alias, _ = self.target(node.this)
+        if node.args.get("tables"):
+            self.unresolved.add("<target>")  # DELETE t1, t2 FROM ...: several tables
         self.write(table, [ALL])
         sources: dict[str, Relation] = {alias: self.real(table)}
         for using in node.args.get("using") or []:
             self.add_source(using, sources, env)
         self.expr(node.args.get("where"), sources, env)
+        self.rest(node, _DELETE_ARGS, sources, env)
         self.bounded(node, table)
         return self.returning(node, sources, env)
 
@@ -563,13 +785,13 @@ class Walker:
             if isinstance(then, exp.Update):
                 self.write_kinds.add("update")
                 for assignment in then.expressions:
-                    self.assignment(table, assignment, sources, env)
+                    self.assignment(table, alias, assignment, sources, env)
             elif isinstance(then, exp.Insert):
                 self.write_kinds.add("insert")
                 cols = then.this.expressions if isinstance(then.this, exp.Tuple) else []
                 vals = then.expression.expressions if isinstance(then.expression, exp.Tuple) else []
                 for position, col in enumerate(cols):
-                    column = self.ident(col.this) if isinstance(col, exp.Column) else col.name
+                    column = self.set_column(col, table, alias, sources, env)
                     srcs = (
                         self.expr(vals[position], sources, env)
                         if position < len(vals)
@@ -583,6 +805,7 @@ class Walker:
                 self.write_kinds.add("delete")
             elif then is not None:
                 self.expr(then, sources, env)
+        self.rest(node, _MERGE_ARGS, sources, env)
         return self.returning(node, sources, env)
 
     def copy_target(self, node: exp.Expr, into: bool) -> None:
@@ -627,3 +850,37 @@ def _names(relations: Iterable[Relation]) -> set[str] | None:
         else:
             names |= {n for n, _ in rel.outputs}
     return names
+
+
+def _clauses(args: Iterable[tuple[str, object]]) -> list[Clause]:
+    """The expression arguments among ``args``, a list argument as one clause per item."""
+    found: list[Clause] = []
+    for key, value in args:
+        if isinstance(value, exp.Expr):
+            found.append((key, value))
+        elif isinstance(value, list):
+            found.extend((key, item) for item in value if isinstance(item, exp.Expr))
+    return found
+
+
+def _names_of(outputs: Iterable[Output]) -> frozenset[str]:
+    return frozenset(name for name, _ in outputs)
+
+
+def _join_tree(node: exp.Expr | None) -> bool:
+    """Whether a parenthesised FROM item is a join of tables (``(a JOIN b ON ...)``)."""
+    while isinstance(node, exp.Subquery):
+        node = node.this
+    return isinstance(node, exp.Table)
+
+
+def _field_of_row(node: exp.Expr) -> tuple[exp.Column, exp.Identifier] | None:
+    """``(name).field``: the parenthesised column reference and the field, else ``None``."""
+    if not isinstance(node, exp.Dot) or not isinstance(node.expression, exp.Identifier):
+        return None
+    inner = node.this
+    if not isinstance(inner, exp.Paren) or not isinstance(inner.this, exp.Column):
+        return None
+    if not isinstance(inner.this.this, exp.Identifier):
+        return None  # ``(t.*).f`` and the like: walked as they are
+    return inner.this, node.expression

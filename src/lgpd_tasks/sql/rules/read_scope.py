@@ -33,8 +33,10 @@ def read_scope(
                     yield Reason(
                         RULE,
                         "block",
-                        f"every column of {table} is read (SELECT * that cannot be expanded); "
-                        f"scope {scope.name} grants only some",
+                        f"every column of {table} may be read (a * or whole-row reference "
+                        "that cannot be expanded, or a column renamed by position, without "
+                        f"the table's columns from the catalogue); scope {scope.name} grants "
+                        "only some",
                         table=table,
                         column=ALL,
                         statement=s.index,
