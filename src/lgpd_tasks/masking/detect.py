@@ -200,11 +200,53 @@ def type_from_name(name: object) -> PiiType | None:
     return None
 
 
+#: Letters and marks beyond ASCII that internationalised e-mail addresses use (RFC 6531, IDN
+#: domains): every code point from U+00C0 on but the signs × and ÷, the punctuation and
+#: symbol blocks (U+2000-U+2BFF, U+2E00-U+2E7F, U+3000-U+303F), private use, the full-width
+#: forms (read as ASCII, see ``HALF_WIDTH``) and emoji. Written as literal characters, not
+#: ``\u`` escapes, so that RE2 (Arrow) and Python's ``re`` read the class alike.
+INTL_LETTERS = (
+    "\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u1fff\u2c00-\u2dff\u2e80-\u2fff\u3040-\ud7ff"
+    "\uf900-\ufdcf\ufdf0-\ufe1f\ufe70-\ufefe\U00010000-\U0001efff\U00020000-\U0003ffff"
+)
+#: An e-mail address, ASCII or internationalised, in the RE2 subset Arrow and pandas run.
+EMAIL = (
+    f"[A-Za-z0-9._%+'{INTL_LETTERS}-]+@[A-Za-z0-9{INTL_LETTERS}-]+"
+    f"(?:[.][A-Za-z0-9{INTL_LETTERS}-]+)*[.][A-Za-z{INTL_LETTERS}]{{2,}}"
+)
+#: A CPF in any spelling: bare, dotted, spaced, and with ``-``, ``.``, ``/`` or a space
+#: before the check digits.
+CPF = "[0-9]{3}[. ]?[0-9]{3}[. ]?[0-9]{3}[-./ ]?[0-9]{2}"
+#: A CNPJ, numeric or alphanumeric, formatted or not.
+CNPJ = r"[0-9A-Z]{2}\.?[0-9A-Z]{3}\.?[0-9A-Z]{3}/?[0-9A-Z]{4}-?[0-9]{2}"
+
+#: The full-width forms (U+FF01-U+FF5E: ``２５３``, ``＠``) as the ASCII characters they stand
+#: for, one character for one, so that a span found in the narrowed text sits at the same
+#: place in the original.
+HALF_WIDTH: dict[int, int] = {0xFF01 + i: 0x21 + i for i in range(94)}
+#: A character class of the full-width forms, literal, for RE2 and Python alike.
+FULL_WIDTH = "[\uff01-\uff5e]"
+
+
+_FULL_WIDTH = re.compile(FULL_WIDTH)
+
+
+def narrow(text: str) -> str:
+    """``text`` with full-width forms as ASCII (checked first: translating is the slow part).
+
+    >>> narrow("２５３.６６０.０８２-３９")
+    '253.660.082-39'
+    """
+    if text.isascii() or not _FULL_WIDTH.search(text):
+        return text
+    return text.translate(HALF_WIDTH)
+
+
 # Whole-cell shapes, checked on a sample before the validators run.
 _SHAPES: dict[PiiType, re.Pattern[str]] = {
-    PiiType.CPF: re.compile(r"[0-9]{3}[. ]?[0-9]{3}[. ]?[0-9]{3}[-. ]?[0-9]{2}"),
-    PiiType.CNPJ: re.compile(r"[0-9A-Z]{2}\.?[0-9A-Z]{3}\.?[0-9A-Z]{3}/?[0-9A-Z]{4}-?[0-9]{2}"),
-    PiiType.EMAIL: re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
+    PiiType.CPF: re.compile(CPF),
+    PiiType.CNPJ: re.compile(CNPJ),
+    PiiType.EMAIL: re.compile(EMAIL),
     # Content alone says "phone" only when the number is written like one (punctuation, +55 or
     # a mobile 9), so that bare 10-digit codes are not taken for landlines.
     PiiType.PHONE: re.compile(
@@ -239,7 +281,10 @@ CONTENT_TYPES: tuple[PiiType, ...] = (
 
 def value_types(value: str) -> list[PiiType]:
     """Every kind of personal data a whole cell validates as, in order of preference."""
-    text = value.strip()
+    return _types(narrow(value.strip()))
+
+
+def _types(text: str) -> list[PiiType]:
     found = []
     for pii in CONTENT_TYPES:
         if _SHAPES[pii].fullmatch(text):
@@ -257,7 +302,7 @@ def value_type(value: str) -> PiiType | None:
     >>> value_type("529.982.247-26") is None
     True
     """
-    text = value.strip()
+    text = narrow(value.strip())
     for pii in CONTENT_TYPES:
         if _SHAPES[pii].fullmatch(text):
             check = _VALIDATORS.get(pii)
@@ -287,12 +332,14 @@ def guess_content(
     """
     if not values:
         return ContentGuess(None, 0.0, False)
+    if _FULL_WIDTH.search("".join(values)):  # one scan, rather than one per value
+        values = [narrow(v) for v in values]
     # Each type is counted on its own: a mobile number written with +55 can also pass Luhn,
     # and the column is what most of its values are.
     counts = dict.fromkeys(CONTENT_TYPES, 0)
     typed = 0
     for value in values:
-        kinds = value_types(value)
+        kinds = _types(value.strip())
         typed += bool(kinds)
         for kind in kinds:
             counts[kind] += 1
