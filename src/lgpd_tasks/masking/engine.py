@@ -223,8 +223,12 @@ class Masker:
         present = {compact_name(n) for n in names if isinstance(n, str)}
         return [orig for key, (orig, _) in self._columns.items() if key not in present]
 
+    def _label(self, name: object) -> str:
+        """A column's name as reports and errors show it: personal data in it is masked."""
+        return self.mask_text(str(name))
+
     def _plan_by_name(self, position: int, name: object) -> ColumnPlan | None:
-        label = str(name)
+        label = self._label(name)
         explicit = self._columns.get(compact_name(name)) if isinstance(name, str) else None
         pii = type_from_name(name)
         if explicit is not None:
@@ -238,7 +242,8 @@ class Masker:
         if guess.pii_type is None:
             return None
         pii = guess.pii_type
-        return ColumnPlan(position, str(name), pii, self._types[pii], guess.confidence, "content")
+        label = self._label(name)
+        return ColumnPlan(position, label, pii, self._types[pii], guess.confidence, "content")
 
     def _refine_explicit(self, plan: ColumnPlan, sample: list[str]) -> ColumnPlan:
         # A policy column with a name we do not know still gets a type from its content,
@@ -306,25 +311,19 @@ class Masker:
         A stored frame keeps its index (``set_index("cpf")``) and labels (a pivot by e-mail):
         the index is masked as columns under its level names, so name rules apply to it too.
         """
-        levels: list[str] = []
-        names = list(frame.index.names)
-        if not isinstance(frame.index, pd.RangeIndex):
-            taken = {str(c) for c in frame.columns}
-            levels = [
-                str(n) if n is not None and str(n) not in taken else f"__lgpd_index_{i}__"
-                for i, n in enumerate(names)
-            ]
-            frame = frame.rename_axis(levels).reset_index()
-        masked, report = self.mask_dataframe(frame)
-        if levels:
-            kept = [level for level in levels if level in masked.columns]
-            if len(kept) == len(levels):
-                masked = masked.set_index(kept)
-                masked.index = masked.index.set_names(names)
-            else:  # a level the policy drops takes the index with it
-                masked = masked.drop(columns=kept).reset_index(drop=True)
-        masked.columns = self.mask_labels(list(masked.columns))
-        return masked, report
+        flat, levels = index_to_columns(frame)
+        masked, report = self.mask_dataframe(flat)
+        return self.mask_frame_labels(columns_to_index(masked, levels)), report
+
+    def mask_frame_labels(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` with personal data masked in its column labels and index names.
+
+        Raises :class:`LabelsWouldMerge` when two labels would become one.
+        """
+        out = frame.copy(deep=False)
+        out.columns = self.mask_labels(list(out.columns))
+        out.index = out.index.set_names(self.mask_labels(list(out.index.names)))
+        return out
 
     def mask_dataframe(self, df: pd.DataFrame) -> tuple[pd.DataFrame, MaskingReport]:
         """Mask ``df`` into a new frame; ``df`` itself is never modified.
@@ -562,6 +561,47 @@ class Masker:
     def mask_text(self, text: str) -> str:
         """``text`` with CPF, CNPJ, e-mail, phone and card spans replaced by type tokens."""
         return self._scrubber(text)
+
+
+@dataclass(frozen=True)
+class IndexLevels:
+    """A frame's index levels moved into columns, to be masked like columns and put back."""
+
+    columns: tuple[str, ...]
+    """The columns holding the levels: a level's name, or ``__index_level_N__`` when it
+    has none or its name is taken by a column (Parquet's own name for such a level)."""
+    names: tuple[Any, ...]
+    """The levels' own names, restored when they become the index again."""
+
+
+def index_to_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, IndexLevels | None]:
+    """``frame`` with its index levels as leading columns; a plain ``RangeIndex`` stays.
+
+    >>> flat, levels = index_to_columns(pd.DataFrame({"v": [1]}, index=pd.Index(["Recife"])))
+    >>> list(flat.columns), levels.names
+    (['__index_level_0__', 'v'], (None,))
+    """
+    if isinstance(frame.index, pd.RangeIndex):
+        return frame, None
+    names = tuple(frame.index.names)
+    taken = {str(c) for c in frame.columns}
+    columns = tuple(
+        str(n) if n is not None and str(n) not in taken else f"__index_level_{i}__"
+        for i, n in enumerate(names)
+    )
+    return frame.rename_axis(list(columns)).reset_index(), IndexLevels(columns, names)
+
+
+def columns_to_index(frame: pd.DataFrame, levels: IndexLevels | None) -> pd.DataFrame:
+    """Undo :func:`index_to_columns` on a masked frame; a level the policy dropped stays out."""
+    if levels is None:
+        return frame
+    kept = [(c, n) for c, n in zip(levels.columns, levels.names, strict=True) if c in frame]
+    if not kept:
+        return frame
+    out = frame.set_index([c for c, _ in kept])
+    out.index = out.index.set_names([n for _, n in kept])
+    return out
 
 
 def _check(strategy: Strategy, pii: PiiType, where: str) -> None:
