@@ -9,6 +9,7 @@ ones converted to ``str`` objects, and they get exactly the treatment of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lgpd_tasks.masking.detect import FULL_WIDTH
+from lgpd_tasks.masking.detect import FULL_WIDTH, ContentGuess, PiiType
 from lgpd_tasks.masking.text import (
     ASCII_PREFILTER,
     DIGITS_PREFILTER,
@@ -120,6 +121,34 @@ def valid_cards(codes: Bytes) -> Bools:
     doubled[:, 1::2] = np.where(odd > 9, odd - 9, odd)
     ok: Bools = (doubled.sum(axis=1) % 10 == 0) & (d[:, 0] >= 1) & (d[:, 0] <= 6)
     return ok
+
+
+def padded_digits(numbers: np.ndarray[Any, np.dtype[np.int64]], width: int) -> Bytes:
+    """Non-negative integers below ``10**width`` as rows of ``width`` ASCII digits, zero-padded."""
+    powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
+    codes: Bytes = ((numbers[:, None] // powers) % 10 + 48).astype(np.uint8)
+    return codes
+
+
+def guess_numbers(numbers: Sequence[int], threshold: float) -> ContentGuess:
+    """Classify a sample of whole numbers as CPFs or CNPJs stored in a numeric column.
+
+    A number has lost its leading zeros, so it is read zero-padded to 11 digits (CPF) and
+    to 14 (CNPJ). Only the check digits decide: row ids, amounts or codes validate about
+    once in a hundred, far below any threshold, so they are never taken for identifiers.
+    """
+    if not numbers:
+        return ContentGuess(None, 0.0, False)
+    values = np.array([n if 0 < n < 10**14 else 0 for n in numbers], dtype=np.int64)
+    cpf = (values > 0) & (values < 10**11)
+    cpf[cpf] = valid_cpfs(padded_digits(values[cpf], 11))
+    cnpj = values > 0
+    cnpj[cnpj] = valid_cnpjs(padded_digits(values[cnpj], 14))
+    for pii, hits in ((PiiType.CPF, cpf), (PiiType.CNPJ, cnpj)):
+        share = float(hits.mean())
+        if share >= threshold:
+            return ContentGuess(pii, round(share, 4), False)
+    return ContentGuess(None, 0.0, False)
 
 
 def _single_numbers(rows: pa.Array, mask_all_cpf_shaped: bool) -> tuple[Bools, pa.Array]:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+
+import numpy as np
+import pandas as pd
 
 from lgpd_tasks.masking.validators import (
     is_valid_card,
@@ -356,6 +360,37 @@ def guess_content(
         if hits:
             return ContentGuess(PiiType.TEXT, round(hits / size, 4), True)
     return ContentGuess(None, 0.0, False)
+
+
+def whole_numbers(values: Iterable[object]) -> list[int] | None:
+    """The sample's non-null values as integers, or ``None`` unless every one is a whole number.
+
+    Integers and integral floats count (a CPF stored as ``25366008239.0``); a boolean, a
+    fraction, an infinity or any other value means the column holds no identifiers.
+
+    >>> whole_numbers([25366008239, None, 6924533393.0, float("nan")])
+    [25366008239, 6924533393]
+    >>> whole_numbers([1, 2.5]) is None, whole_numbers([True]) is None
+    (True, True)
+    """
+    numbers: list[int] = []
+    for value in values:
+        if (
+            value is None
+            or value is pd.NA
+            or (isinstance(value, float | np.floating) and value != value)
+        ):
+            continue
+        if isinstance(value, bool | np.bool_):
+            return None
+        if isinstance(value, int | np.integer):
+            numbers.append(int(value))
+            continue
+        if isinstance(value, float | np.floating) and math.isfinite(value) and value.is_integer():
+            numbers.append(int(value))
+            continue
+        return None
+    return numbers
 
 
 def sample_positions(length: int, size: int) -> Iterable[int]:

@@ -284,3 +284,25 @@ def test_an_index_level_the_policy_drops_leaves_the_others(
     assert main(["mask", str(source), str(target), "--policy", str(policy)]) == 0
     assert pq.read_schema(target).names == ["v", "cidade", "pedido"]
     assert list(pd.read_parquet(target).index.names) == ["cidade", "pedido"]
+
+
+def test_numeric_cpf_columns_of_a_parquet_file_are_masked(
+    tmp_path: Path, people: tuple[list[str], list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cpfs, _ = people
+    numbers = ["".join(filter(str.isdigit, c)) for c in cpfs]
+    source, target = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    pd.DataFrame(
+        {
+            "id": range(len(cpfs)),
+            "documento_num": [int(n) for n in numbers],
+            "floatcpf": [float(n) for n in numbers],
+        }
+    ).to_parquet(source, index=False)
+    assert main(["mask", str(source), str(target), "--chunk-rows", "7"]) == 0
+    out = pd.read_parquet(target)
+    expected = [f"***.***.***-{c[-2:]}" for c in cpfs]
+    assert out["documento_num"].tolist() == expected
+    assert out["floatcpf"].tolist() == expected
+    assert out["id"].tolist() == list(range(len(cpfs)))
+    assert "floatcpf (cpf: partial, 30)" in capsys.readouterr().out
