@@ -16,8 +16,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lgpd_tasks.errors import MaskingError
+from lgpd_tasks.errors import LabelsWouldMerge, MaskingError
 from lgpd_tasks.masking import ColumnPlan, Masker, MaskingReport
+from lgpd_tasks.masking.engine import columns_to_index, index_to_columns
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -100,11 +101,12 @@ class _Writer:
         self._schema: pa.Schema | None = None
         self._first = True
 
-    def write(self, df: pd.DataFrame) -> None:
+    def write(self, df: pd.DataFrame, *, index: bool) -> None:
+        """Append ``df``, with its index as Parquet index columns when ``index`` is set."""
         if self.fmt == "csv":
             df.to_csv(self.tmp, mode="w" if self._first else "a", header=self._first, index=False)
         else:
-            table = pa.Table.from_pandas(df, preserve_index=False, schema=self._schema)
+            table = pa.Table.from_pandas(df, preserve_index=index, schema=self._schema)
             if self._parquet is None:
                 self._schema = table.schema
                 self._parquet = pq.ParquetWriter(self.tmp, table.schema)
@@ -127,7 +129,12 @@ def mask_file(
     require_columns: bool,
     progress: bool = False,
 ) -> MaskingReport:
-    """Mask ``source`` into ``target`` chunk by chunk; ``target`` appears only when complete."""
+    """Mask ``source`` into ``target`` chunk by chunk; ``target`` appears only when complete.
+
+    A Parquet file's index columns (pandas stores ``set_index`` columns as such) are masked
+    like any column and written back as index columns, or as leading columns in a CSV. Column
+    labels holding personal data (a header row of CPFs) are masked too.
+    """
     in_fmt, out_fmt = _format(source), _format(target)
     if not source.is_file():
         raise MaskingError(f"{source}: cannot read: no such file")
@@ -144,16 +151,25 @@ def mask_file(
         writer = _Writer(tmp, out_fmt)
         with _progress(progress, _total_rows(source, in_fmt), source.name) as advance:
             for chunk in chunks:
+                flat, levels = index_to_columns(chunk)
                 if plans is None:
-                    missing = masker.missing_columns(list(chunk.columns))
+                    missing = masker.missing_columns(list(flat.columns))
                     if require_columns and missing:
                         raise MaskingError(
                             f"{source}: column {missing[0]!r} named in the policy's "
                             "masking.columns is not in the file"
                         )
-                    plans = masker.plan(chunk)
-                masked, chunk_report = masker.apply(chunk, plans)
-                writer.write(masked)
+                    plans = masker.plan(flat)
+                masked, chunk_report = masker.apply(flat, plans)
+                # index levels the policy did not drop go back to the index in Parquet
+                indexed = (
+                    out_fmt == "parquet"
+                    and levels is not None
+                    and any(c in masked for c in levels.columns)
+                )
+                if indexed:
+                    masked = columns_to_index(masked, levels)
+                writer.write(_masked_labels(masker, masked, source), index=indexed)
                 report = report.merge(chunk_report)
                 advance(len(chunk))
         writer.close()
@@ -162,6 +178,18 @@ def mask_file(
         tmp.unlink(missing_ok=True)
         raise
     return report
+
+
+def _masked_labels(masker: Masker, frame: pd.DataFrame, source: Path) -> pd.DataFrame:
+    """``frame`` with its labels masked: the same for every chunk, as they depend on the
+    labels alone; refused when two would become one (a column would be lost)."""
+    try:
+        return masker.mask_frame_labels(frame)
+    except LabelsWouldMerge:
+        raise MaskingError(
+            f"{source}: the column labels hold personal data and masking them would give two "
+            "columns the same label; rename the columns"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -9,6 +9,7 @@ ones converted to ``str`` objects, and they get exactly the treatment of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,11 +17,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from lgpd_tasks.masking.detect import FULL_WIDTH, ContentGuess, PiiType
 from lgpd_tasks.masking.text import (
+    ASCII_PREFILTER,
     DIGITS_PREFILTER,
     EMAIL_RE2,
     PHONE_RE2,
-    PREFILTER,
     TextScrubber,
 )
 
@@ -121,6 +123,34 @@ def valid_cards(codes: Bytes) -> Bools:
     return ok
 
 
+def padded_digits(numbers: np.ndarray[Any, np.dtype[np.int64]], width: int) -> Bytes:
+    """Non-negative integers below ``10**width`` as rows of ``width`` ASCII digits, zero-padded."""
+    powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
+    codes: Bytes = ((numbers[:, None] // powers) % 10 + 48).astype(np.uint8)
+    return codes
+
+
+def guess_numbers(numbers: Sequence[int], threshold: float) -> ContentGuess:
+    """Classify a sample of whole numbers as CPFs or CNPJs stored in a numeric column.
+
+    A number has lost its leading zeros, so it is read zero-padded to 11 digits (CPF) and
+    to 14 (CNPJ). Only the check digits decide: row ids, amounts or codes validate about
+    once in a hundred, far below any threshold, so they are never taken for identifiers.
+    """
+    if not numbers:
+        return ContentGuess(None, 0.0, False)
+    values = np.array([n if 0 < n < 10**14 else 0 for n in numbers], dtype=np.int64)
+    cpf = (values > 0) & (values < 10**11)
+    cpf[cpf] = valid_cpfs(padded_digits(values[cpf], 11))
+    cnpj = values > 0
+    cnpj[cnpj] = valid_cnpjs(padded_digits(values[cnpj], 14))
+    for pii, hits in ((PiiType.CPF, cpf), (PiiType.CNPJ, cnpj)):
+        share = float(hits.mean())
+        if share >= threshold:
+            return ContentGuess(pii, round(share, 4), False)
+    return ContentGuess(None, 0.0, False)
+
+
 def _single_numbers(rows: pa.Array, mask_all_cpf_shaped: bool) -> tuple[Bools, pa.Array]:
     """Which ``rows`` hold one number of a common spelling, and those rows scrubbed.
 
@@ -181,6 +211,23 @@ def _single_numbers(rows: pa.Array, mask_all_cpf_shaped: bool) -> tuple[Bools, p
     return simple, scrubbed
 
 
+def full_width_rows(array: pa.Array) -> pa.BooleanArray | None:
+    """Which values hold full-width forms (``２５３``), or ``None`` when none can.
+
+    Every full-width form is encoded from the byte 0xEF; a scan of the bytes for it costs a
+    fraction of a regex pass, which only runs when the byte is there at all.
+    """
+    data = array.buffers()[2]
+    if data is None or not len(array):
+        return None
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)
+    start, end = offsets[array.offset], offsets[array.offset + len(array)]
+    if not (np.frombuffer(data, dtype=np.uint8)[start:end] == 0xEF).any():
+        return None
+    wide: pa.BooleanArray = pc.fill_null(pc.match_substring_regex(array, FULL_WIDTH), False)
+    return wide
+
+
 def scrub_strings(
     array: pa.ChunkedArray, scrubber: TextScrubber, *, mask_all_cpf_shaped: bool = False
 ) -> tuple[pa.Array, int]:
@@ -191,7 +238,10 @@ def scrub_strings(
     remaining sentences with digits go through ``scrubber.digits_only``.
     """
     whole = array.combine_chunks().cast(STRING)
-    hits = pc.fill_null(pc.match_substring_regex(whole, PREFILTER), False)
+    hits = pc.fill_null(pc.match_substring_regex(whole, ASCII_PREFILTER), False)
+    wide = full_width_rows(whole)
+    if wide is not None:
+        hits = pc.or_(hits, wide)
     count = pc.sum(hits).as_py() or 0
     if count == 0:
         return whole, 0
@@ -217,6 +267,11 @@ def scrub_strings(
             python = [scrubber.digits_only(v) for v in rows.take(pa.array(rest)).to_pylist()]
             rows = pc.replace_with_mask(rows, pa.array(~simple), pa.array(python, STRING))
         work = pc.replace_with_mask(work, digits, rows)
+    if wide is not None:
+        # full-width spellings: the whole sentence is read in Python, as half-width
+        wide = wide.filter(hits)
+        python = [scrubber(v) for v in before.filter(wide).to_pylist()]
+        work = pc.replace_with_mask(work, wide, pa.array(python, STRING))
     changed = pc.sum(pc.not_equal(work, before)).as_py() or 0
     if changed == 0:
         return whole, 0

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+
+import numpy as np
+import pandas as pd
 
 from lgpd_tasks.masking.validators import (
     is_valid_card,
@@ -200,11 +204,53 @@ def type_from_name(name: object) -> PiiType | None:
     return None
 
 
+#: Letters and marks beyond ASCII that internationalised e-mail addresses use (RFC 6531, IDN
+#: domains): every code point from U+00C0 on but the signs × and ÷, the punctuation and
+#: symbol blocks (U+2000-U+2BFF, U+2E00-U+2E7F, U+3000-U+303F), private use, the full-width
+#: forms (read as ASCII, see ``HALF_WIDTH``) and emoji. Written as literal characters, not
+#: ``\u`` escapes, so that RE2 (Arrow) and Python's ``re`` read the class alike.
+INTL_LETTERS = (
+    "\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u1fff\u2c00-\u2dff\u2e80-\u2fff\u3040-\ud7ff"
+    "\uf900-\ufdcf\ufdf0-\ufe1f\ufe70-\ufefe\U00010000-\U0001efff\U00020000-\U0003ffff"
+)
+#: An e-mail address, ASCII or internationalised, in the RE2 subset Arrow and pandas run.
+EMAIL = (
+    f"[A-Za-z0-9._%+'{INTL_LETTERS}-]+@[A-Za-z0-9{INTL_LETTERS}-]+"
+    f"(?:[.][A-Za-z0-9{INTL_LETTERS}-]+)*[.][A-Za-z{INTL_LETTERS}]{{2,}}"
+)
+#: A CPF in any spelling: bare, dotted, spaced, and with ``-``, ``.``, ``/`` or a space
+#: before the check digits.
+CPF = "[0-9]{3}[. ]?[0-9]{3}[. ]?[0-9]{3}[-./ ]?[0-9]{2}"
+#: A CNPJ, numeric or alphanumeric, formatted or not.
+CNPJ = r"[0-9A-Z]{2}\.?[0-9A-Z]{3}\.?[0-9A-Z]{3}/?[0-9A-Z]{4}-?[0-9]{2}"
+
+#: The full-width forms (U+FF01-U+FF5E: ``２５３``, ``＠``) as the ASCII characters they stand
+#: for, one character for one, so that a span found in the narrowed text sits at the same
+#: place in the original.
+HALF_WIDTH: dict[int, int] = {0xFF01 + i: 0x21 + i for i in range(94)}
+#: A character class of the full-width forms, literal, for RE2 and Python alike.
+FULL_WIDTH = "[\uff01-\uff5e]"
+
+
+_FULL_WIDTH = re.compile(FULL_WIDTH)
+
+
+def narrow(text: str) -> str:
+    """``text`` with full-width forms as ASCII (checked first: translating is the slow part).
+
+    >>> narrow("２５３.６６０.０８２-３９")
+    '253.660.082-39'
+    """
+    if text.isascii() or not _FULL_WIDTH.search(text):
+        return text
+    return text.translate(HALF_WIDTH)
+
+
 # Whole-cell shapes, checked on a sample before the validators run.
 _SHAPES: dict[PiiType, re.Pattern[str]] = {
-    PiiType.CPF: re.compile(r"[0-9]{3}[. ]?[0-9]{3}[. ]?[0-9]{3}[-. ]?[0-9]{2}"),
-    PiiType.CNPJ: re.compile(r"[0-9A-Z]{2}\.?[0-9A-Z]{3}\.?[0-9A-Z]{3}/?[0-9A-Z]{4}-?[0-9]{2}"),
-    PiiType.EMAIL: re.compile(r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
+    PiiType.CPF: re.compile(CPF),
+    PiiType.CNPJ: re.compile(CNPJ),
+    PiiType.EMAIL: re.compile(EMAIL),
     # Content alone says "phone" only when the number is written like one (punctuation, +55 or
     # a mobile 9), so that bare 10-digit codes are not taken for landlines.
     PiiType.PHONE: re.compile(
@@ -239,7 +285,10 @@ CONTENT_TYPES: tuple[PiiType, ...] = (
 
 def value_types(value: str) -> list[PiiType]:
     """Every kind of personal data a whole cell validates as, in order of preference."""
-    text = value.strip()
+    return _types(narrow(value.strip()))
+
+
+def _types(text: str) -> list[PiiType]:
     found = []
     for pii in CONTENT_TYPES:
         if _SHAPES[pii].fullmatch(text):
@@ -257,7 +306,7 @@ def value_type(value: str) -> PiiType | None:
     >>> value_type("529.982.247-26") is None
     True
     """
-    text = value.strip()
+    text = narrow(value.strip())
     for pii in CONTENT_TYPES:
         if _SHAPES[pii].fullmatch(text):
             check = _VALIDATORS.get(pii)
@@ -287,12 +336,14 @@ def guess_content(
     """
     if not values:
         return ContentGuess(None, 0.0, False)
+    if _FULL_WIDTH.search("".join(values)):  # one scan, rather than one per value
+        values = [narrow(v) for v in values]
     # Each type is counted on its own: a mobile number written with +55 can also pass Luhn,
     # and the column is what most of its values are.
     counts = dict.fromkeys(CONTENT_TYPES, 0)
     typed = 0
     for value in values:
-        kinds = value_types(value)
+        kinds = _types(value.strip())
         typed += bool(kinds)
         for kind in kinds:
             counts[kind] += 1
@@ -309,6 +360,37 @@ def guess_content(
         if hits:
             return ContentGuess(PiiType.TEXT, round(hits / size, 4), True)
     return ContentGuess(None, 0.0, False)
+
+
+def whole_numbers(values: Iterable[object]) -> list[int] | None:
+    """The sample's non-null values as integers, or ``None`` unless every one is a whole number.
+
+    Integers and integral floats count (a CPF stored as ``25366008239.0``); a boolean, a
+    fraction, an infinity or any other value means the column holds no identifiers.
+
+    >>> whole_numbers([25366008239, None, 6924533393.0, float("nan")])
+    [25366008239, 6924533393]
+    >>> whole_numbers([1, 2.5]) is None, whole_numbers([True]) is None
+    (True, True)
+    """
+    numbers: list[int] = []
+    for value in values:
+        if (
+            value is None
+            or value is pd.NA
+            or (isinstance(value, float | np.floating) and value != value)
+        ):
+            continue
+        if isinstance(value, bool | np.bool_):
+            return None
+        if isinstance(value, int | np.integer):
+            numbers.append(int(value))
+            continue
+        if isinstance(value, float | np.floating) and math.isfinite(value) and value.is_integer():
+            numbers.append(int(value))
+            continue
+        return None
+    return numbers
 
 
 def sample_positions(length: int, size: int) -> Iterable[int]:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pandas.api.types import (
+    infer_dtype,
     is_datetime64_any_dtype,
     is_float_dtype,
     is_integer_dtype,
@@ -24,13 +25,15 @@ from pandas.api.types import (
 )
 
 from lgpd_tasks.errors import LabelsWouldMerge, MaskingError
-from lgpd_tasks.masking.columnar import arrow_strings, pending, scrub_strings
+from lgpd_tasks.masking.columnar import arrow_strings, guess_numbers, pending, scrub_strings
 from lgpd_tasks.masking.detect import (
+    ContentGuess,
     PiiType,
     compact_name,
     guess_content,
     sample_positions,
     type_from_name,
+    whole_numbers,
 )
 from lgpd_tasks.masking.report import ColumnReport, MaskingReport
 from lgpd_tasks.masking.strategies import (
@@ -223,8 +226,12 @@ class Masker:
         present = {compact_name(n) for n in names if isinstance(n, str)}
         return [orig for key, (orig, _) in self._columns.items() if key not in present]
 
+    def _label(self, name: object) -> str:
+        """A column's name as reports and errors show it: personal data in it is masked."""
+        return self.mask_text(str(name))
+
     def _plan_by_name(self, position: int, name: object) -> ColumnPlan | None:
-        label = str(name)
+        label = self._label(name)
         explicit = self._columns.get(compact_name(name)) if isinstance(name, str) else None
         pii = type_from_name(name)
         if explicit is not None:
@@ -233,22 +240,50 @@ class Masker:
             return ColumnPlan(position, label, pii, self._types[pii], 1.0, "name")
         return None
 
-    def _plan_by_content(self, position: int, name: object, sample: list[str]) -> ColumnPlan | None:
-        guess = guess_content(sample, self.rules.threshold, self._scrubber.has_span)
+    def _guess(self, sample: list[Any]) -> ContentGuess:
+        """What a column's sample (see :func:`_sample_of`) holds: text is read as text, and
+        whole numbers as CPFs or CNPJs that lost their leading zeros."""
+        if sample and isinstance(sample[0], str):
+            return guess_content(sample, self.rules.threshold, self._scrubber.has_span)
+        numbers = whole_numbers(sample)
+        if numbers:
+            return guess_numbers(numbers, self.rules.threshold)
+        return ContentGuess(None, 0.0, False)
+
+    def _plan_by_content(self, position: int, name: object, sample: list[Any]) -> ColumnPlan | None:
+        guess = self._guess(sample)
         if guess.pii_type is None:
             return None
         pii = guess.pii_type
-        return ColumnPlan(position, str(name), pii, self._types[pii], guess.confidence, "content")
+        label = self._label(name)
+        return ColumnPlan(position, label, pii, self._types[pii], guess.confidence, "content")
 
-    def _refine_explicit(self, plan: ColumnPlan, sample: list[str]) -> ColumnPlan:
+    def _refine_explicit(self, plan: ColumnPlan, sample: list[Any]) -> ColumnPlan:
         # A policy column with a name we do not know still gets a type from its content,
         # so that "partial" keeps an e-mail's domain; free text is masked as a whole cell.
-        guess = guess_content(sample, self.rules.threshold, self._scrubber.has_span)
+        guess = self._guess(sample)
         if guess.pii_type is None or guess.pii_type is PiiType.TEXT:
             return plan
         return ColumnPlan(
             plan.position, plan.column, guess.pii_type, plan.strategy, 1.0, plan.detected_by
         )
+
+    def _sample(self, col: pd.Series[Any], positions: list[int]) -> list[Any]:
+        """A text or numeric column's sample at ``positions``, or of its first non-null
+        values when those are mostly empty; nothing for other columns (dates, booleans)."""
+        text = is_string_dtype(col.dtype) or is_object_dtype(col.dtype)
+        if not (text or is_integer_dtype(col.dtype) or is_float_dtype(col.dtype)):
+            return []
+        enough = min(20, len(positions))
+        if text:
+            sample = _sample_of(col.iloc[positions].tolist())
+            if sample and isinstance(sample[0], str) and len(sample) >= enough:
+                return sample
+        else:
+            picked = col.iloc[positions]
+            if int(picked.notna().sum()) >= enough:
+                return picked.tolist()
+        return _sample_of(col.dropna().head(self.rules.sample_size).tolist())
 
     def plan(self, df: pd.DataFrame, skip: Collection[int] = ()) -> list[ColumnPlan]:
         """Decide, for every column of ``df`` but those at ``skip``, whether and how it is masked."""
@@ -262,11 +297,8 @@ class Masker:
                 plan is not None and plan.pii_type is PiiType.OTHER
             )
             if needs_content:
-                col = df.iloc[:, j]
-                if is_string_dtype(col.dtype) or is_object_dtype(col.dtype):
-                    sample = _strings(col.iloc[positions].tolist())
-                    if len(sample) < min(20, len(positions)):
-                        sample = _strings(col.dropna().head(self.rules.sample_size).tolist())
+                sample = self._sample(df.iloc[:, j], positions)
+                if sample:
                     if plan is None:
                         plan = self._plan_by_content(j, name, sample)
                     else:
@@ -306,25 +338,19 @@ class Masker:
         A stored frame keeps its index (``set_index("cpf")``) and labels (a pivot by e-mail):
         the index is masked as columns under its level names, so name rules apply to it too.
         """
-        levels: list[str] = []
-        names = list(frame.index.names)
-        if not isinstance(frame.index, pd.RangeIndex):
-            taken = {str(c) for c in frame.columns}
-            levels = [
-                str(n) if n is not None and str(n) not in taken else f"__lgpd_index_{i}__"
-                for i, n in enumerate(names)
-            ]
-            frame = frame.rename_axis(levels).reset_index()
-        masked, report = self.mask_dataframe(frame)
-        if levels:
-            kept = [level for level in levels if level in masked.columns]
-            if len(kept) == len(levels):
-                masked = masked.set_index(kept)
-                masked.index = masked.index.set_names(names)
-            else:  # a level the policy drops takes the index with it
-                masked = masked.drop(columns=kept).reset_index(drop=True)
-        masked.columns = self.mask_labels(list(masked.columns))
-        return masked, report
+        flat, levels = index_to_columns(frame)
+        masked, report = self.mask_dataframe(flat)
+        return self.mask_frame_labels(columns_to_index(masked, levels)), report
+
+    def mask_frame_labels(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` with personal data masked in its column labels and index names.
+
+        Raises :class:`LabelsWouldMerge` when two labels would become one.
+        """
+        out = frame.copy(deep=False)
+        out.columns = self.mask_labels(list(out.columns))
+        out.index = out.index.set_names(self.mask_labels(list(out.index.names)))
+        return out
 
     def mask_dataframe(self, df: pd.DataFrame) -> tuple[pd.DataFrame, MaskingReport]:
         """Mask ``df`` into a new frame; ``df`` itself is never modified.
@@ -430,29 +456,25 @@ class Masker:
         self, col: pd.Series[Any], pii: PiiType, strategy: Strategy
     ) -> tuple[pd.Series[Any], int]:
         na = col.isna()
-        if is_datetime64_any_dtype(col.dtype):
+        values = _numbers_of(col) if pii in _NUMERIC_IDS else col
+        if is_datetime64_any_dtype(values.dtype):
             if isinstance(strategy, Generalize):
-                return col.dt.year.astype("Int64"), int((~na).sum())
-            text = col.dt.strftime("%Y-%m-%d").astype("str")
+                return values.dt.year.astype("Int64"), int((~na).sum())
+            text = values.dt.strftime("%Y-%m-%d").astype("str")
         elif (
-            is_integer_dtype(col.dtype)
+            is_integer_dtype(values.dtype)
             and isinstance(strategy, Generalize)
             and pii is PiiType.BIRTH_DATE
         ):
             # Years already: generalising again changes nothing.
             return col, 0
-        elif is_float_dtype(col.dtype) and bool(((col % 1) == 0).where(~na, True).all()):
-            text = col.astype("Int64").astype("str")
+        elif is_float_dtype(values.dtype) and bool(((values % 1) == 0).where(~na, True).all()):
+            text = values.astype("Int64").astype("str")
         else:
-            text = col if col.dtype == "str" else col.astype("str")
-        if pii is PiiType.CPF and not is_string_dtype(col.dtype) and not is_object_dtype(col.dtype):
-            text = text.str.zfill(11)
-        elif (
-            pii is PiiType.CNPJ
-            and not is_string_dtype(col.dtype)
-            and not is_object_dtype(col.dtype)
-        ):
-            text = text.str.zfill(14)
+            text = values if values.dtype == "str" else values.astype("str")
+        if pii in _NUMERIC_IDS and (is_integer_dtype(values.dtype) or is_float_dtype(values.dtype)):
+            # a number has lost the leading zeros of the identifier it stores
+            text = text.str.zfill(_NUMERIC_IDS[pii])
         arrow = arrow_strings(text)
         if arrow is not None:
             todo = pd.Series(pending(arrow), index=text.index)
@@ -524,12 +546,11 @@ class Masker:
             if plan is None and not self.rules.detect:
                 continue
             if plan is None or plan.pii_type is PiiType.OTHER:
-                sample = _strings([rows[i][j] for i in positions])
-                if sample:
-                    if plan is None:
-                        plan = self._plan_by_content(j, names[j], sample)
-                    else:
-                        plan = self._refine_explicit(plan, sample)
+                sample = _sample_of([rows[i][j] for i in positions])
+                if plan is None:
+                    plan = self._plan_by_content(j, names[j], sample)
+                else:
+                    plan = self._refine_explicit(plan, sample)
             if plan is not None:
                 plans.append(plan)
         if not plans:
@@ -564,6 +585,69 @@ class Masker:
         return self._scrubber(text)
 
 
+@dataclass(frozen=True)
+class IndexLevels:
+    """A frame's index levels moved into columns, to be masked like columns and put back."""
+
+    columns: tuple[str, ...]
+    """The columns holding the levels: a level's name, or ``__index_level_N__`` when it
+    has none or its name is taken by a column (Parquet's own name for such a level)."""
+    names: tuple[Any, ...]
+    """The levels' own names, restored when they become the index again."""
+
+
+def index_to_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, IndexLevels | None]:
+    """``frame`` with its index levels as leading columns; a plain ``RangeIndex`` stays.
+
+    >>> flat, levels = index_to_columns(pd.DataFrame({"v": [1]}, index=pd.Index(["Recife"])))
+    >>> list(flat.columns), levels.names
+    (['__index_level_0__', 'v'], (None,))
+    """
+    if isinstance(frame.index, pd.RangeIndex):
+        return frame, None
+    names = tuple(frame.index.names)
+    taken = {str(c) for c in frame.columns}
+    columns = tuple(
+        str(n) if n is not None and str(n) not in taken else f"__index_level_{i}__"
+        for i, n in enumerate(names)
+    )
+    return frame.rename_axis(list(columns)).reset_index(), IndexLevels(columns, names)
+
+
+def columns_to_index(frame: pd.DataFrame, levels: IndexLevels | None) -> pd.DataFrame:
+    """Undo :func:`index_to_columns` on a masked frame; a level the policy dropped stays out."""
+    if levels is None:
+        return frame
+    kept = [(c, n) for c, n in zip(levels.columns, levels.names, strict=True) if c in frame]
+    if not kept:
+        return frame
+    out = frame.set_index([c for c, _ in kept])
+    out.index = out.index.set_names([n for _, n in kept])
+    return out
+
+
+#: Identifiers stored as numbers, and their width once the lost leading zeros are back.
+_NUMERIC_IDS: Mapping[PiiType, int] = MappingProxyType({PiiType.CPF: 11, PiiType.CNPJ: 14})
+
+
+def _numbers_of(col: pd.Series[Any]) -> pd.Series[Any]:
+    """An object column holding only numbers (DB-API rows) as a numeric one; others as they are.
+
+    >>> _numbers_of(pd.Series([6924533393, None], dtype=object)).dtype
+    dtype('float64')
+    """
+    if is_object_dtype(col.dtype) and infer_dtype(col, skipna=True) in (
+        "integer",
+        "floating",
+        "mixed-integer-float",
+    ):
+        try:
+            return pd.to_numeric(col)
+        except (ValueError, OverflowError):  # integers beyond 64 bits: left as they are
+            return col
+    return col
+
+
 def _check(strategy: Strategy, pii: PiiType, where: str) -> None:
     try:
         strategy.check(pii)
@@ -573,6 +657,12 @@ def _check(strategy: Strategy, pii: PiiType, where: str) -> None:
 
 def _strings(values: list[Any]) -> list[str]:
     return [v for v in values if isinstance(v, str) and v.strip()]
+
+
+def _sample_of(values: list[Any]) -> list[Any]:
+    """What content detection reads of sampled values: their non-empty strings, or, for a
+    column without text, the values themselves (numbers)."""
+    return _strings(values) or values
 
 
 @dataclass(frozen=True)

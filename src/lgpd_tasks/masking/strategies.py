@@ -21,7 +21,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from lgpd_tasks.errors import MaskingError
 from lgpd_tasks.masking.columnar import STRING, Bytes, arrow_strings, constant, to_series
-from lgpd_tasks.masking.detect import PiiType
+from lgpd_tasks.masking.detect import HALF_WIDTH, PiiType
 
 Strings = "pd.Series[str]"
 
@@ -119,7 +119,25 @@ def _digits(values: pd.Series[str]) -> pd.Series[str]:
         plain = pc.replace_substring(pc.replace_substring(arrow, ".", ""), "-", "")
         if pc.all(pc.ascii_is_decimal(plain)).as_py():
             return to_series(plain, values.index)
-    return _replace(values, "[^0-9]", "")
+    return _replace(_half_width(values), "[^0-9]", "")
+
+
+def _half_width(values: pd.Series[str]) -> pd.Series[str]:
+    """Full-width digits and letters (``２５３``) as ASCII; only non-ASCII values are read.
+
+    >>> _half_width(pd.Series(["２５３-３９", "253"], dtype="str")).tolist()
+    ['253-39', '253']
+    """
+    arrow = arrow_strings(values)
+    if arrow is None:
+        return values.str.translate(HALF_WIDTH)
+    wide = pc.invert(pc.fill_null(pc.string_is_ascii(arrow), True))
+    if not pc.any(wide).as_py():
+        return values
+    out = values.copy()
+    mask = wide.to_numpy(zero_copy_only=False)
+    out[mask] = values[mask].str.translate(HALF_WIDTH)
+    return out
 
 
 def _first_digits(values: pd.Series[str], count: int) -> pd.Series[str]:
@@ -132,7 +150,7 @@ def _first_digits(values: pd.Series[str], count: int) -> pd.Series[str]:
 
 
 def _alnum(values: pd.Series[str]) -> pd.Series[str]:
-    return values.str.replace("[^0-9A-Za-z]", "", regex=True).str.upper()
+    return _half_width(values).str.replace("[^0-9A-Za-z]", "", regex=True).str.upper()
 
 
 def _last(values: pd.Series[str], count: int) -> pd.Series[str]:
@@ -157,7 +175,7 @@ def _last_digits(values: pd.Series[str], count: int, keep: str = "[^0-9]") -> pd
     if bool(plain.all()):
         return tail
     odd = ~plain
-    fixed = values[odd].str.replace(keep, "", regex=True).str.slice(-count)
+    fixed = _half_width(values[odd]).str.replace(keep, "", regex=True).str.slice(-count)
     tail = tail.copy()
     tail[odd] = fixed.str.upper() if keep != "[^0-9]" else fixed
     return tail
@@ -190,7 +208,7 @@ class Partial(Strategy):
         keep = self.keep_last
         if pii is PiiType.EMAIL:
             if self.keep_domain:
-                return _replace(values.str.strip(), "^[^@]*@", "***@")
+                return _replace(values.str.strip(), "^[^@＠]*[@＠]", "***@")
             return _const(values, "***@***")
         if pii is PiiType.CPF:
             return "***.***.***-" + _last_digits(values, 2 if keep is None else keep)

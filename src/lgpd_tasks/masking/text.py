@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from lgpd_tasks.masking.detect import PiiType
+from lgpd_tasks.masking.detect import CNPJ, CPF, EMAIL, FULL_WIDTH, PiiType, narrow
 from lgpd_tasks.masking.validators import (
     is_valid_card,
     is_valid_cnpj,
@@ -13,18 +13,20 @@ from lgpd_tasks.masking.validators import (
     is_valid_phone,
 )
 
-#: A cheap superset of every span below, in the RE2 subset (no lookarounds, ``\d``, ``\b`` or
-#: ``\s``) so that pandas runs it on Arrow strings without falling back to Python's ``re``.
-#: Only rows it hits go through the exact, validating pass.
-PREFILTER = (
+#: A cheap superset of every span below written in ASCII, in the RE2 subset (no lookarounds,
+#: ``\d``, ``\b`` or ``\s``) so that pandas runs it on Arrow strings without falling back to
+#: Python's ``re``. Only rows it hits go through the exact, validating pass.
+ASCII_PREFILTER = (
     r"@|[0-9]{4}|[0-9]{3}[. ][0-9]{3}"
     r"|[0-9A-Z]{2}\.[0-9A-Z]{3}\.[0-9A-Z]{3}|[0-9A-Z]{12}[0-9]{2}"
 )
+#: The same for any text: spans may also be written in full-width forms (``２５３.６６０…``).
+PREFILTER = f"{ASCII_PREFILTER}|{FULL_WIDTH}"
 
 # Spans that need no arithmetic to validate are replaced column-wise by pandas in the RE2
 # subset (boundaries written as groups that the replacement puts back).
 _DDD = "(?:1[1-9]|2[12478]|3[1-578]|4[1-9]|5[1345]|6[1-9]|7[13-579]|8[1-9]|9[1-9])"
-EMAIL_RE2 = r"[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:[.][A-Za-z0-9-]+)*[.][A-Za-z]{2,}"
+EMAIL_RE2 = EMAIL
 #: Groups 1 and 3 are the characters around the number, which the replacement keeps.
 PHONE_RE2 = (
     r"(^|[^0-9+])(?:"
@@ -38,22 +40,17 @@ DIGITS_PREFILTER = (
     r"|[0-9A-Z]{2}[.][0-9A-Z]{3}[.][0-9A-Z]{3}|[0-9A-Z]{12}[0-9]{2}"
 )
 
-_SPANS = re.compile(
-    r"(?P<email>[A-Za-z0-9._%+'-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,})"
-    r"|(?<![0-9A-Za-z])(?P<cnpj>[0-9A-Z]{2}\.?[0-9A-Z]{3}\.?[0-9A-Z]{3}/?[0-9A-Z]{4}-?[0-9]{2})"
-    r"(?![0-9A-Za-z])"
-    r"|(?<![0-9])(?P<cpf>[0-9]{3}[. ]?[0-9]{3}[. ]?[0-9]{3}[-. ]?[0-9]{2})(?![0-9])"
+_DIGIT_SPANS_RE = (
+    rf"(?<![0-9A-Za-z])(?P<cnpj>{CNPJ})(?![0-9A-Za-z])"
+    rf"|(?<![0-9])(?P<cpf>{CPF})(?![0-9])"
     r"|(?<![0-9])(?P<card>[0-9]{4}(?:[ -]?[0-9]{4}){2}[ -]?[0-9]{1,7})(?![0-9])"
+)
+_SPANS = re.compile(
+    rf"(?P<email>{EMAIL})|{_DIGIT_SPANS_RE}"
     r"|(?<![0-9+])(?P<phone>(?:\+?55 ?)?(?:\(0?[1-9]{2}\) ?|0?[1-9]{2}[ -])9?[0-9]{4}[ .-]?[0-9]{4}"
     r"|\+55 ?[1-9]{2}9?[0-9]{8})(?![0-9])"
 )
-
-_DIGIT_SPANS = re.compile(
-    r"(?<![0-9A-Za-z])(?P<cnpj>[0-9A-Z]{2}\.?[0-9A-Z]{3}\.?[0-9A-Z]{3}/?[0-9A-Z]{4}-?[0-9]{2})"
-    r"(?![0-9A-Za-z])"
-    r"|(?<![0-9])(?P<cpf>[0-9]{3}[. ]?[0-9]{3}[. ]?[0-9]{3}[-. ]?[0-9]{2})(?![0-9])"
-    r"|(?<![0-9])(?P<card>[0-9]{4}(?:[ -]?[0-9]{4}){2}[ -]?[0-9]{1,7})(?![0-9])"
-)
+_DIGIT_SPANS = re.compile(_DIGIT_SPANS_RE)
 
 # A matched shape may still be another type: 14 digits that are no CNPJ can be a card.
 _CANDIDATES: dict[str, tuple[tuple[PiiType, Callable[[str], bool]], ...]] = {
@@ -104,15 +101,30 @@ class TextScrubber:
         return span if pii is None else self._replacer(pii, span)
 
     def __call__(self, text: str) -> str:
-        return _SPANS.sub(self._replace, text)
+        return self._sub(_SPANS, text)
 
     def digits_only(self, text: str) -> str:
         """Like calling the scrubber, for text whose e-mails and phones are already replaced."""
-        return _DIGIT_SPANS.sub(self._replace, text)
+        return self._sub(_DIGIT_SPANS, text)
+
+    def _sub(self, spans: re.Pattern[str], text: str) -> str:
+        narrowed = narrow(text)
+        if narrowed is text:
+            return spans.sub(self._replace, text)
+        # Spans are found in the ASCII reading of full-width forms and replaced in the
+        # original, where they sit at the same positions.
+        parts: list[str] = []
+        done = 0
+        for match in spans.finditer(narrowed):
+            replaced = self._replace(match)
+            if replaced != match.group():
+                parts += [text[done : match.start()], replaced]
+                done = match.end()
+        return "".join([*parts, text[done:]])
 
     def has_span(self, text: str) -> bool:
         """Whether ``text`` holds at least one validated span."""
-        for match in _SPANS.finditer(text):
+        for match in _SPANS.finditer(narrow(text)):
             if match.lastgroup is not None and self.kind(match.lastgroup, match.group()):
                 return True
         return False

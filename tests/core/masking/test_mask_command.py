@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
+from faker import Faker
 
 from lgpd_tasks.cli import main
 
@@ -164,3 +166,143 @@ def test_console_script_in_a_subprocess(tmp_path: Path) -> None:
     assert "masked 20 cells" in result.stdout
     assert result.stderr == ""
     assert "529.982.247-25" not in target.read_text()
+
+
+@pytest.fixture(scope="module")
+def people() -> tuple[list[str], list[str]]:
+    """Synthetic CPFs and e-mails (Faker pt_BR)."""
+    fake = Faker("pt_BR")
+    fake.seed_instance(3)
+    return [fake.cpf() for _ in range(30)], [fake.email() for _ in range(30)]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_column_labels_holding_personal_data_are_masked_in_every_chunk(
+    tmp_path: Path,
+    suffix: str,
+    people: tuple[list[str], list[str]],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (cpf, *_), (email, *_) = people
+    source, target = tmp_path / f"in{suffix}", tmp_path / f"out{suffix}"
+    report = tmp_path / "r.json"
+    df = pd.DataFrame({cpf: ["1", "2", "3"], email: ["ana@pf.gov.br"] * 3, "x": ["5", "6", "7"]})
+    df.to_csv(source, index=False) if suffix == ".csv" else df.to_parquet(source, index=False)
+    argv = ["mask", str(source), str(target), "--chunk-rows", "1", "--report", str(report)]
+    assert main(argv) == 0
+    out = pd.read_csv(target, dtype=str) if suffix == ".csv" else pd.read_parquet(target)
+    assert list(out.columns) == ["[CPF]", "[EMAIL]", "x"]
+    assert out["[CPF]"].tolist() == ["1", "2", "3"]
+    assert out["[EMAIL]"].tolist() == ["***@pf.gov.br"] * 3
+    assert out["x"].tolist() == ["5", "6", "7"]
+    printed = capsys.readouterr().out
+    for text in (target.read_bytes().decode("latin-1"), report.read_text(), printed):
+        assert cpf not in text
+        assert email not in text
+    assert "[EMAIL] (email: partial, 3)" in printed
+
+
+def test_labels_that_masking_would_merge_are_refused(
+    tmp_path: Path, people: tuple[list[str], list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cpfs, _ = people
+    source, target = tmp_path / "in.csv", tmp_path / "out.csv"
+    pd.DataFrame({cpfs[0]: ["1"], cpfs[1]: ["2"]}).to_csv(source, index=False)
+    assert main(["mask", str(source), str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "column labels hold personal data" in err
+    assert "same label" in err
+    assert cpfs[0] not in err
+    assert "Traceback" not in err
+    assert not target.exists()
+    assert list(tmp_path.glob(".out.csv*")) == []
+
+
+def parquet_with_index(path: Path, cpfs: list[str]) -> pd.DataFrame:
+    rows = len(cpfs)
+    df = pd.DataFrame(
+        {
+            "v": range(rows),
+            "cidade": [f"Cidade {i % 7}" for i in range(rows)],
+            "cpf_cliente": cpfs,
+            "pedido": [i * 10 for i in range(rows)],
+        }
+    ).set_index(["cidade", "cpf_cliente", "pedido"])
+    df.to_parquet(path)
+    return df
+
+
+@pytest.mark.parametrize("chunk_rows", ["4", "1000"])
+def test_parquet_index_columns_are_kept_and_masked_like_columns(
+    tmp_path: Path, people: tuple[list[str], list[str]], chunk_rows: str
+) -> None:
+    cpfs, _ = people
+    source, target = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    parquet_with_index(source, cpfs)
+    assert main(["mask", str(source), str(target), "--chunk-rows", chunk_rows]) == 0
+    before, after = pq.read_table(source), pq.read_table(target)
+    assert after.schema.names == before.schema.names == ["v", "cidade", "cpf_cliente", "pedido"]
+    for name in ("v", "cidade", "pedido"):
+        assert after.column(name).equals(before.column(name)), name
+        assert after.schema.field(name).type == before.schema.field(name).type
+    assert after.column("cpf_cliente").to_pylist() == [f"***.***.***-{c[-2:]}" for c in cpfs]
+    out = pd.read_parquet(target)
+    assert list(out.index.names) == ["cidade", "cpf_cliente", "pedido"]
+    assert out["v"].tolist() == list(range(len(cpfs)))
+
+
+def test_an_unnamed_parquet_index_survives(tmp_path: Path) -> None:
+    source, target = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    pd.DataFrame({"v": [1, 2, 3]}, index=pd.Index([10, 20, 30])).to_parquet(source)
+    assert pq.read_schema(source).names == ["v", "__index_level_0__"]
+    assert main(["mask", str(source), str(target), "--chunk-rows", "2"]) == 0
+    assert pq.read_table(target).equals(pq.read_table(source))
+    assert pd.read_parquet(target).index.tolist() == [10, 20, 30]
+
+
+def test_parquet_index_columns_become_leading_csv_columns(
+    tmp_path: Path, people: tuple[list[str], list[str]]
+) -> None:
+    cpfs, _ = people
+    source, target = tmp_path / "in.parquet", tmp_path / "out.csv"
+    parquet_with_index(source, cpfs)
+    assert main(["mask", str(source), str(target)]) == 0
+    out = pd.read_csv(target, dtype=str)
+    assert list(out.columns) == ["cidade", "cpf_cliente", "pedido", "v"]
+    assert out["cidade"].tolist() == [f"Cidade {i % 7}" for i in range(len(cpfs))]
+    assert out["cpf_cliente"].tolist() == [f"***.***.***-{c[-2:]}" for c in cpfs]
+    assert out["pedido"].tolist() == [str(i * 10) for i in range(len(cpfs))]
+
+
+def test_an_index_level_the_policy_drops_leaves_the_others(
+    tmp_path: Path, people: tuple[list[str], list[str]]
+) -> None:
+    cpfs, _ = people
+    source, target, policy = tmp_path / "in.parquet", tmp_path / "out.parquet", tmp_path / "p.yaml"
+    parquet_with_index(source, cpfs)
+    policy.write_text("version: 1\nmasking:\n  columns: {cpf_cliente: drop}\n")
+    assert main(["mask", str(source), str(target), "--policy", str(policy)]) == 0
+    assert pq.read_schema(target).names == ["v", "cidade", "pedido"]
+    assert list(pd.read_parquet(target).index.names) == ["cidade", "pedido"]
+
+
+def test_numeric_cpf_columns_of_a_parquet_file_are_masked(
+    tmp_path: Path, people: tuple[list[str], list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cpfs, _ = people
+    numbers = ["".join(filter(str.isdigit, c)) for c in cpfs]
+    source, target = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    pd.DataFrame(
+        {
+            "id": range(len(cpfs)),
+            "documento_num": [int(n) for n in numbers],
+            "floatcpf": [float(n) for n in numbers],
+        }
+    ).to_parquet(source, index=False)
+    assert main(["mask", str(source), str(target), "--chunk-rows", "7"]) == 0
+    out = pd.read_parquet(target)
+    expected = [f"***.***.***-{c[-2:]}" for c in cpfs]
+    assert out["documento_num"].tolist() == expected
+    assert out["floatcpf"].tolist() == expected
+    assert out["id"].tolist() == list(range(len(cpfs)))
+    assert "floatcpf (cpf: partial, 30)" in capsys.readouterr().out

@@ -424,3 +424,32 @@ def test_mask_frame_masks_the_index_and_refuses_labels_that_would_merge() -> Non
     pivot = pd.DataFrame({"a@example.com": [1], "b@example.com": [2]})
     with pytest.raises(LabelsWouldMerge, match="without merging"):
         masker.mask_frame(pivot)
+
+
+def test_mask_frame_keeps_the_index_levels_the_policy_does_not_drop() -> None:
+    frame = pd.DataFrame(
+        {
+            "cidade": ["Recife", "Natal"],
+            "cpf": ["529.982.247-25", "111.444.777-35"],
+            "total": [1, 2],
+        }
+    ).set_index(["cidade", "cpf"])
+    masked, report = Masker(MaskingRules(columns={"cpf": "drop"})).mask_frame(frame)
+    assert list(masked.index.names) == ["cidade"]
+    assert list(masked.index) == ["Recife", "Natal"]
+    assert list(masked["total"]) == [1, 2]
+    assert report.masked_columns == ("cpf",)
+
+
+def test_labels_holding_personal_data_are_masked_in_frames_and_reports() -> None:
+    label = "253.660.082-39"
+    df = pd.DataFrame({label: ["ana@pf.gov.br", "bia@pf.gov.br"], "x": [1, 2]})
+    _, report = Masker().mask_dataframe(df)
+    assert report.masked_columns == ("[CPF]",)
+    assert label not in repr(report.to_dict())
+    indexed = df.set_index("x").rename_axis("ana@pf.gov.br")
+    masked, report = Masker().mask_frame(indexed)
+    assert list(masked.columns) == ["[CPF]"]
+    assert masked.index.name == "[EMAIL]"
+    assert masked["[CPF]"].tolist() == ["***@pf.gov.br", "***@pf.gov.br"]
+    assert list(masked.index) == [1, 2]

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from lgpd_tasks.masking import Masker, MaskingRules
 from lgpd_tasks.masking.columnar import scrub_strings
+from lgpd_tasks.masking.detect import FULL_WIDTH
 from lgpd_tasks.masking.text import EMAIL_RE2, PHONE_RE2, TextScrubber
 from lgpd_tasks.masking.validators import cnpj_check_digits, cpf_check_digits, luhn_ok
 
@@ -23,7 +24,9 @@ KEY = b"property-test-key-0123456789"
 def cpfs(draw: st.DrawFn) -> str:
     base = draw(st.text("0123456789", min_size=9, max_size=9).filter(lambda b: len(set(b)) > 1))
     d = base + cpf_check_digits(base)
-    style = draw(st.sampled_from(["{}.{}.{}-{}", "{}{}{}{}", "{} {} {} {}", "{}.{}.{}.{}"]))
+    style = draw(
+        st.sampled_from(["{}.{}.{}-{}", "{}{}{}{}", "{} {} {} {}", "{}.{}.{}.{}", "{}.{}.{}/{}"])
+    )
     return style.format(d[:3], d[3:6], d[6:9], d[9:])
 
 
@@ -45,10 +48,11 @@ def cards(draw: st.DrawFn) -> str:
 
 emails = st.builds(
     "{}@{}.{}".format,
-    st.from_regex(r"[a-z][a-z0-9._]{0,10}[a-z0-9]", fullmatch=True),
-    st.from_regex(r"[a-z][a-z0-9-]{0,8}[a-z]", fullmatch=True),
-    st.sampled_from(["com", "com.br", "gov.br", "org"]),
+    st.from_regex(r"[a-zçãéñ][a-z0-9._çãéñ]{0,10}[a-z0-9ú]", fullmatch=True),
+    st.from_regex(r"[a-zã][a-z0-9-]{0,8}[a-zé]", fullmatch=True),
+    st.sampled_from(["com", "com.br", "gov.br", "org", "рф"]),
 )
+TO_FULL_WIDTH = str.maketrans("0123456789@.-/", "０１２３４５６７８９＠．－／")
 safe_words = st.text(alphabet="abcdefghij klmnop", min_size=0, max_size=30)
 pii_values = st.one_of(cpfs(), cnpjs(), cards(), emails)
 
@@ -132,6 +136,9 @@ def _row_wise(values: list[str | None]) -> list[str | None]:
         if value is None:
             out.append(None)
             continue
+        if re.search(FULL_WIDTH, value):
+            out.append(scrubber(value))  # full-width spellings are read whole, half-width
+            continue
         value = re.sub(EMAIL_RE2, "[EMAIL]", value)
         value = re.sub(PHONE_RE2, r"\1[PHONE]\2", value)
         out.append(scrubber.digits_only(value))
@@ -148,6 +155,7 @@ fragments = st.one_of(
     cards(),
     emails,
     invalid_numbers,
+    st.one_of(cpfs(), emails, invalid_numbers).map(lambda v: v.translate(TO_FULL_WIDTH)),
     st.sampled_from(["(11) 98765-4321", "+55 21 3456-7890", "pedido 7", "Nº", ".", "-", "/"]),
     st.text(alphabet="abcXYZ .,;:-/()+éã", min_size=0, max_size=8),
 )
