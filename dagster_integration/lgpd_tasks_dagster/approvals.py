@@ -12,8 +12,9 @@ from pydantic import Field
 
 from lgpd_tasks.approvals import ApprovalRequest, Approver, Status
 from lgpd_tasks.approvals.identity import resolve_approver as verify_approver
-from lgpd_tasks.credentials.tokens import SqlReplayCache
-from lgpd_tasks.errors import ApprovalError, AuditUnavailable, LgpdError
+from lgpd_tasks.approvals.identity import used_token_key
+from lgpd_tasks.credentials.tokens import ReplayCache, SqlReplayCache
+from lgpd_tasks.errors import ApprovalError, AuditUnavailable, LgpdError, ReplayCacheUnavailable
 from lgpd_tasks_dagster.errors import APPROVE_JOB, DECIDE_OP, ApprovalDecisionFailure, to_failure
 from lgpd_tasks_dagster.identity import APPROVAL_TAG, GATED_RUN_TAG
 from lgpd_tasks_dagster.resource import (
@@ -64,25 +65,24 @@ class ApprovalDecisionConfig(dg.Config):
     )
 
 
-def resolve_approver(lgpd: GuardedDatabaseResource, token: str) -> Approver:
+def resolve_approver(
+    lgpd: GuardedDatabaseResource, token: str, used: ReplayCache | None = None
+) -> Approver:
     """The approver a Launchpad token names.
 
     A signed OIDC ID token is verified against the policy's ``approvals.oidc`` issuer and
-    recorded as verified; it decides once only, since the Launchpad's run config shows it to
-    everyone who can see the run (its digest is kept in the audit store's database). Otherwise (open-source Dagster has no user identity) the token is
-    checked against the configured approver names (resource ``approvers`` and the policy's ``approvals.approvers``) and the
-    decision is recorded as unverified; a policy that requires verified identities refuses.
+    recorded as verified. The Launchpad's run config shows it to everyone who can see the
+    run, so with ``used`` (the decide op passes a cache in the audit store's database, which
+    keeps a digest of the token) it decides once only. Otherwise (open-source Dagster has no
+    user identity) the token is checked against the configured approver names (resource
+    ``approvers`` and the policy's ``approvals.approvers``) and the decision is recorded as
+    unverified; a policy that requires verified identities refuses.
     """
     policy = lgpd.load_policy()
     name = token.strip()
     if name.count(".") == 2 and policy.approvals.oidc is not None:
-        # a signed OIDC ID token: the identity provider's verified subject decides. The
-        # token stays visible in this run's config, so it may decide only once.
-        used = SqlReplayCache(lgpd.audit_url, table=USED_TOKENS_TABLE)
-        try:
-            return verify_approver(policy.approvals, token=name, single_use=used)
-        finally:
-            used.close()
+        # a signed OIDC ID token: the identity provider's verified subject decides
+        return verify_approver(policy.approvals, token=name, single_use=used)
     allowed = set(lgpd.approvers) | set(policy.approvals.approvers)
     if policy.approvals.require_verified_identity:
         raise ApprovalError(
@@ -101,14 +101,20 @@ def resolve_approver(lgpd: GuardedDatabaseResource, token: str) -> Approver:
 def lgpd_decide(
     context: dg.OpExecutionContext, config: ApprovalDecisionConfig, lgpd: GuardedDatabaseResource
 ) -> None:
+    used = SqlReplayCache(lgpd.audit_url, table=USED_TOKENS_TABLE)
     try:
-        approver = resolve_approver(lgpd, config.approver_token)
-        store = lgpd.approval_store()
-        if config.decision is ApprovalDecision.approve:
-            request = store.approve(config.request_id, approver, config.reason)
-        else:
-            request = store.deny(config.request_id, approver, config.reason)
-    except AuditUnavailable as err:
+        approver = resolve_approver(lgpd, config.approver_token, used)
+        try:
+            store = lgpd.approval_store()
+            if config.decision is ApprovalDecision.approve:
+                request = store.approve(config.request_id, approver, config.reason)
+            else:
+                request = store.deny(config.request_id, approver, config.reason)
+        except BaseException:
+            _give_back(used, config.approver_token, context)
+            raise
+    except (AuditUnavailable, ReplayCacheUnavailable) as err:
+        # the audit store's database (which also keeps used approver tokens) is down
         raise dg.RetryRequested(max_retries=lgpd.audit_retries) from err
     except LgpdError as err:
         failure = to_failure(err)
@@ -117,6 +123,8 @@ def lgpd_decide(
             error=err,
             metadata=dict(failure.metadata) | {"request_id": config.request_id},
         ) from err
+    finally:
+        used.close()
     metadata = request_metadata(request.to_dict()) | {
         "approver": approver.name,
         "verified": approver.verified,
@@ -140,6 +148,15 @@ def lgpd_decide(
 )
 def lgpd_approve_job() -> None:
     lgpd_decide()
+
+
+def _give_back(used: ReplayCache, token: str, context: dg.OpExecutionContext) -> None:
+    """Nothing was decided (the store was down, the request id was wrong): the approver's
+    token may decide again, on a retry or with the right request id."""
+    try:
+        used.forget(used_token_key(token.strip()))
+    except LgpdError as err:
+        context.log.warning(f"lgpd-tasks: the approver token stays spent: {err}")
 
 
 def _ensure_partition(instance: dg.DagsterInstance, request_id: str) -> None:

@@ -44,7 +44,13 @@ from lgpd_tasks.evidence.subjects import StatementTrail, SubjectTrail
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.masking import Masker, MaskingReport
 from lgpd_tasks.policy import Policy, Scope, load_policy
-from lgpd_tasks.redaction import label_without_literals, scrub_decision, scrub_error
+from lgpd_tasks.redaction import (
+    explicit_aliases,
+    is_plain_label,
+    label_without_literals,
+    scrub_decision,
+    scrub_error,
+)
 from lgpd_tasks.sql import Decision, check
 
 if TYPE_CHECKING:
@@ -187,7 +193,7 @@ class GuardedCursor:
         running.started = started
         description = self._raw.description
         columns = [str(d[0]) for d in description] if description is not None else []
-        labels = self._conn._result_labels(columns)
+        labels = self._conn._result_labels(columns, sql)
         self._description = _relabelled(description, columns, labels)
         # subject trail: which people's rows this statement returns or changes
         trail = self._conn._subject_trail
@@ -513,17 +519,26 @@ class GuardedConnection:
         )
         return name in granted or name in (self._catalog.columns(table) or ())
 
-    def _result_labels(self, columns: list[str]) -> list[str]:
+    def _result_labels(self, columns: list[str], sql: str) -> list[str]:
         """Result column labels as shown and recorded: literals out, spans masked.
 
-        Left as the driver gives them when results are not masked. Two labels may become
-        equal (``cpf = '1'`` and ``cpf = '2'``); results may repeat labels, so they stay so.
+        An unaliased expression's label (SQLite uses its text) loses its literals; a name
+        the statement gives with ``AS`` is the author's and is kept (``AS "2023"``), its
+        personal-data spans masked. Left as the driver gives them when results are not
+        masked. Two labels may become equal (``cpf = '1'`` and ``cpf = '2'``); results may
+        repeat labels, so they stay so.
         """
         masker = self._masker
         if masker is None:
             return columns
         dialect = self.policy.dialect
-        return [masker.mask_text(label_without_literals(c, dialect)) for c in columns]
+        if all(is_plain_label(c) for c in columns):
+            return [masker.mask_text(c) for c in columns]
+        aliases = explicit_aliases(sql, dialect)
+        return [
+            masker.mask_text(c if c in aliases else label_without_literals(c, dialect))
+            for c in columns
+        ]
 
     def query_df(self, sql: str, parameters: Any = None) -> pd.DataFrame:
         """Run a query and return its (masked) result as a pandas DataFrame."""

@@ -257,3 +257,7 @@ class TokenKeyUnknown(TokenError):
 
 class TokenReplayed(TokenError):
     """The token's ``jti`` was already presented once."""
+
+
+class ReplayCacheUnavailable(TokenError):
+    """The table of used token ids cannot be read or written: no token is accepted meanwhile."""

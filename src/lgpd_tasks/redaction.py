@@ -124,6 +124,11 @@ def _scrub_quoted(line: str, quote: str, keep: Callable[[str], bool]) -> str:
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*|\?column\?")
 
 
+def is_plain_label(label: str) -> bool:
+    """A label that is a bare name (``cpf``, ``?column?``): no expression text to clean."""
+    return _PLAIN_NAME.fullmatch(label) is not None
+
+
 @lru_cache(maxsize=4096)
 def label_without_literals(label: str, dialect: str) -> str:
     """A result column's label with the literals of its expression replaced by ``?``.
@@ -136,7 +141,7 @@ def label_without_literals(label: str, dialect: str) -> str:
     >>> label_without_literals("nome", "sqlite")
     'nome'
     """
-    if _PLAIN_NAME.fullmatch(label):
+    if is_plain_label(label):
         return label
     from sqlglot.dialects.dialect import Dialect
     from sqlglot.errors import SqlglotError
@@ -164,6 +169,32 @@ def label_without_literals(label: str, dialect: str) -> str:
     if label[pos:].strip():
         changed = True
     return "".join(parts).strip() if changed else label
+
+
+@lru_cache(maxsize=1024)
+def explicit_aliases(sql: str, dialect: str) -> frozenset[str]:
+    """The output names a statement gives its result columns itself (``AS "2023"``).
+
+    Such a label is the author's, not an expression's text, and is kept as written (its
+    personal-data spans are still masked). A statement that does not parse has none.
+
+    >>> sorted(explicit_aliases('SELECT id, count(*) AS "2023", cpf = 1 FROM t', "sqlite"))
+    ['2023']
+    """
+    import sqlglot
+    from sqlglot import exp
+    from sqlglot.errors import SqlglotError
+
+    try:
+        tree = sqlglot.parse_one(sql, read=dialect)
+    except (SqlglotError, ValueError):
+        return frozenset()
+    if isinstance(tree, exp.Query):
+        projections: list[object] = list(tree.selects)
+    else:
+        returning = tree.args.get("returning")
+        projections = list(returning.expressions) if returning is not None else []
+    return frozenset(p.alias for p in projections if isinstance(p, exp.Alias) and p.alias)
 
 
 # -- the guard's decision -------------------------------------------------------------------

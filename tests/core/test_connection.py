@@ -396,6 +396,24 @@ def test_result_labels_carry_no_literal(conn: GuardedConnection, audit: AuditSto
         assert value not in dumped
 
 
+def test_names_given_with_as_are_kept_as_written(conn: GuardedConnection) -> None:
+    # a pivot by year or a label with an apostrophe is the author's, not an expression
+    _, _, cpf, _, _ = _people()[2]
+    sql = (
+        'SELECT count(*) AS "2023", count(*) AS "receita 1T24", '
+        f"count(*) AS \"cliente's total\", cpf = '{cpf}', '{cpf}' AS \"{cpf}\" FROM customers"
+    )
+    cur = conn.execute(sql)
+    assert [d[0] for d in cur.description] == [
+        "2023",
+        "receita 1T24",
+        "cliente's total",
+        "cpf = ?",
+        "[CPF]",  # an alias holding personal data is still masked
+    ]
+    assert cur.fetchall()[0][:3] == (20, 20, 20)
+
+
 def test_labels_alike_once_masked_are_kept_and_recorded_apart(
     conn: GuardedConnection, audit: AuditStore
 ) -> None:

@@ -229,9 +229,8 @@ def test_resource_needs_a_running_op(contractor: Contractor) -> None:
         contractor.lgpd.query_df("SELECT cidade FROM contractors", scope="contractor.extract")
 
 
-def test_a_signed_approver_token_decides_once(contractor: Contractor) -> None:
-    # the identity provider's keys, and the example's policy trusting it
-    key = TokenKey.generate("idp-1", "ES256")
+def _signed(contractor: Contractor, key: TokenKey, audit_url: str | None = None) -> Contractor:
+    """The example's Definitions under a policy that trusts an identity provider's key."""
     jwks = contractor.root / "jwks.json"
     jwks.write_text(json.dumps({"keys": [key.public_jwk()]}))
     policy = contractor.root / "policy.yaml"
@@ -242,14 +241,21 @@ def test_a_signed_approver_token_decides_once(contractor: Contractor) -> None:
     defs = build_defs(
         policy_file=str(policy),
         database_url=f"sqlite:///{contractor.source}",
-        audit_url=contractor.audit_url,
+        audit_url=audit_url or contractor.audit_url,
         storage_dir=str(contractor.storage),
         report_folder=str(contractor.reports),
     )
-    signed = replace(contractor, defs=defs)
+    return replace(contractor, defs=defs)
+
+
+def test_a_signed_approver_token_decides_once(contractor: Contractor) -> None:
+    key = TokenKey.generate("idp-1", "ES256")
+    signed = _signed(contractor, key)
 
     _, first = _gated_run(signed)
     token = id_token(key, "maria.souza")
+    # a decision that does not happen (a mistyped request id) does not spend the token
+    assert not _decide(signed, "apr_0000000000000000", "approve", token).success
     assert _decide(signed, first, "approve", token).success
     store = ApprovalStore(AuditStore.from_url(contractor.audit_url))
     (decision,) = store.get(first).decisions
@@ -266,3 +272,21 @@ def test_a_signed_approver_token_decides_once(contractor: Contractor) -> None:
 
     assert _decide(signed, second, "approve", id_token(key, "maria.souza")).success
     assert store.get(second).status is Status.APPROVED
+
+
+def test_a_signed_decision_is_retried_while_the_audit_store_is_down(
+    contractor: Contractor, tmp_path: Path
+) -> None:
+    key = TokenKey.generate("idp-1", "ES256")
+    _, request_id = _gated_run(_signed(contractor, key))
+    down = tmp_path / "down" / "audit.db"
+    down.mkdir(parents=True)  # a directory where the database should be: sqlite fails
+    result = _decide(
+        _signed(contractor, key, audit_url=f"sqlite:///{down}"),
+        request_id,
+        "approve",
+        id_token(key, "maria.souza"),
+    )
+    assert not result.success
+    events = [e.event_type_value for e in result.all_events]
+    assert "STEP_UP_FOR_RETRY" in events  # like an unsigned decision, not a plain failure

@@ -30,6 +30,15 @@ def verifier_from_settings(settings: ApprovalsSpec) -> ApproverVerifier:
     )
 
 
+def used_token_key(token: str) -> str:
+    """What a single-use cache keeps of an approver token: a digest, never the token.
+
+    ``single_use.forget(used_token_key(token))`` gives the token back when the decision it
+    was spent on did not happen (the store was down, the request id was wrong).
+    """
+    return "approver:" + hashlib.sha256(token.encode()).hexdigest()
+
+
 def resolve_approver(
     settings: ApprovalsSpec,
     *,
@@ -64,9 +73,8 @@ def resolve_approver(
             raise ApprovalError("give either a token or a name, not both: the token names you")
         checked = (verifier or verifier_from_settings(settings)).verify(token)
         if single_use is not None:
-            digest = hashlib.sha256(token.encode()).hexdigest()
             expires = checked.expires_at or datetime.now(UTC) + timedelta(days=1)
-            if not single_use.remember(f"approver:{digest}", expires):
+            if not single_use.remember(used_token_key(token), expires):
                 raise TokenReplayed(
                     "this approver token was already used for a decision; a token that was "
                     "shown in a run's config cannot decide again: sign in for a fresh one"

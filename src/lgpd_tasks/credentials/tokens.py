@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from lgpd_tasks.errors import (
+    ReplayCacheUnavailable,
     TokenAlgorithmRejected,
     TokenAudienceInvalid,
     TokenError,
@@ -176,6 +177,10 @@ class ReplayCache(Protocol):
         """``True`` the first time ``jti`` is seen, ``False`` on every later time."""
         ...
 
+    def forget(self, jti: str) -> None:
+        """Let ``jti`` be used again (what it was remembered for did not happen)."""
+        ...
+
 
 class InMemoryReplayCache:
     """A replay cache for one process; forgets ids once their token has expired anyway."""
@@ -195,6 +200,10 @@ class InMemoryReplayCache:
                 return False
             self._seen[jti] = expires_at
             return True
+
+    def forget(self, jti: str) -> None:
+        with self._lock:
+            self._seen.pop(jti, None)
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -239,14 +248,14 @@ class SqlReplayCache:
         from sqlalchemy import delete
         from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-        engine = self._get_engine()
         try:
+            engine = self._get_engine()
             with engine.begin() as conn:
                 conn.execute(self._table.insert().values(jti=jti, expires_at=expires_at))
         except IntegrityError:
             return False
         except SQLAlchemyError as err:
-            raise TokenError(
+            raise ReplayCacheUnavailable(
                 f"the replay cache cannot record token ids: {type(err).__name__}"
             ) from None
         self._inserts += 1
@@ -256,6 +265,18 @@ class SqlReplayCache:
                     delete(self._table).where(self._table.c.expires_at < datetime.now(UTC))
                 )
         return True
+
+    def forget(self, jti: str) -> None:
+        from sqlalchemy import delete
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            with self._get_engine().begin() as conn:
+                conn.execute(delete(self._table).where(self._table.c.jti == jti))
+        except SQLAlchemyError as err:
+            raise ReplayCacheUnavailable(
+                f"the replay cache cannot forget a token id: {type(err).__name__}"
+            ) from None
 
     def close(self) -> None:
         if self._engine is not None:

@@ -130,14 +130,23 @@ def padded_digits(numbers: np.ndarray[Any, np.dtype[np.int64]], width: int) -> B
     return codes
 
 
+#: The fewest whole numbers content detection reads as identifiers (see guess_numbers).
+MIN_NUMBER_SAMPLE = 10
+
+
 def guess_numbers(numbers: Sequence[int], threshold: float) -> ContentGuess:
     """Classify a sample of whole numbers as CPFs or CNPJs stored in a numeric column.
 
     A number has lost its leading zeros, so it is read zero-padded to 11 digits (CPF) and
     to 14 (CNPJ). Only the check digits decide: row ids, amounts or codes validate about
     once in a hundred, far below any threshold, so they are never taken for identifiers.
+    Fewer than :data:`MIN_NUMBER_SAMPLE` numbers say nothing (a count or a sum alone
+    validates one time in a hundred), so small numeric results are left as they are.
+
+    >>> guess_numbers([191], 0.8).pii_type is None  # count(*) = 191 passes the CPF check
+    True
     """
-    if not numbers:
+    if len(numbers) < MIN_NUMBER_SAMPLE:
         return ContentGuess(None, 0.0, False)
     values = np.array([n if 0 < n < 10**14 else 0 for n in numbers], dtype=np.int64)
     cpf = (values > 0) & (values < 10**11)

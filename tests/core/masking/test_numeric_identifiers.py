@@ -139,3 +139,14 @@ def test_a_float_column_with_fractions_is_not_read_as_identifiers(cpfs: list[str
     masked, report = Masker().mask_dataframe(df)
     assert report.columns == ()
     pd.testing.assert_frame_equal(masked, df)
+
+
+def test_a_small_numeric_result_is_never_read_as_identifiers() -> None:
+    # 191, 272, 353 pass the CPF check once zero-padded: a count or a sum must come back
+    rows = [(191,)]
+    masked, report = Masker().mask_rows(["n"], rows)
+    assert masked is rows
+    assert not report.columns
+    frame = pd.DataFrame({"n": [191, 272, 353]})
+    out, _ = Masker().mask_dataframe(frame)
+    assert out["n"].tolist() == [191, 272, 353]
