@@ -130,9 +130,12 @@ def task_identity(context: Mapping[str, Any], task_id: str | None = None) -> Tas
     """The identity of the running task instance, or of ``task_id`` in the same run.
 
     The approval gate opens its request under the *guarded* task's identity so that the
-    operator, when it runs, finds it by fingerprint, DAG, task and run.
+    operator, when it runs, finds it by fingerprint, DAG, task and run. The user who
+    triggered the run (when Airflow knows one) is the identity's user: the approvals store
+    refuses to let that person approve what the run asks.
     """
     ti = context["ti"]
+    triggered_by = getattr(context.get("dag_run"), "triggering_user_name", None)
     map_index = getattr(ti, "map_index", -1)
     own = task_id is None or task_id == ti.task_id
     extra = {"ti_id": str(ti.id)} if own and getattr(ti, "id", None) else {}
@@ -143,6 +146,7 @@ def task_identity(context: Mapping[str, Any], task_id: str | None = None) -> Tas
         run_id=ti.run_id,
         attempt=int(ti.try_number or 1) if own else 1,
         map_index=map_index if map_index is not None and map_index >= 0 else None,
+        user=str(triggered_by) if triggered_by else None,
         extra=extra,
     )
 

@@ -9,6 +9,7 @@ from airflow.sdk import DAG
 from lgpd_tasks_airflow import LgpdApprovalSensor, LgpdSqlOperator, gated_sql
 
 from lgpd_tasks.approvals import Approver, Status
+from lgpd_tasks.errors import ApprovalError
 
 pytestmark = pytest.mark.slow
 
@@ -126,6 +127,10 @@ def test_ungated_statement_fails_with_request_id_and_runs_after_approval_and_cle
     assert f"approve request {request.id}" in logs
     assert f"/lgpd/api/approvals/{request.id}/approve" in logs
     assert env.staging_rows() == 10
+    # the user who triggered the run (dag.test() names it "dag_test") may not approve it
+    assert request.requested_user == "dag_test"
+    with pytest.raises(ApprovalError, match="cannot decide"):
+        env.approvals().approve(request.id, Approver("dag_test"), "mine")
 
     env.approvals().approve(request.id, Approver("ana.aprovadora"), "ok")
     second = env.run(dag, logical_date=when, run_after=when)

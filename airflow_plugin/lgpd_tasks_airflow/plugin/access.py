@@ -101,8 +101,13 @@ def _team_name(dag_id: str) -> str | None:
 
 
 def uses_cookie_session(request: Request) -> bool:
-    auth = request.headers.get("authorization", "")
-    return not auth.lower().startswith("bearer ")
+    """Whether the session cookie, not a bearer token, may be what authenticates the request.
+
+    Only a non-empty bearer token counts as one: with ``Authorization: Bearer`` and nothing
+    after it Airflow falls back to the cookie, so the cookie's CSRF checks must apply.
+    """
+    scheme, _, credential = request.headers.get("authorization", "").strip().partition(" ")
+    return not (scheme.lower() == "bearer" and credential.strip())
 
 
 def csrf_token(request: Request) -> str:

@@ -73,7 +73,13 @@ def normalize_text(text: str, dialect: str) -> str:
     """Token-level normalisation for text sqlglot keeps opaque (commands, unparsable input).
 
     Literals become placeholders and comments disappear; if even tokenising fails the
-    text is replaced by a fixed marker, so no value can leak.
+    text is replaced by a fixed marker, so no value can leak. Bare words become
+    placeholders too: in text the parser could not read, a word may be a value the
+    tokenizer did not see quoted (``$$Joana Pereira$$`` in SQLite), so only keywords,
+    operators and quoted names are kept.
+
+    >>> normalize_text("SELECT nome FROM t WHERE nome = $$Joana Pereira$$", "sqlite")
+    'SELECT ? FROM ? WHERE ? = ? ?'
     """
     try:
         tokens = Dialect.get_or_raise(dialect).tokenize(text)
@@ -85,8 +91,8 @@ def normalize_text(text: str, dialect: str) -> str:
             parts.append(PLACEHOLDER)
         elif token.token_type == TokenType.IDENTIFIER:
             parts.append('"' + token.text.replace('"', '""') + '"')
-        elif token.token_type == TokenType.VAR:
-            parts.append(token.text)
+        elif token.token_type in (TokenType.VAR, TokenType.NUMBER, TokenType.PARAMETER):
+            parts.append(PLACEHOLDER)
         else:
             parts.append(token.text.upper())
     return " ".join(parts)
