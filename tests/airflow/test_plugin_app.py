@@ -363,6 +363,18 @@ def test_cookie_decision_from_another_site_is_refused(
         assert same.status_code == 200
 
 
+def test_pages_may_be_framed_by_airflow_only(
+    client: TestClient, tokens: dict[str, str], store_url: str
+) -> None:
+    # Approve is one click away: no other site may show the page in a frame
+    with signed_in(client, tokens["alice"]) as browser:
+        for path in ("/lgpd/approvals", "/lgpd/audit", "/lgpd/api/approvals"):
+            response = browser.get(path)
+            assert response.status_code == 200
+            assert response.headers["x-frame-options"] == "SAMEORIGIN"
+            assert response.headers["content-security-policy"] == "frame-ancestors 'self'"
+
+
 def test_form_post_needs_the_page_token_and_redirects_back(
     client: TestClient, tokens: dict[str, str], source: str, policy: Policy, store_url: str
 ) -> None:

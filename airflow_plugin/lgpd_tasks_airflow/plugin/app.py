@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -277,6 +278,17 @@ def create_app() -> FastAPI:
     )
     app.include_router(api)
     app.include_router(pages)
+
+    @app.middleware("http")
+    async def _not_framed_elsewhere(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        # Approve and Deny are one click away: only Airflow's own UI (same origin) may show
+        # these pages in a frame, so no other site can overlay them (clickjacking).
+        response = await call_next(request)
+        response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'self'")
+        return response
 
     @app.exception_handler(LoginRequired)
     async def _to_login(request: Request, exc: LoginRequired) -> Response:
