@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Self, TypeVar
 
 from lgpd_tasks.approvals import ApprovalStore, NewRequest, Status
 from lgpd_tasks.audit import AuditStore, NewEntry, parse_db_url, redact_url
@@ -762,11 +762,27 @@ class GuardedConnection:
         )
 
 
+class ColumnDescription(NamedTuple):
+    """One entry of a relabelled ``cursor.description``: the DB-API 7 items, by position or
+    by name (``d[0]`` and ``d.name``, as psycopg's own ``Column`` allows)."""
+
+    name: str
+    type_code: Any
+    display_size: Any
+    internal_size: Any
+    precision: Any
+    scale: Any
+    null_ok: Any
+
+
 def _relabelled(description: Any, columns: list[str], labels: list[str]) -> Any:
     """``description`` with its column names replaced by ``labels`` (itself when equal)."""
     if description is None or labels == columns:
         return description
-    return tuple((label, *tuple(d)[1:]) for label, d in zip(labels, description, strict=True))
+    return tuple(
+        ColumnDescription(label, *(tuple(d)[1:7] + (None,) * 6)[:6])
+        for label, d in zip(labels, description, strict=True)
+    )
 
 
 def _blocked(decision: Decision, scope: Scope) -> StatementBlocked:

@@ -381,6 +381,7 @@ def test_result_labels_carry_no_literal(conn: GuardedConnection, audit: AuditSto
     labels = ["id", "cpf = ?", "coalesce(email, ?)", "nome LIKE ?"]
     cur = conn.execute(sql)
     assert [d[0] for d in cur.description] == labels
+    assert [d.name for d in cur.description] == labels  # by name too, as psycopg allows
     assert [len(d) for d in cur.description] == [7] * 4
     assert [r[0] for r in cur.fetchall()] == list(range(1, 21))
     df = conn.query_df(sql)
