@@ -114,9 +114,7 @@ def get_engine(url: str) -> Engine:
     with _LOCK:
         engine = _ENGINES.get(url)
         if engine is None:
-            parsed = parse_db_url(url)
-            refuse_in_memory(parsed, url)
-            engine = _create(parsed)
+            engine = _create(parse_db_url(url))
             _ENGINES[url] = engine
         return engine
 

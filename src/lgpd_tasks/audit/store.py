@@ -246,6 +246,7 @@ class AuditStore:
     """
 
     def __init__(self, engine: Engine, *, url: str | None = None) -> None:
+        # the one check for every way a store is made (from_url, open_existing, an engine)
         refuse_in_memory(engine.url, url)
         self.engine = engine
         self.url = redact_url(url or engine.url)
@@ -264,9 +265,7 @@ class AuditStore:
         (:class:`AuditStoreUnusable`) instead of being made an empty store: a mistyped path
         would otherwise verify as an intact chain of 0 records.
         """
-        parsed = parse_db_url(url)
-        refuse_in_memory(parsed, url)
-        path = sqlite_file(parsed)
+        path = sqlite_file(parse_db_url(url))  # None in memory: refused by the constructor
         hint = (
             f"check the URL, or create the store with `lgpd-tasks db init --db {redact_url(url)}`"
         )
