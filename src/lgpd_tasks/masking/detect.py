@@ -12,6 +12,7 @@ from enum import StrEnum
 import numpy as np
 import pandas as pd
 
+from lgpd_tasks.errors import MaskingError
 from lgpd_tasks.masking.validators import (
     is_valid_card,
     is_valid_cnpj,
@@ -181,6 +182,19 @@ def _words(name: str) -> list[str]:
     split = _CAMEL.sub(" ", name)
     folded = unicodedata.normalize("NFKD", split).encode("ascii", "ignore").decode().lower()
     return [w for w in _WORD_SPLIT.split(folded) if w]
+
+
+def pii_type_named(name: str) -> PiiType:
+    """The type a policy's ``masking.types`` key names; a MaskingError listing the known ones.
+
+    >>> pii_type_named("cpf")
+    <PiiType.CPF: 'cpf'>
+    """
+    try:
+        return PiiType(name)
+    except ValueError:
+        known = ", ".join(p.value for p in PiiType)
+        raise MaskingError(f"unknown type {name!r} (known: {known})") from None
 
 
 def type_from_name(name: object) -> PiiType | None:

@@ -31,6 +31,7 @@ from lgpd_tasks.masking.detect import (
     PiiType,
     compact_name,
     guess_content,
+    pii_type_named,
     sample_positions,
     type_from_name,
     whole_numbers,
@@ -154,12 +155,9 @@ class Masker:
         for type_name, spec in rules.types.items():
             where = f"masking.types.{type_name}"
             try:
-                pii = PiiType(type_name)
-            except ValueError:
-                known = ", ".join(p.value for p in PiiType)
-                raise MaskingError(
-                    f"{where}: unknown type {type_name!r} (known: {known})"
-                ) from None
+                pii = pii_type_named(type_name)
+            except MaskingError as err:
+                raise MaskingError(f"{where}: {err}") from None
             strategy = strategy_from_spec(spec, where)
             _check(strategy, pii, where)
             types[pii] = strategy

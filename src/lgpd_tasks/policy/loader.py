@@ -125,7 +125,7 @@ def _masking_problems(document: Mapping[str, Any], source: str) -> list[PolicyPr
     ]
     if not entries:
         return []  # the masking package loads pandas: only when there is something to check
-    from lgpd_tasks.masking.detect import PiiType, type_from_name
+    from lgpd_tasks.masking.detect import pii_type_named, type_from_name
 
     problems: list[PolicyProblem] = []
     for key, name, spec in entries:
@@ -133,12 +133,11 @@ def _masking_problems(document: Mapping[str, Any], source: str) -> list[PolicyPr
         if key == "columns":
             pii = type_from_name(name)  # as the engine does: a name like `cpf` fixes the type
         else:
-            pii = next((p for p in PiiType if p.value == name), None)
-            if pii is None:
-                known = ", ".join(p.value for p in PiiType)
-                problems.append(
-                    PolicyProblem(source, path, f"unknown type {name!r} (known: {known})")
-                )
+            try:
+                pii = pii_type_named(name)
+            except MaskingError as err:
+                pii = None
+                problems.append(PolicyProblem(source, path, str(err)))
         message = _strategy_problem(spec, path, pii)
         if message is not None:
             problems.append(PolicyProblem(source, path, message))
