@@ -48,6 +48,7 @@ from lgpd_tasks.redaction import (
     explicit_aliases,
     is_plain_label,
     label_without_literals,
+    scope_columns,
     scrub_decision,
     scrub_error,
 )
@@ -379,6 +380,7 @@ class GuardedConnection:
         self._on_close = on_close
         self._on_statement = on_statement
         self._catalog = DatabaseCatalog(raw, driver)
+        self._is_column = scope_columns(scope, self._catalog.columns)
         self._pii_columns = frozenset(policy.masking.columns)
         # "policy": a trail when the policy declares subject keys (None switches it off)
         self._subject_trail = (
@@ -506,18 +508,6 @@ class GuardedConnection:
             self._scrubbed.clear()
         self._scrubbed[id(decision)] = (decision, scrubbed)
         return scrubbed
-
-    def _is_column(self, table: str | None, name: str) -> bool:
-        """Whether ``name`` is a column of ``table`` (by the catalogue or the scope's grants).
-
-        With no table, whether it is any name the scope grants.
-        """
-        if table is None:
-            return name.lower() in re.split(r"[\s.]+", self._granted_names().lower())
-        granted = (self.scope.readable_columns(table) or frozenset()) | (
-            self.scope.writable_columns(table) or frozenset()
-        )
-        return name in granted or name in (self._catalog.columns(table) or ())
 
     def _result_labels(self, columns: list[str], sql: str) -> list[str]:
         """Result column labels as shown and recorded: literals out, spans masked.

@@ -17,6 +17,7 @@ from dataclasses import replace
 from functools import lru_cache
 
 from lgpd_tasks.errors import Reason
+from lgpd_tasks.policy.policy import Scope
 from lgpd_tasks.sql.model import Decision, LineageEdge, StatementAnalysis
 from lgpd_tasks.sql.normalize import fingerprint
 
@@ -228,6 +229,42 @@ def scrub_decision(decision: Decision, mask: Mask, is_column: IsColumn) -> Decis
         normalized=normalized,
         fingerprint=fingerprint(normalized),
     )
+
+
+def scope_columns(
+    scope: Scope, catalogue: Callable[[str], Iterable[str] | None] | None = None
+) -> IsColumn:
+    """The :data:`IsColumn` test of a scope: its grants, and ``catalogue``'s columns when given.
+
+    With no table, a name counts when the scope grants it anywhere (as a column or as part
+    of a table name).
+
+    >>> from lgpd_tasks.policy import Policy
+    >>> policy = Policy.from_dict({
+    ...     "version": 1, "dialect": "postgres",
+    ...     "purposes": {"report": {"legal_basis": "legitimate_interest", "retention": "30d"}},
+    ...     "scopes": {"report.extract": {"purpose": "report", "read": {"crm.clientes": ["cpf"]}}},
+    ... })
+    >>> is_column = scope_columns(policy.scope("report.extract"))
+    >>> is_column("crm.clientes", "cpf"), is_column(None, "CRM"), is_column(None, "529.982.247-25")
+    (True, True, False)
+    """
+    granted_anywhere = frozenset(
+        part.lower()
+        for grants in (scope.read, scope.write)
+        for table, columns in grants.items()
+        for part in (*table.split("."), *columns)
+    )
+
+    def is_column(table: str | None, name: str) -> bool:
+        if table is None:
+            return name.lower() in granted_anywhere
+        granted = (scope.readable_columns(table) or frozenset()) | (
+            scope.writable_columns(table) or frozenset()
+        )
+        return name in granted or (catalogue is not None and name in (catalogue(table) or ()))
+
+    return is_column
 
 
 def _hidden(statement: StatementAnalysis, is_column: IsColumn) -> set[str]:

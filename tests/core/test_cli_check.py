@@ -139,3 +139,23 @@ def test_console_script_check_blocks_ddl() -> None:
     )
     assert result.returncode == 4, result.stderr
     assert json.loads(result.stdout)["reasons"][0]["rule"] == "ddl"
+
+
+def test_check_prints_no_value_written_in_double_quotes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A value in the wrong quotes parses as a column name; the output still holds no value."""
+    code, out, _ = _run(
+        capsys,
+        "--scope",
+        "customer_report.extract",
+        "--sql",
+        'SELECT nome FROM crm.customers WHERE cpf = "529.982.247-25" OR email = "ana@exemplo.com"',
+    )
+    assert code == 4
+    decision = json.loads(out)
+    assert "529.982.247-25" not in out and "ana@exemplo.com" not in out
+    assert decision["normalized"] == 'SELECT nome FROM crm.customers WHERE cpf = "?" OR email = "?"'
+    assert {r["rule"] for r in decision["reasons"]} == {"read_scope"}
+    assert all(r["column"] == "?" for r in decision["reasons"])
+    assert "string values take single quotes" in decision["reasons"][0]["message"]

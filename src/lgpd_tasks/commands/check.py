@@ -9,7 +9,9 @@ from typing import Any
 
 from lgpd_tasks.cli import EXIT_APPROVE, EXIT_BLOCK, EXIT_OK, EXIT_USAGE
 from lgpd_tasks.errors import PolicyError
+from lgpd_tasks.masking import Masker
 from lgpd_tasks.policy import load_policy
+from lgpd_tasks.redaction import scope_columns, scrub_decision
 
 EXIT_BY_ACTION = {"allow": EXIT_OK, "approve": EXIT_APPROVE, "block": EXIT_BLOCK}
 
@@ -51,5 +53,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError:
         raise PolicyError(f"unknown SQL dialect {dialect!r} (sqlglot names)") from None
     decision = check(sql, scope, dialect=dialect, pii_columns=list(policy.masking.columns))
+    # printed as the audit and the exceptions would quote it: a value written in double
+    # quotes is "?", personal-data spans are masked (the output often lands in CI logs)
+    decision = scrub_decision(decision, Masker().mask_text, scope_columns(scope))
     print(json.dumps(decision.to_dict(), indent=2, ensure_ascii=False))
     return EXIT_BY_ACTION[decision.action]
