@@ -7,6 +7,7 @@ engine. Every output is recognisable as masked, so masking twice changes nothing
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
@@ -355,6 +356,12 @@ STRATEGIES: Mapping[str, type[Strategy]] = {
 }
 
 
+@functools.cache
+def _adapter(cls: type[Strategy]) -> TypeAdapter[Strategy]:
+    """The validator of a strategy's parameters, built once per class (it takes milliseconds)."""
+    return TypeAdapter(cls)
+
+
 def strategy_from_spec(spec: str | Mapping[str, Any] | Strategy, where: str) -> Strategy:
     """Build a strategy from a policy value: ``"hmac"`` or ``{strategy: partial, keep_last: 4}``.
 
@@ -386,7 +393,7 @@ def strategy_from_spec(spec: str | Mapping[str, Any] | Strategy, where: str) -> 
             f"{where}: strategy {name!r} has no parameter {unknown[0]!r} (parameters: {hint})"
         )
     try:
-        strategy: Strategy = TypeAdapter(cls).validate_python(params)
+        strategy: Strategy = _adapter(cls).validate_python(params)
     except ValidationError as err:
         first = err.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
