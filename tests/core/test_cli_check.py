@@ -154,7 +154,8 @@ def test_check_prints_no_value_written_in_double_quotes(
     )
     assert code == 4
     decision = json.loads(out)
-    assert "529.982.247-25" not in out and "ana@exemplo.com" not in out
+    assert "529.982.247-25" not in out
+    assert "ana@exemplo.com" not in out
     assert decision["normalized"] == 'SELECT nome FROM crm.customers WHERE cpf = "?" OR email = "?"'
     assert {r["rule"] for r in decision["reasons"]} == {"read_scope"}
     assert all(r["column"] == "?" for r in decision["reasons"])
