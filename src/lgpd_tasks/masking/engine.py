@@ -114,6 +114,11 @@ class ColumnPlan:
     confidence: float
     detected_by: str
 
+    @property
+    def scan(self) -> bool:
+        """A column of no type whose cells are only scanned for personal-data spans."""
+        return self.detected_by == "scan"
+
     def report(self, cells: int) -> ColumnReport:
         return ColumnReport(
             column=self.column,
@@ -283,14 +288,28 @@ class Masker:
                 return picked.tolist()
         return _sample_of(col.dropna().head(self.rules.sample_size).tolist())
 
-    def plan(self, df: pd.DataFrame, skip: Collection[int] = ()) -> list[ColumnPlan]:
-        """Decide, for every column of ``df`` but those at ``skip``, whether and how it is masked."""
+    def plan(
+        self,
+        df: pd.DataFrame,
+        skip: Collection[int] = (),
+        *,
+        names: Sequence[object] | None = None,
+    ) -> list[ColumnPlan]:
+        """Decide, for every column of ``df`` but those at ``skip``, whether and how it is masked.
+
+        ``names`` are the names the columns are recognised by, when not their labels (an
+        index level moved into a column keeps its own name, see :func:`level_names`).
+        """
         plans: list[ColumnPlan] = []
         positions = list(sample_positions(len(df), self.rules.sample_size))
-        for j, name in enumerate(df.columns):
+        known = list(df.columns) if names is None else list(names)
+        for j, label in enumerate(df.columns):
             if j in skip:
                 continue
+            name = known[j]
             plan = self._plan_by_name(j, name)
+            if plan is not None and name is not label:
+                plan = replace(plan, column=self._label(label))
             needs_content = (plan is None and self.rules.detect) or (
                 plan is not None and plan.pii_type is PiiType.OTHER
             )
@@ -298,7 +317,7 @@ class Masker:
                 sample = self._sample(df.iloc[:, j], positions)
                 if sample:
                     if plan is None:
-                        plan = self._plan_by_content(j, name, sample)
+                        plan = self._plan_by_content(j, label, sample)
                     else:
                         plan = self._refine_explicit(plan, sample)
             if (
@@ -337,7 +356,7 @@ class Masker:
         the index is masked as columns under its level names, so name rules apply to it too.
         """
         flat, levels = index_to_columns(frame)
-        masked, report = self.mask_dataframe(flat)
+        masked, report = self._mask_dataframe(flat, level_names(flat, levels))
         return self.mask_frame_labels(columns_to_index(masked, levels)), report
 
     def mask_frame_labels(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -362,8 +381,13 @@ class Masker:
             raise MaskingError(
                 f"mask_dataframe expects a pandas DataFrame, got {type(df).__name__}"
             )
+        return self._mask_dataframe(df, None)
+
+    def _mask_dataframe(
+        self, df: pd.DataFrame, names: Sequence[object] | None
+    ) -> tuple[pd.DataFrame, MaskingReport]:
         trusted = self._trusted_columns(df)
-        plans = self.plan(df, skip=trusted)
+        plans = self.plan(df, skip=trusted, names=names)
         out, report = self.apply(df, plans)
         if trusted:
             done = [(p.position, p.report(0)) for p in trusted.values() if p is not None]
@@ -427,13 +451,16 @@ class Masker:
             return self._apply_column(col, plan)
         parts: list[pd.Series[Any]] = []
         cells = 0
+        same = True
         for start in range(0, len(col), size):
-            part, n = self._apply_column(col.iloc[start : start + size], plan)
+            piece = col.iloc[start : start + size]
+            part, n = self._apply_column(piece, plan)
             if part is None:
                 return None, int(col.notna().sum())
             parts.append(part)
             cells += n
-        if cells == 0:
+            same = same and part is piece
+        if same:
             return col, 0
         return pd.concat(parts), cells
 
@@ -481,7 +508,9 @@ class Masker:
             todo = todo.fillna(False).astype(bool)
         cells = int(todo.sum())
         if cells == 0:
-            return col, 0
+            # A column that masking turns into strings is strings even when this chunk has
+            # nothing to mask (all null): every chunk of a file gets one output type.
+            return (col if text is col or is_object_dtype(col.dtype) else text), 0
         everything = cells == len(text)
         masked = strategy.mask(text if everything else text[todo], pii, self._ctx)
         if everything:
@@ -610,6 +639,15 @@ def index_to_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, IndexLevels | N
         for i, n in enumerate(names)
     )
     return frame.rename_axis(list(columns)).reset_index(), IndexLevels(columns, names)
+
+
+def level_names(flat: pd.DataFrame, levels: IndexLevels | None) -> list[object] | None:
+    """The names ``flat``'s columns are planned by: an index level's own name, even when its
+    column was renamed ``__index_level_N__`` (``set_index("nome", drop=False)``)."""
+    if levels is None:
+        return None
+    own = dict(zip(levels.columns, levels.names, strict=True))
+    return [own.get(c, c) if isinstance(c, str) else c for c in flat.columns]
 
 
 def columns_to_index(frame: pd.DataFrame, levels: IndexLevels | None) -> pd.DataFrame:
