@@ -19,10 +19,10 @@ import pyarrow.compute as pc
 
 from lgpd_tasks.masking.detect import FULL_WIDTH, ContentGuess, PiiType
 from lgpd_tasks.masking.text import (
-    ASCII_PREFILTER,
     DIGITS_PREFILTER,
     EMAIL_RE2,
     PHONE_RE2,
+    ROW_PREFILTER,
     TextScrubber,
 )
 
@@ -33,11 +33,14 @@ STRING = pa.large_string()
 
 #: A sentence whose only digits form one identifier of a common spelling, with nothing
 #: around it that Python's lookarounds could read differently: no digit anywhere else, no
-#: letter or ``.``/``/``/``-`` touching it (an alphanumeric CNPJ could start there), and no
-#: letter right after it. For such rows the identifier's span and type follow from its digit
-#: count alone (11 CPF, 14 CNPJ or card, 16 card); every other row goes through Python.
+#: letter or ``.``/``/``/``-`` touching it (an alphanumeric CNPJ could start there) but a
+#: ``-`` after a letter (``PED-52998224725``: an alphanumeric CNPJ holds a ``-`` only right
+#: before its last two digits, so it cannot reach past that ``-`` into eleven or more
+#: digits), and no letter right after it. For such rows the identifier's span and type
+#: follow from its digit count alone (11 CPF, 14 CNPJ or card, 16 card); every other row
+#: goes through Python.
 SINGLE_NUMBER_RE2 = (
-    r"^(?P<pre>|[^0-9]*[^0-9A-Za-z./-])"
+    r"^(?P<pre>|[^0-9]*[^0-9A-Za-z./-]|[^0-9]*[A-Za-z]-)"
     r"(?P<span>[0-9]{3}[.][0-9]{3}[.][0-9]{3}-[0-9]{2}|[0-9]{11}"
     r"|[0-9]{2}[.][0-9]{3}[.][0-9]{3}/[0-9]{4}-[0-9]{2}|[0-9]{14}"
     r"|[0-9]{4}(?:[ -]?[0-9]{4}){3})"
@@ -247,7 +250,7 @@ def scrub_strings(
     remaining sentences with digits go through ``scrubber.digits_only``.
     """
     whole = array.combine_chunks().cast(STRING)
-    hits = pc.fill_null(pc.match_substring_regex(whole, ASCII_PREFILTER), False)
+    hits = pc.fill_null(pc.match_substring_regex(whole, ROW_PREFILTER), False)
     wide = full_width_rows(whole)
     if wide is not None:
         hits = pc.or_(hits, wide)

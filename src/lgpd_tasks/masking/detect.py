@@ -346,7 +346,7 @@ def guess_content(
 
     A type wins when at least ``threshold`` of the sample validates as it. Otherwise the
     column is free text with personal data when any value holds a span ``span_finder``
-    accepts and the column reads like text (spaces) or like a mix of contact values.
+    accepts, whatever the rest looks like (codes among which some cells are CPFs).
     """
     if not values:
         return ContentGuess(None, 0.0, False)
@@ -355,24 +355,17 @@ def guess_content(
     # Each type is counted on its own: a mobile number written with +55 can also pass Luhn,
     # and the column is what most of its values are.
     counts = dict.fromkeys(CONTENT_TYPES, 0)
-    typed = 0
     for value in values:
-        kinds = _types(value.strip())
-        typed += bool(kinds)
-        for kind in kinds:
+        for kind in _types(value.strip()):
             counts[kind] += 1
     size = len(values)
     best = max(CONTENT_TYPES, key=lambda p: counts[p])
     confidence = counts[best] / size
     if confidence >= threshold:
         return ContentGuess(best, round(confidence, 4), False)
-    typed_share = typed / size
-    spaced = any(" " in v.strip() for v in values)
-    with_email = any("@" in v for v in values)
-    if spaced or with_email or typed_share >= threshold:
-        hits = sum(1 for v in values if span_finder(v))
-        if hits:
-            return ContentGuess(PiiType.TEXT, round(hits / size, 4), True)
+    hits = sum(1 for v in values if span_finder(v))
+    if hits:
+        return ContentGuess(PiiType.TEXT, round(hits / size, 4), True)
     return ContentGuess(None, 0.0, False)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import weakref
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -255,11 +256,17 @@ class Masker:
 
     def _plan_by_content(self, position: int, name: object, sample: list[Any]) -> ColumnPlan | None:
         guess = self._guess(sample)
-        if guess.pii_type is None:
+        if guess.pii_type is None or (guess.pii_type is PiiType.TEXT and _codes(sample)):
             return None
         pii = guess.pii_type
         label = self._label(name)
         return ColumnPlan(position, label, pii, self._types[pii], guess.confidence, "content")
+
+    def _scan_plan(self, position: int, name: object) -> ColumnPlan:
+        """A text column the sample found no type in: its cells are still scrubbed of spans
+        (a sample cannot see a CPF in three rows of a hundred thousand); the report lists
+        it only when a cell changed."""
+        return ColumnPlan(position, self._label(name), PiiType.TEXT, Redact(), 0.0, "scan")
 
     def _refine_explicit(self, plan: ColumnPlan, sample: list[Any]) -> ColumnPlan:
         # A policy column with a name we do not know still gets a type from its content,
@@ -313,6 +320,7 @@ class Masker:
             needs_content = (plan is None and self.rules.detect) or (
                 plan is not None and plan.pii_type is PiiType.OTHER
             )
+            sample: list[Any] = []
             if needs_content:
                 sample = self._sample(df.iloc[:, j], positions)
                 if sample:
@@ -320,6 +328,13 @@ class Masker:
                         plan = self._plan_by_content(j, label, sample)
                     else:
                         plan = self._refine_explicit(plan, sample)
+            if (
+                plan is None
+                and self.rules.detect
+                and _may_hold_text(df.dtypes.iloc[j], sample)
+                and not _codes(sample)
+            ):
+                plan = self._scan_plan(j, label)
             if (
                 plan is not None
                 and plan.pii_type is PiiType.OTHER
@@ -390,9 +405,13 @@ class Masker:
         plans = self.plan(df, skip=trusted, names=names)
         out, report = self.apply(df, plans)
         if trusted:
-            done = [(p.position, p.report(0)) for p in trusted.values() if p is not None]
+            done = [
+                (p.position, p.report(0)) for p in trusted.values() if p is not None and not p.scan
+            ]
+            # a report names its column by the plan's label, which is unique to a position
+            where = {p.column: p.position for p in plans}
             ordered = sorted(
-                [(p.position, r) for p, r in zip(plans, report.columns, strict=True)] + done,
+                [(where[r.column], r) for r in report.columns] + done,
                 key=lambda item: item[0],
             )
             report = MaskingReport(rows=report.rows, columns=tuple(r for _, r in ordered))
@@ -437,7 +456,8 @@ class Masker:
                 drop.append(plan.position)
             elif masked is not col:
                 out.isetitem(plan.position, masked)  # type: ignore[arg-type]  # stubs omit Series
-            reports.append(plan.report(cells))
+            if cells or not plan.scan:
+                reports.append(plan.report(cells))
         if drop:
             keep = [j for j in range(out.shape[1]) if j not in set(drop)]
             out = out.iloc[:, keep]
@@ -527,6 +547,8 @@ class Masker:
     def _scrub_column(self, col: pd.Series[Any]) -> tuple[pd.Series[Any], int]:
         if not (is_string_dtype(col.dtype) or is_object_dtype(col.dtype)):
             return col, 0
+        if is_object_dtype(col.dtype):
+            return self._scrub_objects(col)
         arrow = arrow_strings(col)
         if arrow is not None:
             # Column-wise in Arrow; only sentences with unusual numbers reach Python.
@@ -548,6 +570,34 @@ class Masker:
         out = col.copy()
         out[hits] = after
         return out, cells
+
+    def _scrub_objects(self, col: pd.Series[Any]) -> tuple[pd.Series[Any], int]:
+        """An object column scrubbed: only strings all through go by Arrow, a mix
+        (DB-API rows, numbers among text) is read value by value; non-strings stay."""
+        kind = infer_dtype(col, skipna=True)
+        if kind == "string":
+            scrubbed, cells = self._scrub_column(col.astype("str"))
+            if cells == 0:
+                return col, 0
+            out = scrubbed.astype(object)
+            na = col.isna()
+            if na.any():
+                out[na] = col[na]
+            return out, cells
+        if kind not in ("mixed", "mixed-integer", "mixed-integer-float"):
+            return col, 0
+        values = col.tolist()
+        at = [i for i, v in enumerate(values) if isinstance(v, str) and _PREFILTER.search(v)]
+        changed: dict[int, str] = {}
+        for i in at:
+            after = self._scrubber(values[i])
+            if after != values[i]:
+                changed[i] = after
+        if not changed:
+            return col, 0
+        for i, after in changed.items():
+            values[i] = after
+        return pd.Series(values, index=col.index, dtype=object, name=col.name), len(changed)
 
     def mask_rows(
         self, column_names: Sequence[object], rows: list[Any]
@@ -576,6 +626,12 @@ class Masker:
                 sample = _sample_of([rows[i][j] for i in positions])
                 if plan is None:
                     plan = self._plan_by_content(j, names[j], sample)
+                    if (
+                        plan is None
+                        and _may_hold_text(np.dtype(object), sample)
+                        and not _codes(sample)
+                    ):
+                        plan = self._scan_plan(j, names[j])
                 else:
                     plan = self._refine_explicit(plan, sample)
             if plan is not None:
@@ -598,7 +654,8 @@ class Masker:
                 masked, cells = self._apply_chunked(values, applied)
                 if masked is not None and masked is not values:
                     replaced[plan.position] = _nulls_to_none(masked)
-                reports.append(plan.report(cells))
+                if cells or not plan.scan:
+                    reports.append(plan.report(cells))
             report = MaskingReport(rows=len(rows), columns=tuple(reports))
             if not replaced:
                 return rows, report
@@ -689,6 +746,44 @@ def _check(strategy: Strategy, pii: PiiType, where: str) -> None:
         strategy.check(pii)
     except MaskingError as err:
         raise MaskingError(f"{where}: {err}") from None
+
+
+_PREFILTER = re.compile(PREFILTER)
+
+
+def _may_hold_text(dtype: Any, sample: list[Any]) -> bool:
+    """Whether a column that got no plan is scanned for spans: text columns, and object
+    columns whose sample holds text or nothing at all (not numbers, dates, bytes alone)."""
+    if is_object_dtype(dtype):
+        return not sample or any(isinstance(v, str) for v in sample)
+    return is_string_dtype(dtype)
+
+
+_BARE_NUMBER = re.compile(r"(?<![0-9])(?:[0-9]{11}|[0-9]{14}|[0-9]{16})(?![0-9])")
+#: The most of a sample's identifier-shaped numbers that may validate by chance (CPF and
+#: CNPJ check digits pass about once in a hundred, Luhn with an issuer digit about once in
+#: sixteen) in a column of codes.
+CHANCE_SHARE = 0.1
+
+
+def _codes(sample: list[Any]) -> bool:
+    """Whether a text column is codes built on numbers (``PED-29098610916``): nearly every
+    sampled value holds one bare run of 11, 14 or 16 digits, no more of them validate as a
+    CPF, CNPJ or card than chance makes, and none holds a formatted CPF, an e-mail or a
+    phone. Like a numeric column of ids, such a column is not scrubbed: a code that happens
+    to pass a check digit is no personal data, and scrubbing would change one in a hundred.
+    """
+    texts = [v for v in sample if isinstance(v, str)]
+    if len(texts) < 20:
+        return False
+    bare = [v for v in texts if len(_BARE_NUMBER.findall(v)) == 1]
+    if len(bare) < 0.9 * len(texts):
+        return False
+    scrubber = TextScrubber()
+    if any(scrubber.has_span(_BARE_NUMBER.sub(" ", v)) for v in texts):
+        return False
+    valid = sum(1 for v in bare if scrubber.has_span(v))
+    return valid <= CHANCE_SHARE * len(bare)
 
 
 def _strings(values: list[Any]) -> list[str]:
