@@ -47,10 +47,6 @@ SINGLE_NUMBER_RE2 = (
     r"(?P<post>|[^0-9A-Za-z][^0-9]*)$"
 )
 
-#: Values a strategy produced (see ``strategies.ALREADY_MASKED``), split so that the common
-#: case costs two literal scans: any ``*``, or a token/hash that starts with ``[``/``hmac:``.
-_STRATEGY_OUTPUT = r"^\[[A-Z_]+\]$|^hmac:[a-z_]+:[0-9a-f]+$"
-
 
 def arrow_strings(values: pd.Series[Any]) -> pa.ChunkedArray | None:
     """The Arrow array behind a pandas string Series, or ``None`` for other storage."""
@@ -70,12 +66,19 @@ def constant(size: int, text: str, index: pd.Index[Any] | None) -> pd.Series[str
     return to_series(pa.repeat(pa.scalar(text, STRING), size), index)
 
 
-def pending(array: pa.ChunkedArray) -> Bools:
-    """Non-null, non-empty values that no strategy produced, as a numpy mask."""
-    done = pc.match_substring(array, "*")
-    maybe = pc.or_(pc.starts_with(array, "["), pc.starts_with(array, "hmac:"))
+def pending(array: pa.ChunkedArray, already_masked: str) -> Bools:
+    """Non-null, non-empty values that no strategy produced, as a numpy mask.
+
+    Only values with a ``*`` or starting like a token or a hash can be an output: the exact
+    shapes (``already_masked``, anchored) are matched on those alone.
+    """
+    maybe = pc.or_(
+        pc.match_substring(array, "*"),
+        pc.or_(pc.starts_with(array, "["), pc.starts_with(array, "hmac:")),
+    )
+    done = maybe
     if pc.any(maybe).as_py():
-        done = pc.or_(done, pc.and_(maybe, pc.match_substring_regex(array, _STRATEGY_OUTPUT)))
+        done = pc.and_(maybe, pc.match_substring_regex(array, already_masked))
     todo = pc.and_(pc.greater(pc.binary_length(array), 0), pc.invert(done))
     mask: Bools = pc.fill_null(todo, False).to_numpy(zero_copy_only=False)
     return mask

@@ -522,7 +522,7 @@ class Masker:
             text = text.str.zfill(_NUMERIC_IDS[pii])
         arrow = arrow_strings(text)
         if arrow is not None:
-            todo = pd.Series(pending(arrow), index=text.index)
+            todo = pd.Series(pending(arrow, ALREADY_MASKED), index=text.index)
         else:
             todo = (~na) & text.str.len().gt(0) & ~text.str.contains(ALREADY_MASKED, regex=True)
             todo = todo.fillna(False).astype(bool)
