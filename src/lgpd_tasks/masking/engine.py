@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from pandas.api.types import (
     infer_dtype,
     is_datetime64_any_dtype,
@@ -26,12 +27,14 @@ from pandas.api.types import (
 )
 
 from lgpd_tasks.errors import LabelsWouldMerge, MaskingError
-from lgpd_tasks.masking.columnar import arrow_strings, guess_numbers, pending, scrub_strings
+from lgpd_tasks.masking.columnar import Bools, arrow_strings, guess_numbers, pending, scrub_strings
 from lgpd_tasks.masking.detect import (
+    EMAIL,
     ContentGuess,
     PiiType,
     compact_name,
     guess_content,
+    narrow,
     pii_type_named,
     sample_positions,
     type_from_name,
@@ -531,18 +534,61 @@ class Masker:
             # A column that masking turns into strings is strings even when this chunk has
             # nothing to mask (all null): every chunk of a file gets one output type.
             return (col if text is col or is_object_dtype(col.dtype) else text), 0
-        everything = cells == len(text)
+        several = self._several_values(text, todo, pii, strategy)
+        if several is not None:
+            todo = todo & ~several[0]
+        everything = several is None and cells == len(text)
         masked = strategy.mask(text if everything else text[todo], pii, self._ctx)
         if everything:
             out = masked
         else:
             out = text.copy()
             out[todo] = masked
+            if several is not None:
+                out[several[0]] = several[1]
         if is_object_dtype(col.dtype):
             out = out.astype(object)
             if na.any():
                 out[na] = col[na]
         return out, cells
+
+    def _several_values(
+        self, text: pd.Series[str], todo: pd.Series[bool], pii: PiiType, strategy: Strategy
+    ) -> tuple[Bools, list[str]] | None:
+        """The cells to scrub as text instead of applying ``strategy`` (a mask over ``text``)
+        and their scrubbed values, or ``None``.
+
+        A strategy that keeps part of a cell (``partial`` keeps what follows an e-mail's
+        ``@``, an IP address's network) would keep a second value or a sentence around the
+        first (``ana@x.com; joao@gmail.com``); such cells, when not one value of the type,
+        are scrubbed span by span. A cell in which the scrub finds nothing gets the strategy.
+        """
+        shape = _ONE_VALUE.get(pii)
+        if shape is None or not isinstance(strategy, Partial | Generalize):
+            return None
+        if pii is PiiType.EMAIL and isinstance(strategy, Partial) and not strategy.keep_domain:
+            return None
+        arrow = arrow_strings(text)
+        if arrow is None:
+            return None  # text is always Arrow-backed ``str``
+        one = pc.fill_null(pc.match_substring_regex(arrow, f"^(?:{shape})$"), True)
+        odd = todo.to_numpy(dtype=bool) & ~one.to_numpy(zero_copy_only=False)
+        if not odd.any():
+            return None
+        # full-width spellings (``ａｎａ＠ｐｆ．ｇｏｖ．ｂｒ``) are one value too
+        at = np.flatnonzero(odd)
+        wide = [re.fullmatch(shape, narrow(v)) is not None for v in text.iloc[at].tolist()]
+        odd[at[np.array(wide, dtype=bool)]] = False
+        if not odd.any():
+            return None
+        before = text[odd]
+        after, cells = self._scrub_column(before)
+        if cells == 0:
+            return None
+        changed = (after != before).to_numpy(dtype=bool)
+        where = np.zeros(len(text), dtype=bool)
+        where[np.flatnonzero(odd)[changed]] = True
+        return where, after[changed].tolist()
 
     def _scrub_column(self, col: pd.Series[Any]) -> tuple[pd.Series[Any], int]:
         if not (is_string_dtype(col.dtype) or is_object_dtype(col.dtype)):
@@ -749,6 +795,14 @@ def _check(strategy: Strategy, pii: PiiType, where: str) -> None:
 
 
 _PREFILTER = re.compile(PREFILTER)
+#: A cell holding one value of a type whose strategy keeps part of the cell (see
+#: ``Masker._several_values``), in the RE2 subset.
+_ONE_VALUE: Mapping[PiiType, str] = MappingProxyType(
+    {
+        PiiType.EMAIL: f"[ \t]*(?:{EMAIL})[ \t]*",
+        PiiType.IP: "[ \t]*(?:[0-9.]+|[0-9A-Fa-f:.]+)[ \t]*",
+    }
+)
 
 
 def _may_hold_text(dtype: Any, sample: list[Any]) -> bool:

@@ -81,3 +81,26 @@ def test_partial_keep_last_is_checked_against_the_type_found_by_content() -> Non
         MaskingRules(columns={"cpf": {"strategy": "partial", "keep_last": 2}})
     ).mask_dataframe(pd.DataFrame({"cpf": ["529.982.247-25"]}))
     assert kept["cpf"].tolist() == ["***.***.***-25"]
+
+
+def test_partial_masks_every_value_of_a_cell_holding_several() -> None:
+    frame = pd.DataFrame(
+        {
+            "email": [
+                "ana@x.com; joao.pessoa@gmail.com",
+                "Contato: ana@x.com CPF 316.053.050-73",
+                "maria@pf.gov.br",
+                "sem email",
+            ]
+        },
+        index=[7, 7, 3, 3],  # labels repeat: cells are told apart by position
+    )
+    masked, report = Masker().mask_dataframe(frame)
+    assert masked["email"].tolist() == [
+        "[EMAIL]; [EMAIL]",
+        "Contato: [EMAIL] CPF [CPF]",
+        "***@pf.gov.br",
+        "sem email",
+    ]
+    assert report.column("email") is not None
+    assert masked.index.tolist() == [7, 7, 3, 3]
