@@ -284,6 +284,11 @@ class Masker:
     def _sample(self, col: pd.Series[Any], positions: list[int]) -> list[Any]:
         """A text or numeric column's sample at ``positions``, or of its first non-null
         values when those are mostly empty; nothing for other columns (dates, booleans)."""
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            # a categorical column is read through its categories: each value once
+            categories = pd.Series(col.cat.categories)
+            size = self.rules.sample_size
+            return self._sample(categories, list(sample_positions(len(categories), size)))
         text = is_string_dtype(col.dtype) or is_object_dtype(col.dtype)
         if not (text or is_integer_dtype(col.dtype) or is_float_dtype(col.dtype)):
             return []
@@ -496,6 +501,12 @@ class Masker:
         if isinstance(strategy, Null):
             cells = int(col.notna().sum())
             return (col.where(np.zeros(len(col), dtype=bool)) if cells else col), cells
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            # masked as its values (masked categories could merge: two CPFs, one ending);
+            # a column merely scanned stays categorical when nothing in it changed
+            values = col.astype(col.cat.categories.dtype)
+            masked, cells = self._apply_column(values, plan)
+            return (col if plan.scan and cells == 0 else masked), cells
         if plan.pii_type is PiiType.TEXT:
             return self._scrub_column(col)
         return self._mask_values(col, plan.pii_type, strategy)
@@ -808,6 +819,8 @@ _ONE_VALUE: Mapping[PiiType, str] = MappingProxyType(
 def _may_hold_text(dtype: Any, sample: list[Any]) -> bool:
     """Whether a column that got no plan is scanned for spans: text columns, and object
     columns whose sample holds text or nothing at all (not numbers, dates, bytes alone)."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        return _may_hold_text(dtype.categories.dtype, sample)
     if is_object_dtype(dtype):
         return not sample or any(isinstance(v, str) for v in sample)
     return is_string_dtype(dtype)

@@ -359,3 +359,13 @@ def test_a_column_that_cannot_keep_its_parquet_type_is_refused_clearly(
     assert "Traceback" not in err
     assert not target.exists()
     assert not list(tmp_path.glob(".out.parquet.*"))
+
+
+def test_a_categorical_parquet_column_of_cpfs_is_masked(
+    tmp_path: Path, people: tuple[list[str], list[str]]
+) -> None:
+    cpfs = people[0][:20]
+    source, target = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    pd.DataFrame({"doc": pd.Categorical(cpfs)}).to_parquet(source)
+    assert main(["mask", str(source), str(target), "--chunk-rows", "7"]) == 0
+    assert pd.read_parquet(target)["doc"].tolist() == [f"***.***.***-{c[-2:]}" for c in cpfs]

@@ -70,3 +70,19 @@ def test_columns_without_personal_data_are_left_alone_and_unreported() -> None:
     masked, report = Masker().mask_dataframe(frame)
     assert report.columns == ()
     pd.testing.assert_frame_equal(masked, frame)
+
+
+def test_an_index_level_named_like_a_column_is_planned_by_its_name() -> None:
+    frame = pd.DataFrame({"nome": [fake.name() for _ in range(5)], "v": range(5)})
+    masked, _ = Masker().mask_frame(frame.set_index("nome", drop=False))
+    assert masked.index.tolist() == ["[NAME]"] * 5
+    assert masked.index.name == "nome"
+    assert masked["nome"].tolist() == ["[NAME]"] * 5
+
+
+def test_an_unnamed_categorical_column_of_cpfs_is_masked() -> None:
+    frame = pd.DataFrame({"doc": pd.Categorical(CPFS[:20]), "uf": pd.Categorical(["PE"] * 20)})
+    masked, report = Masker().mask_dataframe(frame)
+    assert masked["doc"].tolist() == [f"***.***.***-{c[-2:]}" for c in CPFS[:20]]
+    assert report.masked_columns == ("doc",)
+    assert isinstance(masked["uf"].dtype, pd.CategoricalDtype)  # nothing in it: unchanged
