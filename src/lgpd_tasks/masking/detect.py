@@ -232,9 +232,13 @@ EMAIL = (
     f"[A-Za-z0-9._%+'{INTL_LETTERS}-]+@[A-Za-z0-9{INTL_LETTERS}-]+"
     f"(?:[.][A-Za-z0-9{INTL_LETTERS}-]+)*[.][A-Za-z{INTL_LETTERS}]{{2,}}"
 )
-#: A CPF in any spelling: bare, dotted, spaced, and with ``-``, ``.``, ``/`` or a space
-#: before the check digits.
-CPF = "[0-9]{3}[. ]?[0-9]{3}[. ]?[0-9]{3}[-./ ]?[0-9]{2}"
+#: A CPF in any spelling: bare, dotted, spaced (a no-break space too) or hyphenated
+#: (``529-982-247-25``), and with ``-``, ``.``, ``/``, a space or a typographic dash (en
+#: dash, non-breaking hyphen) before the check digits. Literal characters, so RE2 and
+#: Python read the classes alike.
+CPF = (
+    "[0-9]{3}[. \u00a0-]?[0-9]{3}[. \u00a0-]?[0-9]{3}[-./ \u00a0\u2010\u2011\u2012\u2013]?[0-9]{2}"
+)
 #: A CNPJ, numeric or alphanumeric, formatted or not.
 CNPJ = r"[0-9A-Z]{2}\.?[0-9A-Z]{3}\.?[0-9A-Z]{3}/?[0-9A-Z]{4}-?[0-9]{2}"
 
@@ -268,7 +272,7 @@ _SHAPES: dict[PiiType, re.Pattern[str]] = {
     # Content alone says "phone" only when the number is written like one (punctuation, +55 or
     # a mobile 9), so that bare 10-digit codes are not taken for landlines.
     PiiType.PHONE: re.compile(
-        r"(\+?55 ?)?(\(0?[1-9]{2}\) ?|0?[1-9]{2}[ -])9?[0-9]{4}[ .-]?[0-9]{4}"
+        r"(\+?55 ?)?(\(0?[1-9]{2}\) ?|0?[1-9]{2}[ .-])(9[ .-]?)?[0-9]{4}[ .-]?[0-9]{4}"
         r"|\+?55[1-9]{2}9?[0-9]{8}|[1-9]{2}9[0-9]{8}"
     ),
     # Only the hyphenated spelling: eight bare digits are as likely an order number.
