@@ -826,18 +826,17 @@ def _may_hold_text(dtype: Any, sample: list[Any]) -> bool:
     return is_string_dtype(dtype)
 
 
-_BARE_NUMBER = re.compile(r"(?<![0-9])(?:[0-9]{11}|[0-9]{14}|[0-9]{16})(?![0-9])")
-#: The most of a sample's identifier-shaped numbers that may validate by chance (CPF and
-#: CNPJ check digits pass about once in a hundred, Luhn with an issuer digit about once in
-#: sixteen) in a column of codes.
-CHANCE_SHARE = 0.1
+_BARE_NUMBER = re.compile(r"(?<![0-9])[0-9]{11,19}(?![0-9])")
+#: The most of a sample's identifier-shaped numbers that may validate in a column of codes:
+#: well above chance (CPF and CNPJ check digits pass about once in a hundred, Luhn with an
+#: issuer digit about once in fifteen), so that a sample of 64 DB-API rows decides alike.
+CHANCE_SHARE = 0.2
 
 
 def _codes(sample: list[Any]) -> bool:
-    """Whether a text column is codes built on numbers (``PED-29098610916``): nearly every
-    sampled value holds one bare run of 11, 14 or 16 digits, no more of them validate as a
-    CPF, CNPJ or card than chance makes, and none holds a formatted CPF, an e-mail or a
-    phone. Like a numeric column of ids, such a column is not scrubbed: a code that happens
+    """Whether a text column is codes built on numbers (``PED-29098610916``, ``SKU`` and 13
+    digits): nearly every sampled value holds one bare run of 11 to 19 digits, few of them
+    validate as a CPF, CNPJ or card, and none holds a formatted CPF, an e-mail or a phone. Like a numeric column of ids, such a column is not scrubbed: a code that happens
     to pass a check digit is no personal data, and scrubbing would change one in a hundred.
     """
     texts = [v for v in sample if isinstance(v, str)]

@@ -62,6 +62,8 @@ def test_columns_without_personal_data_are_left_alone_and_unreported() -> None:
             "cidade": ["Recife", "Natal"] * 500,
             # order codes built on 11 digits: one in a hundred passes a CPF check by chance
             "pedido": [f"PED-{n}" for n in rng.integers(10**10, 10**11 - 1, 1000)],
+            # 13 digits after letters: one in fifteen passes Luhn as a card number
+            "sku": [f"SKU{n}" for n in rng.integers(10**12, 10**13 - 1, 1000)],
             "data": ["2024-01-05"] * 1000,
             "uuid": [fake.uuid4() for _ in range(1000)],
             "nfe": ["35240112345678000190550010000001231000001234"] * 1000,
