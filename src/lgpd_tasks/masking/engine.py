@@ -662,7 +662,8 @@ class Masker:
         """Mask DB-API result rows; returns ``rows`` itself when no column needs masking.
 
         Names are planned once per column-name tuple; content is checked on a sample of
-        up to 64 rows of each call. A dropped column keeps its place with nulls, since a
+        up to 64 rows of each call, and text columns that get no type from it are still
+        scrubbed cell by cell. A dropped column keeps its place with nulls, since a
         cursor's description fixes the shape.
         """
         names = tuple(column_names)
