@@ -114,8 +114,10 @@ class _Writer:
             try:
                 table = pa.Table.from_pandas(df, preserve_index=index)
             except (pa.ArrowException, ValueError) as err:
+                # Arrow's message quotes the cell it could not convert: only its kind is shown
                 raise MaskingError(
-                    f"{source}: rows from {row} on cannot be written as Parquet: {_first_line(err)}"
+                    f"{source}: rows from {row} on cannot be written as Parquet "
+                    f"({type(err).__name__}: a column mixes values of several types)"
                 ) from None
             if self._schema is None:
                 self._schema = table.schema
