@@ -229,6 +229,14 @@ class Masker:
         return self.mask_text(str(name))
 
     def _plan_by_name(self, position: int, name: object) -> ColumnPlan | None:
+        if isinstance(name, tuple):
+            # a MultiIndex column (``("contato", "cpf")``, ``("cpf", "first")``): the rule
+            # of its innermost part that names one
+            for part in reversed(name):
+                plan = self._plan_by_name(position, part)
+                if plan is not None:
+                    return replace(plan, column=self._label(name))
+            return None
         label = self._label(name)
         explicit = self._columns.get(compact_name(name)) if isinstance(name, str) else None
         pii = type_from_name(name)
@@ -322,13 +330,21 @@ class Masker:
         keys that collide would silently lose entries, so such labels are refused instead.
         """
         original = list(labels)
-        masked = [self.mask_text(k) if isinstance(k, str) else k for k in original]
+        masked = [self._mask_label(k) for k in original]
         if masked != original and len(set(map(repr, masked))) != len(masked):
             raise LabelsWouldMerge(
                 "cannot mask these keys or column labels without merging them: they hold "
                 "personal data; keep the personal value in a column (records or a DataFrame)"
             )
         return masked
+
+    def _mask_label(self, label: object) -> object:
+        """One key or label with personal data masked; each part of a tuple (MultiIndex) label."""
+        if isinstance(label, str):
+            return self.mask_text(label)
+        if isinstance(label, tuple):
+            return tuple(self._mask_label(part) for part in label)
+        return label
 
     def mask_frame(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, MaskingReport]:
         """A DataFrame masked in its columns, its index and its column labels.
@@ -346,7 +362,12 @@ class Masker:
         Raises :class:`LabelsWouldMerge` when two labels would become one.
         """
         out = frame.copy(deep=False)
-        out.columns = self.mask_labels(list(out.columns))
+        labels = self.mask_labels(list(out.columns))
+        names = self.mask_labels(list(out.columns.names))
+        if isinstance(out.columns, pd.MultiIndex):
+            out.columns = pd.MultiIndex.from_tuples(labels, names=names)
+        else:
+            out.columns = pd.Index(labels, name=names[0], tupleize_cols=False)
         out.index = out.index.set_names(self.mask_labels(list(out.index.names)))
         return out
 
@@ -357,27 +378,207 @@ class Masker:
         columns that still hold the very arrays the masker produced (Arrow arrays cannot be
         changed in place) are known to need nothing more, and are reported with no cells
         masked. Every other column, and every other frame, is planned and masked as usual.
+
+        Cells holding dicts, lists, tuples, sets or arrays are masked leaf by leaf (see
+        :meth:`_mask_nested`). ``df.attrs`` is not carried over: free text in it could hold
+        a name that no rule finds.
         """
         if not isinstance(df, pd.DataFrame):
             raise MaskingError(
                 f"mask_dataframe expects a pandas DataFrame, got {type(df).__name__}"
             )
         trusted = self._trusted_columns(df)
-        plans = self.plan(df, skip=trusted)
+        nested = self._nested_columns(df, skip=trusted)
+        done = [(p.position, p.report(0)) for p in trusted.values() if p is not None]
+        if nested:
+            df = df.copy(deep=False)
+            for j in nested:
+                column, reports = self._mask_nested(df.iloc[:, j], df.columns[j])
+                df.isetitem(j, column)  # type: ignore[arg-type]  # stubs omit Series
+                done += [(j, r) for r in reports]
+        plans = self.plan(df, skip={*trusted, *nested})
         out, report = self.apply(df, plans)
-        if trusted:
-            done = [(p.position, p.report(0)) for p in trusted.values() if p is not None]
+        if done:
             ordered = sorted(
                 [(p.position, r) for p, r in zip(plans, report.columns, strict=True)] + done,
-                key=lambda item: item[0],
+                key=itemgetter(0),
             )
             report = MaskingReport(rows=report.rows, columns=tuple(r for _, r in ordered))
+        if out.attrs:
+            # free text there (a source row, a note) could hold a name no rule finds
+            out.attrs = {}
         if out.shape[1] == df.shape[1]:
             by_position = {p.position: p for p in plans} | {
                 j: p for j, p in trusted.items() if p is not None
             }
             _MASKED.add(out, self, tuple(by_position.get(j) for j in range(out.shape[1])))
         return out, report
+
+    def mask_records(
+        self, records: Sequence[Mapping[Any, Any]]
+    ) -> tuple[list[dict[Any, Any]], MaskingReport]:
+        """Mask a list of dicts as the rows of a frame: each key is a column, planned by
+        name (policy, then the name itself) and then by content, as in :meth:`mask_dataframe`;
+        nested dicts and lists are masked as in a frame's cells. Keys holding personal data
+        are masked (:meth:`mask_labels`); a key whose rule is ``drop`` is left out.
+        """
+        if not records:
+            return [], MaskingReport(rows=0)
+        for i, record in enumerate(records):
+            if not isinstance(record, Mapping):
+                raise MaskingError(
+                    f"mask_records expects mappings; item {i} is a {type(record).__name__}"
+                )
+        keys = list(dict.fromkeys(k for record in records for k in record))
+        labels = self.mask_labels(keys)
+        frame = pd.DataFrame(
+            {j: pd.Series([r.get(k) for r in records], dtype=object) for j, k in enumerate(keys)}
+        )
+        frame.columns = pd.Index(keys, dtype=object, tupleize_cols=False)
+        masked, report = self.mask_dataframe(frame)
+        # the masked frame keeps the columns that were not dropped, in their order
+        kept: dict[int, list[Any]] = {}
+        remaining = list(masked.columns)
+        p = 0
+        for j, key in enumerate(keys):
+            if p < len(remaining) and (remaining[p] is key or remaining[p] == key):
+                kept[j] = masked.iloc[:, p].astype(object).tolist()
+                p += 1
+        position = {k: j for j, k in enumerate(keys)}
+        out = [
+            {labels[position[k]]: kept[position[k]][i] for k in record if position[k] in kept}
+            for i, record in enumerate(records)
+        ]
+        return out, report
+
+    # -- cells holding dicts and lists ---------------------------------------------------------
+
+    def _nested_columns(self, df: pd.DataFrame, skip: Collection[int]) -> list[int]:
+        """Object columns with dicts, lists, tuples, sets or arrays in their cells (but those a
+        ``drop`` or ``null`` rule empties as a whole)."""
+        found: list[int] = []
+        for j in range(df.shape[1]):
+            if j in skip or not is_object_dtype(df.dtypes.iloc[j]):
+                continue
+            col = df.iloc[:, j]
+            if infer_dtype(col, skipna=True) not in _MIXED:
+                continue
+            if not any(isinstance(v, _NESTED) for v in col.tolist()):
+                continue
+            plan = self._plan_by_name(j, df.columns[j])
+            if plan is not None and isinstance(plan.strategy, (Drop, Null)):
+                continue
+            found.append(j)
+        return found
+
+    def _mask_nested(
+        self, col: pd.Series[Any], name: object
+    ) -> tuple[pd.Series[Any], list[ColumnReport]]:
+        """A column whose cells hold dicts and lists, masked leaf by leaf.
+
+        The values found at one path (``contato.cpf``, ``contatos[]``) across the column are
+        masked together as a column: under the rule of the innermost key that names one (or
+        the column's own name), else by their content. Dict keys holding personal data are
+        masked; keys of one dict that would merge are refused.
+        """
+        values = col.tolist()
+        labels: dict[tuple[type, object], _Part] = {}
+        groups: dict[tuple[Any, ...], list[Any]] = {}
+        for value in values:
+            self._collect(value, (), groups, labels)
+        reports: list[ColumnReport] = []
+        masked: dict[tuple[Any, ...], Iterator[Any]] = {}
+        column_label = self._label(name)
+        for path, leaves in groups.items():
+            plan = self._plan_leaves(name, path, leaves, column_label)
+            if plan is None:
+                masked[path] = iter(leaves)
+                continue
+            if isinstance(plan.strategy, Drop):  # a leaf keeps its place, as a null
+                plan = replace(plan, strategy=Null())
+            series = pd.Series(leaves, dtype=object)
+            out, cells = self._apply_chunked(series, plan)
+            masked[path] = iter(leaves if out is None or out is series else out.tolist())
+            reports.append(plan.report(cells))
+        rebuilt = [self._rebuild(value, (), masked, labels) for value in values]
+        return pd.Series(rebuilt, index=col.index, dtype=object, name=col.name), reports
+
+    def _part(self, key: object, labels: dict[tuple[type, object], _Part]) -> _Part:
+        part = labels.get((type(key), key))
+        if part is None:
+            label = self._mask_label(key)
+            part = labels[(type(key), key)] = _Part(label, label != key)
+        return part
+
+    def _collect(
+        self,
+        value: Any,
+        path: tuple[Any, ...],
+        groups: dict[tuple[Any, ...], list[Any]],
+        labels: dict[tuple[type, object], _Part],
+    ) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                self._collect(item, (*path, self._part(key, labels)), groups, labels)
+        elif isinstance(value, _SEQUENCES):
+            for item in value:
+                self._collect(item, (*path, _ITEM), groups, labels)
+        else:
+            groups.setdefault(path, []).append(value)
+
+    def _rebuild(
+        self,
+        value: Any,
+        path: tuple[Any, ...],
+        masked: dict[tuple[Any, ...], Iterator[Any]],
+        labels: dict[tuple[type, object], _Part],
+    ) -> Any:
+        if isinstance(value, Mapping):
+            out: dict[Any, Any] = {}
+            for key, item in value.items():
+                part = self._part(key, labels)
+                if part.label in out:
+                    raise LabelsWouldMerge(
+                        "cannot mask the keys of a dict in a cell without merging them: they "
+                        "hold personal data; keep the personal value as a value instead"
+                    )
+                out[part.label] = self._rebuild(item, (*path, part), masked, labels)
+            return out
+        if isinstance(value, _SEQUENCES):
+            items = [self._rebuild(item, (*path, _ITEM), masked, labels) for item in value]
+            if isinstance(value, np.ndarray):
+                array = np.empty(len(items), dtype=object)
+                array[:] = items
+                return array
+            if isinstance(value, tuple | set | frozenset):
+                return type(value)(items)
+            return items
+        return next(masked[path])
+
+    def _plan_leaves(
+        self, name: object, path: tuple[Any, ...], leaves: list[Any], column_label: str
+    ) -> ColumnPlan | None:
+        """How the values at one path of a nested column are masked."""
+        label = column_label + "".join("[]" if part is _ITEM else f".{part.label}" for part in path)
+        plan = self._plan_by_name(0, name)
+        for part in path:
+            if part is not _ITEM and not part.personal:
+                plan = self._plan_by_name(0, part.label) or plan
+        if plan is not None:
+            plan = replace(plan, column=label)
+        needs_content = (plan is None and self.rules.detect) or (
+            plan is not None and plan.pii_type is PiiType.OTHER
+        )
+        if needs_content:
+            positions = sample_positions(len(leaves), self.rules.sample_size)
+            sample = _sample_of([leaves[i] for i in positions])
+            if plan is None:
+                plan = self._plan_by_content(0, label, sample)
+            else:
+                plan = self._refine_explicit(plan, sample)
+        if plan is not None and plan.pii_type is not PiiType.TEXT:
+            _check(plan.strategy, plan.pii_type, f"column {plan.column!r}")
+        return plan
 
     def _trusted_columns(self, df: pd.DataFrame) -> dict[int, ColumnPlan | None]:
         """Columns of a frame this masker returned that still hold the arrays it returned."""
@@ -623,6 +824,25 @@ def columns_to_index(frame: pd.DataFrame, levels: IndexLevels | None) -> pd.Data
     out.index = out.index.set_names([n for _, n in kept])
     return out
 
+
+#: What ``infer_dtype`` calls an object column that may hold dicts or lists in its cells.
+_MIXED = frozenset({"mixed", "mixed-integer", "unknown-array"})
+#: Containers whose items are masked one by one, as cells of a column of their own.
+_SEQUENCES = (list, tuple, set, frozenset, np.ndarray)
+_NESTED = (Mapping, *_SEQUENCES)
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A dict key on the path to a nested value: its masked label, and whether masking
+    changed it (a key that is a personal value names no rule)."""
+
+    label: Any
+    personal: bool
+
+
+#: The path part of a list's (tuple's, set's) items.
+_ITEM = object()
 
 #: Identifiers stored as numbers, and their width once the lost leading zeros are back.
 _NUMERIC_IDS: Mapping[PiiType, int] = MappingProxyType({PiiType.CPF: 11, PiiType.CNPJ: 14})
