@@ -331,6 +331,7 @@ class _Scrubber:
                 for e in s.lineage
             ),
             output_columns=tuple(self.name(c) for c in s.output_columns),
+            output_sources=tuple(frozenset(map(self.name, o)) for o in s.output_sources),
             unresolved_columns=self.names(s.unresolved_columns),
             tables_read=self.names(s.tables_read),
             tables_written=self.names(s.tables_written),
