@@ -635,7 +635,7 @@ class GuardedConnection:
             "normalized": decision.normalized,
             "reasons": [r.to_dict() for r in decision.reasons],
             "approval_id": approval_id,
-            "parameters": _describe_parameters(parameters, many),
+            "parameters": _describe_parameters(parameters, many, self._text_masker.mask_text),
             "role": self.role,
             "target": self.target,
             "identity": _identity_details(self.identity),
@@ -831,14 +831,20 @@ def _recent(moment: str | None, ttl: timedelta) -> bool:
     return moment is not None and moment > isotime(utcnow() - ttl)
 
 
-def _describe_parameters(parameters: Any, many: bool) -> dict[str, Any] | None:
-    """What kind of parameters came with the statement; never their values."""
+def _describe_parameters(
+    parameters: Any, many: bool, mask: Callable[[str], str]
+) -> dict[str, Any] | None:
+    """What kind of parameters came with the statement; never their values.
+
+    Named parameters are listed by name, each through ``mask``: a caller may key a
+    mapping by a personal value (``{"maria@x.com": 1}``) as easily as by ``cpf``.
+    """
     if parameters is None:
         return None
     if many:
         return {"batches": len(parameters)}
     if isinstance(parameters, Mapping):
-        return {"named": sorted(str(k) for k in parameters)}
+        return {"named": sorted(mask(str(k)) for k in parameters)}
     try:
         return {"positional": len(parameters)}
     except TypeError:
