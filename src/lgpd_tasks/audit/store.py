@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -114,6 +115,23 @@ def utcnow() -> datetime:
 
 def isotime(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+@functools.cache
+def _scrubber() -> Callable[[str], str]:
+    # imported here: the masking engine loads pandas, which reading the audit does not need
+    from lgpd_tasks.masking.text import TextScrubber
+
+    return TextScrubber()
+
+
+def scrub_text(text: str) -> str:
+    """``text`` with CPF, CNPJ, e-mail, phone and card spans replaced by type tokens.
+
+    For names the audit stores or shows that a caller chose (an object's path, a source):
+    ``file:///r/relatorio-529.982.247-25.csv`` becomes ``file:///r/relatorio-[CPF].csv``.
+    """
+    return _scrubber()(text)
 
 
 def record_hash(row: Mapping[str, Any]) -> str:
@@ -427,7 +445,9 @@ class AuditStore:
         ``report`` is ``MaskingReport.to_dict()``; ``source`` names where the data came from
         (``airflow:dag.task`` or ``table crm.customers``) and ``destination`` where the masked
         data went (``xcom:dag.task.return_value``, ``io_manager:asset/key``, ``s3://...``).
+        Both are recorded through :func:`scrub_text`: a path may name a person.
         """
+        source, destination = scrub_text(source), scrub_text(destination)
         return self.append(
             NewEntry(
                 kind="masking",

@@ -228,23 +228,45 @@ class Masker:
         """A column's name as reports and errors show it: personal data in it is masked."""
         return self.mask_text(str(name))
 
-    def _plan_by_name(self, position: int, name: object) -> ColumnPlan | None:
+    def _name_rule(self, name: object) -> tuple[PiiType, Strategy, str] | None:
+        """The type, strategy and ground (``policy`` or ``name``) a column name calls for."""
         if isinstance(name, tuple):
             # a MultiIndex column (``("contato", "cpf")``, ``("cpf", "first")``): the rule
             # of its innermost part that names one
             for part in reversed(name):
-                plan = self._plan_by_name(position, part)
-                if plan is not None:
-                    return replace(plan, column=self._label(name))
+                rule = self._name_rule(part)
+                if rule is not None:
+                    return rule
             return None
-        label = self._label(name)
         explicit = self._columns.get(compact_name(name)) if isinstance(name, str) else None
         pii = type_from_name(name)
         if explicit is not None:
-            return ColumnPlan(position, label, pii or PiiType.OTHER, explicit[1], 1.0, "policy")
+            return pii or PiiType.OTHER, explicit[1], "policy"
         if pii is not None and self.rules.detect:
-            return ColumnPlan(position, label, pii, self._types[pii], 1.0, "name")
+            return pii, self._types[pii], "name"
         return None
+
+    def _plan_by_name(
+        self, position: int, name: object, sources: Collection[str] = ()
+    ) -> ColumnPlan | None:
+        """The plan a column's name calls for, and the names of the ``sources`` its values
+        come from (a query's renamed column): the policy's rules come before names merely
+        recognised; rules that differ give the most protective (``drop``, ``null``, else
+        ``redact``)."""
+        found = [r for r in map(self._name_rule, (name, *sources)) if r is not None]
+        chosen = [r for r in found if r[2] == "policy"] or found
+        if not chosen:
+            return None
+        pii, strategy, by = chosen[0]
+        if any(r[:2] != (pii, strategy) for r in chosen[1:]):
+            strategies = [r[1] for r in chosen]
+            mixed = any(r[0] is not pii for r in chosen)
+            strategy = next(
+                (s for kind in (Drop, Null) for s in strategies if isinstance(s, kind)),
+                Redact(token="[REDACTED]" if mixed else None),
+            )
+            pii = PiiType.OTHER if mixed else pii
+        return ColumnPlan(position, self._label(name), pii, strategy, 1.0, by)
 
     def _guess(self, sample: list[Any]) -> ContentGuess:
         """What a column's sample (see :func:`_sample_of`) holds: text is read as text, and
@@ -291,14 +313,25 @@ class Masker:
                 return picked.tolist()
         return _sample_of(col.dropna().head(self.rules.sample_size).tolist())
 
-    def plan(self, df: pd.DataFrame, skip: Collection[int] = ()) -> list[ColumnPlan]:
-        """Decide, for every column of ``df`` but those at ``skip``, whether and how it is masked."""
+    def plan(
+        self,
+        df: pd.DataFrame,
+        skip: Collection[int] = (),
+        *,
+        sources: Sequence[Collection[str]] | None = None,
+    ) -> list[ColumnPlan]:
+        """Decide, for every column of ``df`` but those at ``skip``, whether and how it is masked.
+
+        ``sources`` gives, per column, the names of the columns its values come from (see
+        :meth:`mask_dataframe`); their name rules apply besides the column's own.
+        """
         plans: list[ColumnPlan] = []
         positions = list(sample_positions(len(df), self.rules.sample_size))
+        origins = _sources_for(sources, df.shape[1])
         for j, name in enumerate(df.columns):
             if j in skip:
                 continue
-            plan = self._plan_by_name(j, name)
+            plan = self._plan_by_name(j, name, origins[j])
             needs_content = (plan is None and self.rules.detect) or (
                 plan is not None and plan.pii_type is PiiType.OTHER
             )
@@ -371,8 +404,15 @@ class Masker:
         out.index = out.index.set_names(self.mask_labels(list(out.index.names)))
         return out
 
-    def mask_dataframe(self, df: pd.DataFrame) -> tuple[pd.DataFrame, MaskingReport]:
+    def mask_dataframe(
+        self, df: pd.DataFrame, *, sources: Sequence[Collection[str]] | None = None
+    ) -> tuple[pd.DataFrame, MaskingReport]:
         """Mask ``df`` into a new frame; ``df`` itself is never modified.
+
+        ``sources``, one entry per column, names the columns each column's values come from
+        when its label is not their name (``SELECT nome AS quem``): the policy's rule for
+        ``nome`` then masks ``quem``. Rules that differ between a column and its sources
+        give the most protective (``drop``, ``null``, else ``redact``).
 
         A frame this masker returned is not masked again column by column: its Arrow string
         columns that still hold the very arrays the masker produced (Arrow arrays cannot be
@@ -396,7 +436,7 @@ class Masker:
                 column, reports = self._mask_nested(df.iloc[:, j], df.columns[j])
                 df.isetitem(j, column)  # type: ignore[arg-type]  # stubs omit Series
                 done += [(j, r) for r in reports]
-        plans = self.plan(df, skip={*trusted, *nested})
+        plans = self.plan(df, skip={*trusted, *nested}, sources=sources)
         out, report = self.apply(df, plans)
         if done:
             ordered = sorted(
@@ -722,23 +762,29 @@ class Masker:
         return out, cells
 
     def mask_rows(
-        self, column_names: Sequence[object], rows: list[Any]
+        self,
+        column_names: Sequence[object],
+        rows: list[Any],
+        *,
+        sources: Sequence[Collection[str]] | None = None,
     ) -> tuple[list[Any], MaskingReport]:
         """Mask DB-API result rows; returns ``rows`` itself when no column needs masking.
 
         Names are planned once per column-name tuple; content is checked on a sample of
         up to 64 rows of each call. A dropped column keeps its place with nulls, since a
-        cursor's description fixes the shape.
+        cursor's description fixes the shape. ``sources`` is as for :meth:`mask_dataframe`.
         """
         names = tuple(column_names)
         if not rows:
             return rows, MaskingReport(rows=0)
-        by_name = self._name_plans.get(names)
+        origins = _sources_for(sources, len(names))
+        key = (names, origins)
+        by_name = self._name_plans.get(key)
         if by_name is None:
-            by_name = tuple(self._plan_by_name(j, n) for j, n in enumerate(names))
+            by_name = tuple(self._plan_by_name(j, n, origins[j]) for j, n in enumerate(names))
             if len(self._name_plans) > 1024:
                 self._name_plans.clear()
-            self._name_plans[names] = by_name
+            self._name_plans[key] = by_name
         positions = list(sample_positions(len(rows), ROWS_SAMPLE))
         plans: list[ColumnPlan] = []
         for j, plan in enumerate(by_name):
@@ -864,6 +910,19 @@ def _numbers_of(col: pd.Series[Any]) -> pd.Series[Any]:
         except (ValueError, OverflowError):  # integers beyond 64 bits: left as they are
             return col
     return col
+
+
+def _sources_for(
+    sources: Sequence[Collection[str]] | None, width: int
+) -> tuple[tuple[str, ...], ...]:
+    """``sources`` checked against the number of columns, as a hashable tuple."""
+    if sources is None:
+        return ((),) * width
+    if isinstance(sources, str | bytes) or len(sources) != width:
+        raise MaskingError(
+            f"sources: give one collection of column names for each of the {width} columns"
+        )
+    return tuple((s,) if isinstance(s, str) else tuple(sorted(map(str, s))) for s in sources)
 
 
 def _check(strategy: Strategy, pii: PiiType, where: str) -> None:
