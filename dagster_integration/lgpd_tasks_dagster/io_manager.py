@@ -11,7 +11,13 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from lgpd_tasks.errors import AuditUnavailable, LabelsWouldMerge, LgpdError, MaskingError
+from lgpd_tasks.errors import (
+    AuditStoreUnusable,
+    AuditUnavailable,
+    LabelsWouldMerge,
+    LgpdError,
+    MaskingError,
+)
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.masking import Masker, MaskingReport
 from lgpd_tasks_dagster.errors import to_failure
@@ -98,6 +104,8 @@ class _MaskingIOManager(dg.IOManager):
                 purpose=scope.purpose.name if scope else None,
                 legal_basis=scope.purpose.legal_basis if scope else None,
             )
+        except AuditStoreUnusable as err:
+            raise to_failure(err) from err  # a wrong audit_url: retrying cannot mend it
         except AuditUnavailable as err:
             context.log.warning(f"lgpd-tasks: {err}; the step will be retried")
             raise dg.RetryRequested(

@@ -27,6 +27,7 @@ from lgpd_tasks.audit.engine import (
 from lgpd_tasks.audit.schema import (
     SCHEMA_VERSION,
     V2_TRAIL_TABLES,
+    approval_requests,
     audit_log,
     meta,
     metadata,
@@ -67,6 +68,15 @@ HASHED_FIELDS = (
 
 #: Digests (or links) per block when a version 2 trail is folded into blocks.
 _FOLD_BLOCK = 65_536
+
+
+def _add_request_partition(conn: Connection) -> None:
+    """Version 4: approval requests name their partition (older requests have none)."""
+    present = {c["name"] for c in inspect(conn).get_columns(approval_requests.name)}
+    if "partition_key" not in present:
+        conn.execute(
+            text(f"ALTER TABLE {approval_requests.name} ADD COLUMN partition_key VARCHAR(250)")
+        )
 
 
 def _fold_v2_trail(conn: Connection) -> None:
@@ -343,8 +353,10 @@ class AuditStore:
                     )
                 elif int(found) < SCHEMA_VERSION:
                     # 2 only added tables, which create_all has just made; 3 packs the
-                    # version 2 subject trail into blocks
-                    _fold_v2_trail(conn)
+                    # version 2 subject trail into blocks; 4 adds a column to the requests
+                    if int(found) < 3:
+                        _fold_v2_trail(conn)
+                    _add_request_partition(conn)
                     conn.execute(
                         meta.update()
                         .where(meta.c.key == "schema_version")
