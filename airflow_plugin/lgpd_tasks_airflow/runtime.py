@@ -25,6 +25,7 @@ from lgpd_tasks.errors import (
     ApprovalDenied,
     ApprovalExpired,
     ApprovalRequired,
+    AuditStoreUnusable,
     AuditUnavailable,
     CredentialError,
     LgpdError,
@@ -181,6 +182,8 @@ def raise_for(err: LgpdError) -> NoReturn:
         raise AirflowFailException(refusal_message(err)) from err
     if isinstance(err, PolicyError):
         raise LgpdConfigurationError(f"lgpd-tasks policy: {err}") from err
+    if isinstance(err, AuditStoreUnusable):
+        raise LgpdConfigurationError(f"lgpd-tasks: {err}") from err
     if isinstance(err, AuditUnavailable):
         raise AirflowException(f"lgpd-tasks audit store unavailable (will retry): {err}") from err
     if isinstance(err, StatementFailed):

@@ -30,11 +30,17 @@ def verdict(requests: Sequence[ApprovalRequest]) -> dict[str, Any] | None:
                 f"was denied{who}{why}",
             }
         if request.status is Status.EXPIRED:
+            approvals = sum(1 for d in request.decisions if d.decision == "approve")
+            how = (
+                "before a run used its approval"
+                if approvals >= request.min_approvers
+                else "without a decision (a timeout never approves)"
+            )
             return {
                 "status": "expired",
                 "request_id": request.id,
                 "message": f"approval request {request.id} for task {request.task} expired at "
-                f"{request.expires_at} without a decision (a timeout never approves)",
+                f"{request.expires_at} {how}",
             }
     if all(r.status is Status.APPROVED for r in requests):
         return {

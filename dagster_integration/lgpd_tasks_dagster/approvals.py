@@ -13,13 +13,21 @@ from pydantic import Field
 from lgpd_tasks.approvals import ApprovalRequest, Approver, Status
 from lgpd_tasks.approvals.identity import resolve_approver as verify_approver
 from lgpd_tasks.approvals.identity import used_token_key
+from lgpd_tasks.approvals.store import GROUP_PREFIX
 from lgpd_tasks.credentials.tokens import ReplayCache, SqlReplayCache
-from lgpd_tasks.errors import ApprovalError, AuditUnavailable, LgpdError, ReplayCacheUnavailable
+from lgpd_tasks.errors import (
+    ApprovalError,
+    AuditStoreUnusable,
+    AuditUnavailable,
+    LgpdError,
+    ReplayCacheUnavailable,
+)
 from lgpd_tasks_dagster.errors import APPROVE_JOB, DECIDE_OP, ApprovalDecisionFailure, to_failure
 from lgpd_tasks_dagster.identity import APPROVAL_TAG, GATED_RUN_TAG
 from lgpd_tasks_dagster.resource import (
     APPROVALS_ASSET,
     APPROVALS_PARTITIONS,
+    RELAUNCH_PARTITION_TAGS,
     GuardedDatabaseResource,
     request_metadata,
 )
@@ -59,8 +67,9 @@ class ApprovalDecisionConfig(dg.Config):
     reason: str = Field(default="", description="Why; required to deny.")
     approver_token: str = Field(
         description=(
-            "Who approves. Until signed approver tokens are configured, the approver's name "
-            "from the resource's 'approvers' list (recorded as unverified)."
+            "Who approves: with the policy's approvals.oidc, the approver's OIDC ID token "
+            "(a name is refused); without it, the approver's name from the resource's "
+            "'approvers' or the policy's approvals.approvers (recorded as unverified)."
         )
     )
 
@@ -71,25 +80,34 @@ def resolve_approver(
     """The approver a Launchpad token names.
 
     A signed OIDC ID token is verified against the policy's ``approvals.oidc`` issuer and
-    recorded as verified. The Launchpad's run config shows it to everyone who can see the
-    run, so with ``used`` (the decide op passes a cache in the audit store's database, which
-    keeps a digest of the token) it decides once only. Otherwise (open-source Dagster has no
-    user identity) the token is checked against the configured approver names (resource
-    ``approvers`` and the policy's ``approvals.approvers``) and the decision is recorded as
-    unverified; a policy that requires verified identities refuses.
+    recorded as verified; with ``approvals.oidc`` set, only a token is accepted, never a
+    name. The Launchpad's run config shows it to everyone who can see the run, so with
+    ``used`` (the decide op passes a cache in the audit store's database, which keeps a
+    digest of the token) it decides once only. Without ``approvals.oidc`` (open-source
+    Dagster has no user identity) the token is checked against the configured approver
+    names (resource ``approvers`` and the policy's ``approvals.approvers``; a ``group:``
+    entry is never a name) and the decision is recorded as unverified; a policy that
+    requires verified identities refuses.
     """
     policy = lgpd.load_policy()
     name = token.strip()
-    if name.count(".") == 2 and policy.approvals.oidc is not None:
+    if policy.approvals.oidc is not None:
+        if name.count(".") != 2:
+            raise ApprovalError(
+                "the policy's approvals.oidc is set: approver_token must be the approver's "
+                "OIDC ID token; a name is not accepted"
+            )
         # a signed OIDC ID token: the identity provider's verified subject decides
         return verify_approver(policy.approvals, token=name, single_use=used)
-    allowed = set(lgpd.approvers) | set(policy.approvals.approvers)
+    allowed = {
+        a for a in (*lgpd.approvers, *policy.approvals.approvers) if not a.startswith(GROUP_PREFIX)
+    }
     if policy.approvals.require_verified_identity:
         raise ApprovalError(
             "the policy requires verified approver identities (approvals."
             "require_verified_identity) and this deployment has no approver-token issuer"
         )
-    if not name or name not in allowed:
+    if not name or name.startswith(GROUP_PREFIX) or name not in allowed:
         raise ApprovalError(
             "the approver token does not name a configured approver "
             "(the resource's 'approvers' or the policy's approvals.approvers)"
@@ -113,6 +131,8 @@ def lgpd_decide(
         except BaseException:
             _give_back(used, config.approver_token, context)
             raise
+    except AuditStoreUnusable as err:
+        raise to_failure(err) from err  # a wrong audit_url: retrying cannot mend it
     except (AuditUnavailable, ReplayCacheUnavailable) as err:
         # the audit store's database (which also keeps used approver tokens) is down
         raise dg.RetryRequested(max_retries=lgpd.audit_retries) from err
@@ -176,7 +196,11 @@ def relaunch_request(
         job_name = RELAUNCH_ASSETS_JOB  # ad-hoc asset materializations have no job to name
     else:
         return None
-    tags = {k: v for k, v in run.tags.items() if not k.startswith("dagster/") or k in _KEPT_TAGS}
+    tags = {
+        k: v
+        for k, v in run.tags.items()
+        if not k.startswith("dagster/") or k in RELAUNCH_PARTITION_TAGS
+    }
     tags |= {APPROVAL_TAG: request.id, GATED_RUN_TAG: request.run_id}
     return dg.RunRequest(
         run_key=request.id,
@@ -185,15 +209,6 @@ def relaunch_request(
         tags=tags,
         asset_selection=list(run.asset_selection) if run.asset_selection else None,
     )
-
-
-_KEPT_TAGS = frozenset(
-    {
-        "dagster/partition",
-        "dagster/asset_partition_range_start",
-        "dagster/asset_partition_range_end",
-    }
-)
 
 
 def evaluate_approvals(

@@ -7,11 +7,11 @@
         │   ├── ApprovalDeniedFailure    a person denied it (no retry)
         │   └── ApprovalExpiredFailure   nobody decided in time (no retry)
         ├── ApprovalDecisionFailure  the ``lgpd_approve`` job could not record the decision
-        ├── PolicyFailure            the policy file or the resource's configuration is wrong
+        ├── PolicyFailure            the policy file or the resource's configuration (URL) is wrong
         ├── MaskingFailure           an output cannot be masked, so it is not stored
         └── StatementFailedFailure   the database failed the statement (retryable)
 
-Audit-store outages are not failures: they raise ``dagster.RetryRequested`` so the step runs
+Audit-store outages (but not an unusable URL, a ``PolicyFailure``) are not failures: they raise ``dagster.RetryRequested`` so the step runs
 again once the store is back, and no statement runs without its audit record meanwhile.
 """
 
@@ -27,6 +27,7 @@ from lgpd_tasks.errors import (
     ApprovalError,
     ApprovalExpired,
     ApprovalRequired,
+    AuditStoreUnusable,
     LgpdError,
     MaskingError,
     PolicyError,
@@ -147,8 +148,8 @@ def to_failure(err: LgpdError) -> LgpdFailure:
         )
     elif isinstance(err, StatementBlocked):
         cls = StatementBlockedFailure
-    elif isinstance(err, PolicyError):
-        cls = PolicyFailure
+    elif isinstance(err, (PolicyError, AuditStoreUnusable)):
+        cls = PolicyFailure  # a policy or a URL that cannot be used: no retry mends it
     elif isinstance(err, MaskingError):
         cls = MaskingFailure
     elif isinstance(err, ApprovalError):

@@ -11,7 +11,13 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from lgpd_tasks.errors import AuditUnavailable, LabelsWouldMerge, LgpdError, MaskingError
+from lgpd_tasks.errors import (
+    AuditStoreUnusable,
+    AuditUnavailable,
+    LabelsWouldMerge,
+    LgpdError,
+    MaskingError,
+)
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.masking import Masker, MaskingReport
 from lgpd_tasks_dagster.errors import to_failure
@@ -26,9 +32,10 @@ class MaskingIOManager(dg.ConfigurableIOManagerFactory["_MaskingIOManager"]):
     """Wraps an IO manager so that what it stores holds no raw personal values.
 
     DataFrames are masked column by column with the policy's rules (masking is idempotent:
-    values masked upstream stay as they are, so HMAC keys still join); strings are scrubbed;
-    lists, tuples and dicts are masked item by item; numbers, dates and ``None`` pass as
-    they are; any other object is refused rather than stored unmasked. Each stored output
+    values masked upstream stay as they are, so HMAC keys still join), and so are cells
+    holding dicts or lists; strings are scrubbed; a list of dicts is masked as the rows of a
+    frame, a dict's values under the rule their key names (nested ones too), other lists and
+    tuples item by item; other numbers, dates and ``None`` pass as they are; any other object is refused rather than stored unmasked. Each stored output
     gets metadata (masked columns, strategies, cell counts) and a ``masking`` audit record.
 
     .. code-block:: python
@@ -97,6 +104,8 @@ class _MaskingIOManager(dg.IOManager):
                 purpose=scope.purpose.name if scope else None,
                 legal_basis=scope.purpose.legal_basis if scope else None,
             )
+        except AuditStoreUnusable as err:
+            raise to_failure(err) from err  # a wrong audit_url: retrying cannot mend it
         except AuditUnavailable as err:
             context.log.warning(f"lgpd-tasks: {err}; the step will be retried")
             raise dg.RetryRequested(
@@ -122,25 +131,63 @@ def mask_value(masker: Masker, obj: Any, *, where: str) -> tuple[Any, MaskingRep
             return pd.Series(index=obj.index, dtype=object, name=obj.name), report
         return frame.iloc[:, 0], report
     if isinstance(obj, (list, tuple)):
+        if obj and all(isinstance(item, Mapping) and _plain(item) for item in obj):
+            # records: masked as the rows of a frame, each key a column
+            rows, report = _records(masker, list(obj), where=where)
+            return (rows if isinstance(obj, list) else tuple(rows)), report
         items = [mask_value(masker, item, where=where) for item in obj]
         values = [v for v, _ in items]
         report = MaskingReport.combine(r for _, r in items)
         return (values if isinstance(obj, list) else tuple(values)), report
     if isinstance(obj, Mapping):
-        masked: dict[Any, Any] = {}
-        reports = []
-        for key, value in obj.items():
-            # a key that is itself a personal value would survive, so keys are masked too
-            new_key, key_report = mask_value(masker, key, where=where)
-            if new_key in masked:  # two personal keys masked alike: one would be lost
-                raise _merged(where)
-            masked[new_key], report = mask_value(masker, value, where=where)
-            reports += [key_report, report]
-        return masked, MaskingReport.combine(reports)
+        return _mask_mapping(masker, obj, where=where)
     raise MaskingError(
         f"{where}: cannot mask a {type(obj).__module__}.{type(obj).__qualname__}; "
         "return a pandas DataFrame, Series, text, numbers, or lists/dicts of those"
     )
+
+
+def _plain(value: Any) -> bool:
+    """Text, numbers, dates, ``None`` and lists/tuples/dicts of those: what records hold."""
+    if value is None or isinstance(value, (str, *_SCALARS)):
+        return True
+    if isinstance(value, Mapping):
+        return all(_plain(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return False
+
+
+def _records(
+    masker: Masker, records: list[Mapping[Any, Any]], *, where: str
+) -> tuple[list[dict[Any, Any]], MaskingReport]:
+    try:
+        return masker.mask_records(records)
+    except LabelsWouldMerge:
+        raise _merged(where) from None
+
+
+def _mask_mapping(
+    masker: Masker, obj: Mapping[Any, Any], *, where: str
+) -> tuple[dict[Any, Any], MaskingReport]:
+    """A dict as one record: each value under the rule its key names (nested dicts and lists
+    too), else by content; values that are frames or series are masked on their own."""
+    try:
+        # a key that is itself a personal value would survive, so keys are masked too
+        labels = masker.mask_labels(list(obj))
+    except LabelsWouldMerge:
+        raise _merged(where) from None
+    plain = {key: value for key, value in obj.items() if _plain(value)}
+    rows, report = _records(masker, [plain], where=where) if plain else ([{}], MaskingReport())
+    reports = [report]
+    masked: dict[Any, Any] = {}
+    for key, label in zip(obj, labels, strict=True):
+        if key not in plain:
+            masked[label], item_report = mask_value(masker, obj[key], where=where)
+            reports.append(item_report)
+        elif label in rows[0]:  # else its rule drops it
+            masked[label] = rows[0][label]
+    return masked, MaskingReport.combine(reports)
 
 
 def mask_frame(masker: Masker, frame: pd.DataFrame, *, where: str) -> tuple[Any, MaskingReport]:

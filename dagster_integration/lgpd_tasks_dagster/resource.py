@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -14,10 +16,17 @@ from lgpd_tasks.approvals import ApprovalStore, Status
 from lgpd_tasks.audit import AuditStore, redact_url
 from lgpd_tasks.connection import GuardedConnection, open_scoped
 from lgpd_tasks.credentials import CredentialBroker, PostgresRoleBroker, broker_from_policy
-from lgpd_tasks.errors import ApprovalError, ApprovalRequired, AuditUnavailable, LgpdError
+from lgpd_tasks.errors import (
+    ApprovalError,
+    ApprovalRequired,
+    AuditStoreUnusable,
+    AuditUnavailable,
+    LgpdError,
+)
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.masking import Masker
 from lgpd_tasks.policy import Policy, Scope, load_policy
+from lgpd_tasks.policy.model import ApprovalsSpec
 from lgpd_tasks.sql import Decision
 from lgpd_tasks_dagster.errors import to_failure
 from lgpd_tasks_dagster.identity import (
@@ -109,8 +118,9 @@ class GuardedDatabaseResource(dg.ConfigurableResource["GuardedDatabaseResource"]
     approvers: list[str] = Field(
         default_factory=list,
         description=(
-            "Names allowed to approve from the lgpd_approve job, recorded as unverified "
-            "approvers (added to the policy's approvals.approvers)."
+            "Who may approve, added to the policy's approvals.approvers: names (recorded as "
+            "unverified when the policy has no approvals.oidc) or group:NAME (groups of a "
+            "verified OIDC token)."
         ),
     )
     table_asset_keys: dict[str, str] = Field(
@@ -122,10 +132,12 @@ class GuardedDatabaseResource(dg.ConfigurableResource["GuardedDatabaseResource"]
     )
     audit_retries: int = Field(
         default=3,
+        ge=0,
         description="How many times a step is retried when the audit store cannot record.",
     )
     audit_retry_wait_seconds: float = Field(
         default=10.0,
+        ge=0,
         description="Seconds to wait before retrying a step after an audit-store outage.",
     )
 
@@ -149,8 +161,17 @@ class GuardedDatabaseResource(dg.ConfigurableResource["GuardedDatabaseResource"]
             self._audit = AuditStore.from_url(self.audit_url)
         return self._audit
 
+    def approval_rules(self) -> ApprovalsSpec:
+        """The policy's ``approvals`` rules, with the resource's ``approvers`` added."""
+        rules = self.load_policy().approvals
+        extra = [a for a in self.approvers if a not in rules.approvers]
+        if extra:
+            rules = rules.model_copy(update={"approvers": [*rules.approvers, *extra]})
+        return rules
+
     def approval_store(self) -> ApprovalStore:
-        return ApprovalStore(self.audit_store())
+        """The approvals store, deciding under :meth:`approval_rules` (who may approve)."""
+        return ApprovalStore(self.audit_store(), self.approval_rules())
 
     def masker(self) -> Masker:
         """The masker for the policy's masking rules, keyed by ``masking_key`` or the env."""
@@ -245,6 +266,14 @@ class GuardedDatabaseResource(dg.ConfigurableResource["GuardedDatabaseResource"]
     # -- plumbing -----------------------------------------------------------------------------
 
     def _identity(self, context: dg.OpExecutionContext) -> TaskIdentity:
+        """This step's identity; the gated run's for a relaunch that continues it.
+
+        The relaunch tags are only a claim (anyone may launch a run with them): the run
+        continues the gated run only when that run is in this instance and has the same
+        partition and run config, so an approval given for one partition or config never
+        admits a run of another. Otherwise the step keeps its own identity and needs its
+        own approval.
+        """
         identity = identity_from_context(context)
         request_id = context.run.tags.get(APPROVAL_TAG)
         if not request_id:
@@ -254,9 +283,16 @@ class GuardedDatabaseResource(dg.ConfigurableResource["GuardedDatabaseResource"]
         except ApprovalError:
             return identity
         gated_run = context.run.tags.get(GATED_RUN_TAG)
-        if request.task == identity.task and request.run_id == gated_run:
-            return relaunch_identity(identity, request.pipeline, request.run_id)
-        return identity
+        if request.task != identity.task or request.run_id != gated_run:
+            return identity
+        problem = _relaunch_mismatch(context, request.run_id, request.partition)
+        if problem is not None:
+            context.log.warning(
+                f"lgpd-tasks: this run is tagged as the relaunch of run {request.run_id} "
+                f"approved in {request.id}, but {problem}; the approval is not used here"
+            )
+            return identity
+        return relaunch_identity(identity, request.pipeline, request.run_id)
 
     def _open(
         self, scope: Scope, identity: TaskIdentity, context: dg.OpExecutionContext | None
@@ -286,7 +322,7 @@ class GuardedDatabaseResource(dg.ConfigurableResource["GuardedDatabaseResource"]
                 scope=scope,
                 identity=identity,
                 audit=audit,
-                approvals=ApprovalStore(audit),
+                approvals=ApprovalStore(audit, self.approval_rules()),
                 masker=masker,
                 role=opened.role,
                 on_close=opened.revoke,
@@ -320,6 +356,8 @@ class GuardedDatabaseResource(dg.ConfigurableResource["GuardedDatabaseResource"]
         """Core refusals become Dagster failures; audit outages become step retries."""
         try:
             yield
+        except AuditStoreUnusable as err:
+            raise to_failure(err) from err  # a wrong URL: retrying cannot mend it
         except AuditUnavailable as err:
             if context is not None:
                 context.log.warning(f"lgpd-tasks: {err}; the step will be retried")
@@ -330,6 +368,36 @@ class GuardedDatabaseResource(dg.ConfigurableResource["GuardedDatabaseResource"]
             if isinstance(err, ApprovalRequired) and context is not None:
                 _show_request(context, self, err)
             raise to_failure(err) from err
+
+
+def _relaunch_mismatch(
+    context: dg.OpExecutionContext, gated_run_id: str, partition: str | None
+) -> str | None:
+    """Why this run does not continue the gated run, or ``None`` when it does."""
+    gated = context.instance.get_run_by_id(gated_run_id)
+    if gated is None:
+        return "that run is not in this Dagster instance"
+    current = context.partition_key if context.has_partition_key else None
+    if current != partition:
+        return f"the approval is for partition {partition!r} and this run is for {current!r}"
+    for tag in RELAUNCH_PARTITION_TAGS:
+        if context.run.tags.get(tag) != gated.tags.get(tag):
+            return f"its {tag} tag differs from the gated run's"
+    if _config_digest(context.run.run_config) != _config_digest(gated.run_config):
+        return "its run config differs from the gated run's"
+    return None
+
+
+def _config_digest(config: Any) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+#: The run tags that say which partitions a run materialises (the relaunch keeps them).
+RELAUNCH_PARTITION_TAGS = (
+    "dagster/partition",
+    "dagster/asset_partition_range_start",
+    "dagster/asset_partition_range_end",
+)
 
 
 def _show_request(

@@ -133,6 +133,7 @@ class GuardedCursor:
         self._raw = raw
         self._running: _Running | None = None
         self._columns: list[str] = []
+        self._sources: list[frozenset[str]] | None = None
         self._description: Any = None
         self.arraysize = 1
 
@@ -204,6 +205,7 @@ class GuardedCursor:
         if description is not None:
             running.is_query = True
             self._columns = labels
+            self._sources = _result_sources(running.decision, len(columns))
             self._running = running
             # a result never fetched to its end still gets its outcome when the connection closes
             self._conn._unfinished[running.intent_id] = running
@@ -255,7 +257,7 @@ class GuardedCursor:
         frame = pd.DataFrame.from_records(rows, columns=self._columns, coerce_float=False)
         masker = self._conn._masker
         if masker is not None and len(frame):
-            frame, report = masker.mask_dataframe(frame)
+            frame, report = masker.mask_dataframe(frame, sources=self._sources)
             self._note(report)
         self._finish()
         return frame
@@ -312,7 +314,7 @@ class GuardedCursor:
         masker = self._conn._masker
         if masker is None:
             return rows
-        masked, report = masker.mask_rows(self._columns, rows)
+        masked, report = masker.mask_rows(self._columns, rows, sources=self._sources)
         self._note(report)
         return masked
 
@@ -633,7 +635,7 @@ class GuardedConnection:
             "normalized": decision.normalized,
             "reasons": [r.to_dict() for r in decision.reasons],
             "approval_id": approval_id,
-            "parameters": _describe_parameters(parameters, many),
+            "parameters": _describe_parameters(parameters, many, self._text_masker.mask_text),
             "role": self.role,
             "target": self.target,
             "identity": _identity_details(self.identity),
@@ -764,6 +766,23 @@ class ColumnDescription(NamedTuple):
     null_ok: Any
 
 
+def _result_sources(decision: Decision, width: int) -> list[frozenset[str]]:
+    """The names of the columns each of a result's ``width`` columns takes its values from.
+
+    A renamed column (``nome AS quem``, ``max(nome)``, through CTEs, subqueries and UNION)
+    is then masked under the rules of ``nome``. When the guard's outputs do not line up
+    with the result (several statements, an unexpanded ``*``), every column gets every
+    source: masking by the most protective rule, not by none.
+    """
+    selects = [s for s in decision.statements if s.output_sources]
+    if len(selects) == 1 and len(selects[0].output_sources) == width:
+        per_column = list(selects[0].output_sources)
+    else:
+        every = frozenset().union(*(o for s in selects for o in s.output_sources))
+        per_column = [every] * width
+    return [frozenset(src.rpartition(".")[2] for src in srcs) for srcs in per_column]
+
+
 def _relabelled(description: Any, columns: list[str], labels: list[str]) -> Any:
     """``description`` with its column names replaced by ``labels`` (itself when equal)."""
     if description is None or labels == columns:
@@ -812,14 +831,20 @@ def _recent(moment: str | None, ttl: timedelta) -> bool:
     return moment is not None and moment > isotime(utcnow() - ttl)
 
 
-def _describe_parameters(parameters: Any, many: bool) -> dict[str, Any] | None:
-    """What kind of parameters came with the statement; never their values."""
+def _describe_parameters(
+    parameters: Any, many: bool, mask: Callable[[str], str]
+) -> dict[str, Any] | None:
+    """What kind of parameters came with the statement; never their values.
+
+    Named parameters are listed by name, each through ``mask``: a caller may key a
+    mapping by a personal value (``{"maria@x.com": 1}``) as easily as by ``cpf``.
+    """
     if parameters is None:
         return None
     if many:
         return {"batches": len(parameters)}
     if isinstance(parameters, Mapping):
-        return {"named": sorted(str(k) for k in parameters)}
+        return {"named": sorted(mask(str(k)) for k in parameters)}
     try:
         return {"positional": len(parameters)}
     except TypeError:

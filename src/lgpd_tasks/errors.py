@@ -13,7 +13,7 @@
     ├── ApprovalError                an approval cannot be given (own request, already decided...)
     ├── StatementFailed              the database refused or failed a guarded statement (scrubbed)
     ├── AuditUnavailable             the audit record cannot be written, so nothing runs
-    │   └── AuditStoreUnusable       no store to keep: in memory, or missing for a reader
+    │   └── AuditStoreUnusable       a usage error: bad URL, in memory, missing for a reader
     ├── AuditChainBroken             `audit verify` found an altered, removed or reordered record
     ├── EvidenceError                export, purge or a report cannot be done (target, range...)
     ├── MaskingError                 masking cannot be done as asked (unknown strategy, no key...)
@@ -181,7 +181,8 @@ class AuditUnavailable(LgpdError):
 class AuditStoreUnusable(AuditUnavailable):
     """The URL names no audit store lgpd-tasks will use: a usage error, not an outage.
 
-    An in-memory SQLite database would lose every record with the process; a command that
+    A malformed URL (a port that is not a number) or an unsupported database (``mysql://``)
+    is refused with it, for the audit store and the target database alike. An in-memory SQLite database would lose every record with the process; a command that
     only reads or maintains the audit refuses a store that does not exist yet rather than
     creating an empty one (a mistyped path would otherwise verify as an intact chain).
     """

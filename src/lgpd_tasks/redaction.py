@@ -268,7 +268,8 @@ def scope_columns(
 
 
 def _hidden(statement: StatementAnalysis, is_column: IsColumn) -> set[str]:
-    """The names of ``statement`` written in double quotes that name no column."""
+    """The names of ``statement`` written in double quotes that name no column, nor a table
+    (or part of one) the scope grants."""
     quoted = {m.group(1).replace('""', '"') for m in _QUOTED_NAME.finditer(statement.normalized)}
     if not quoted:
         return set()
@@ -277,6 +278,10 @@ def _hidden(statement: StatementAnalysis, is_column: IsColumn) -> set[str]:
     suspects = set(statement.unresolved_columns)
     for table, columns in (*statement.columns_read.items(), *statement.columns_written.items()):
         suspects |= {c for c in columns if not is_column(table, c)}
+    # a table (or a reference's qualifier) the scope grants nowhere, written in double
+    # quotes, may be a value too: FROM "Maria Souza"
+    for name in (*statement.tables_read, *statement.tables_written, *statement.unresolved_columns):
+        suspects |= {n for n in (name, *name.split(".")) if not is_column(None, n)}
     return suspects & quoted
 
 
@@ -331,6 +336,7 @@ class _Scrubber:
                 for e in s.lineage
             ),
             output_columns=tuple(self.name(c) for c in s.output_columns),
+            output_sources=tuple(frozenset(map(self.name, o)) for o in s.output_sources),
             unresolved_columns=self.names(s.unresolved_columns),
             tables_read=self.names(s.tables_read),
             tables_written=self.names(s.tables_written),

@@ -131,3 +131,45 @@ def test_xcom_refuses_objects_it_cannot_see_into(masker):
 
     with pytest.raises(MaskingError, match="cannot mask"):
         mask_value(Opaque(), masker)
+
+
+def test_an_unusable_url_is_a_configuration_error_not_a_retried_outage():
+    from airflow.sdk.exceptions import AirflowFailException
+    from lgpd_tasks_airflow.runtime import LgpdConfigurationError, translate_errors
+
+    from lgpd_tasks.audit import AuditStore
+
+    with (
+        pytest.raises(LgpdConfigurationError, match="the port must be a number") as info,
+        translate_errors(),
+    ):
+        AuditStore.from_url("postgresql://u:s3cret@db:notaport/audit")
+    assert isinstance(info.value, AirflowFailException)  # Airflow does not retry it
+    assert "s3cret" not in str(info.value)
+
+
+def test_the_gate_says_an_approval_expired_unused(tmp_path):
+    from datetime import timedelta
+
+    from lgpd_tasks_airflow.triggers import verdict
+    from sqlalchemy import update
+
+    from lgpd_tasks.approvals import ApprovalStore, Approver, NewRequest
+    from lgpd_tasks.audit.schema import approval_requests
+    from lgpd_tasks.identity import TaskIdentity
+
+    store = ApprovalStore.from_url(f"sqlite:///{tmp_path}/audit.db")
+    who = TaskIdentity("airflow", "purge_dag", "purge", run_id="manual__1")
+    new = NewRequest("f" * 64, "s", "p", "contract", "delete", "DELETE FROM t", [], timedelta(1))
+    request = store.request(who, new)
+    store.approve(request.id, Approver("joao"))
+    with store.engine.begin() as conn:
+        conn.execute(
+            update(approval_requests)
+            .where(approval_requests.c.id == request.id)
+            .values(expires_at="2020-01-02T00:00:00.000000+00:00")
+        )
+    outcome = verdict([store.get(request.id)])
+    assert outcome is not None
+    assert outcome["status"] == "expired"
+    assert "before a run used its approval" in outcome["message"]

@@ -122,7 +122,11 @@ def test_policy_approvers_list_is_enforced(tmp_path: Path) -> None:
     request = store.request(ASKER, _new())
     with pytest.raises(ApprovalError, match="not among the policy's approvers"):
         store.approve(request.id, Approver("joao"))
-    assert store.approve(request.id, Approver("ana", groups=("privacy",))).status is Status.APPROVED
+    # groups count only when a verified token carries them
+    with pytest.raises(ApprovalError, match="not among the policy's approvers"):
+        store.approve(request.id, Approver("ana", groups=("privacy",)))
+    member = Approver("ana", verified=True, issuer="https://idp", groups=("privacy",))
+    assert store.approve(request.id, member).status is Status.APPROVED
 
 
 def test_unverified_approver_refused_when_policy_requires_verification(tmp_path: Path) -> None:
@@ -137,3 +141,132 @@ def test_unverified_approver_refused_when_policy_requires_verification(tmp_path:
         store.approve(request.id, Approver("joao"))
     done = store.approve(request.id, Approver("joao", verified=True, issuer="https://idp"))
     assert done.decisions[0].verified
+
+
+def _push_expiry_into_the_past(store: ApprovalStore, request_id: str) -> None:
+    """As if the request had been asked for a month ago (its TTL long gone)."""
+    from sqlalchemy import update
+
+    from lgpd_tasks.audit.schema import approval_requests
+
+    with store.engine.begin() as conn:
+        conn.execute(
+            update(approval_requests)
+            .where(approval_requests.c.id == request_id)
+            .values(expires_at="2020-01-02T00:00:00.000000+00:00")
+        )
+
+
+def test_an_unused_approval_expires_and_cannot_be_used(approvals: ApprovalStore) -> None:
+    request = approvals.request(ASKER, _new())
+    approvals.approve(request.id, Approver("joao"))
+    _push_expiry_into_the_past(approvals, request.id)
+    # the row still says approved, but neither the property nor the store lets it admit a run
+    with approvals.engine.connect() as conn:
+        from sqlalchemy import text
+
+        assert conn.execute(text("SELECT status FROM lgpd_approval_requests")).scalar() == (
+            "approved"
+        )
+    assert approvals.consume(request.id, ASKER) is False
+    expired = approvals.get(request.id)
+    assert expired.status is Status.EXPIRED
+    assert not expired.usable
+    assert [r.id for r in approvals.list_requests(status="approved")] == []
+    (record,) = [
+        e
+        for e in approvals.audit.entries(EntryFilter(kind="approval"))
+        if e.details["event"] == "expired"
+    ]
+    assert record.details["was"] == "approved"
+    assert record.details["expires_at"] == "2020-01-02T00:00:00.000000+00:00"
+    assert approvals.audit.verify().ok
+
+
+def test_a_used_approval_does_not_expire(approvals: ApprovalStore) -> None:
+    request = approvals.request(ASKER, _new())
+    approvals.approve(request.id, Approver("joao"))
+    assert approvals.consume(request.id, ASKER) is True
+    _push_expiry_into_the_past(approvals, request.id)
+    assert approvals.expire_due() == []
+    assert approvals.get(request.id).status is Status.APPROVED
+
+
+def test_a_request_is_bound_to_its_partition(approvals: ApprovalStore) -> None:
+    from dataclasses import replace
+
+    january = replace(ASKER, partition="2023-01-01")
+    request = approvals.request(january, _new())
+    assert request.partition == "2023-01-01"
+    assert request.to_dict()["partition"] == "2023-01-01"
+    approvals.approve(request.id, Approver("joao"))
+    assert approvals.find("f" * 64, january) is not None
+    # the same run and task, another partition: the approval is not found
+    assert approvals.find("f" * 64, replace(ASKER, partition="2099-01-01")) is None
+    assert approvals.find("f" * 64, ASKER) is None
+    other = approvals.request(replace(ASKER, partition="2099-01-01"), _new())
+    assert other.id != request.id
+    assert other.status is Status.PENDING
+    (asked, *_) = approvals.audit.entries(EntryFilter(kind="approval"))
+    assert asked.details["partition"] == "2023-01-01"
+
+
+def test_a_group_entry_is_never_matched_by_a_name(tmp_path: Path) -> None:
+    from lgpd_tasks.approvals.identity import resolve_approver
+    from lgpd_tasks.policy.model import ApprovalsSpec
+
+    rules = ApprovalsSpec(approvers=["group:dpo"])
+    store = ApprovalStore(AuditStore.from_url(f"sqlite:///{tmp_path}/a.db"), rules)
+    request = store.request(ASKER, _new())
+    with pytest.raises(ApprovalError, match="'group:dpo' is not an approver name"):
+        resolve_approver(rules, name="group:dpo")
+    for impostor in (Approver("group:dpo"), Approver("group:dpo", verified=True)):
+        with pytest.raises(ApprovalError, match="not an approver name"):
+            store.approve(request.id, impostor)
+    with pytest.raises(ApprovalError, match="not among the policy's approvers"):
+        store.approve(request.id, Approver("dpo"))
+    with pytest.raises(ApprovalError, match="not among the policy's approvers"):
+        store.approve(request.id, Approver("ana", groups=("dpo",)))  # unverified groups
+    assert store.get(request.id).status is Status.PENDING
+    member = Approver("ana", verified=True, issuer="https://idp", groups=("dpo",))
+    assert store.approve(request.id, member).status is Status.APPROVED
+
+
+def test_cli_refuses_a_group_as_approver_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lgpd_tasks.cli import main
+
+    url = f"sqlite:///{tmp_path}/a.db"
+    request = ApprovalStore.from_url(url).request(ASKER, _new())
+    policy = tmp_path / "policy.yaml"
+    example = Path(__file__).parents[2] / "examples" / "dagster" / "policy.yaml"
+    policy.write_text(
+        example.read_text().replace("approvers: [maria.souza]", "approvers: ['group:dpo']")
+    )
+    argv = ["approvals", "approve", request.id, "--db", url, "--policy", str(policy)]
+    assert main([*argv, "--as", "group:dpo", "--reason", "x"]) == 1
+    assert "'group:dpo' is not an approver name" in capsys.readouterr().err
+    assert ApprovalStore.from_url(url).get(request.id).status is Status.PENDING
+
+
+def test_a_version_3_store_gains_the_partition_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    store = ApprovalStore.from_url(url)
+    old = store.request(ASKER, _new())
+    with sqlite3.connect(tmp_path / "old.db") as raw:
+        raw.execute("ALTER TABLE lgpd_approval_requests DROP COLUMN partition_key")
+        raw.execute("UPDATE lgpd_meta SET value = '3' WHERE key = 'schema_version'")
+    from lgpd_tasks.audit import dispose_engines
+
+    dispose_engines()
+    again = ApprovalStore.from_url(url)
+    assert again.audit.init() == 4
+    assert again.get(old.id).partition is None
+    from dataclasses import replace
+
+    new = again.request(replace(ASKER, partition="p1"), _new())
+    assert again.get(new.id).partition == "p1"
+    assert again.audit.verify().ok

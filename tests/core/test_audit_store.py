@@ -302,7 +302,8 @@ def test_a_non_numeric_port_is_a_clear_error_with_the_password_hidden(
 ) -> None:
     monkeypatch.setenv("LGPD_MASKING_KEY", "port-test-key-0123456789")
     bad = "postgresql://postgres:s3cret@127.0.0.1:notaport/test"
-    with pytest.raises(AuditUnavailable) as info:
+    # a configuration error (AuditStoreUnusable), not an outage worth retrying
+    with pytest.raises(AuditStoreUnusable) as info:
         AuditStore.from_url(bad)
     assert str(info.value) == (
         "not a database URL: 'postgresql://postgres:***@127.0.0.1:notaport/test' "
@@ -314,7 +315,7 @@ def test_a_non_numeric_port_is_a_clear_error_with_the_password_hidden(
     argv = ["exec", "--policy", str(policy), "--scope", "customer_report.purge"]
     code = main([*argv, "--db", urls["--db"], "--audit", urls["--audit"], "--sql", "SELECT 1"])
     err = capsys.readouterr().err
-    assert code == 1
+    assert code == 2  # a usage error
     assert err == (
         "lgpd-tasks: not a database URL: 'postgresql://postgres:***@127.0.0.1:notaport/test' "
         "(the port must be a number)\n"

@@ -540,3 +540,68 @@ def test_a_database_error_while_fetching_fails_the_statement(
     assert record.outcome is not None
     assert record.outcome.details["error_class"] == "OperationalError"
     assert conn.execute("SELECT count(id) FROM customers").fetchall() == [(20,)]
+
+
+def test_an_approval_admits_its_own_partition_only(
+    source: Path, policy: Policy, audit: AuditStore
+) -> None:
+    """An approval given for one partition does not run the statement for another one,
+    even under the same run id (as a relaunch that continues the gated run carries)."""
+    from dataclasses import replace
+
+    text = POLICY.format(dialect="sqlite", schema="").replace(
+        '      customers: "*"\n', '      customers: "*"\n    require_approval: [delete]\n'
+    )
+    policy = parse_policy(text, "policy.yaml")
+    url = f"sqlite:///{source}"
+    asked = TaskIdentity("dagster", "purge_job", "purge", run_id="run-1", partition="2023-01-01")
+    sql = "DELETE FROM customers WHERE id < ?"
+    with (
+        connect(url, policy=policy, scope="purge", identity=asked, audit=audit) as c,
+        pytest.raises(ApprovalRequired) as info,
+    ):
+        c.execute(sql, [5])
+    approvals = ApprovalStore(audit)
+    approvals.approve(info.value.request_id, Approver("joao"), "old rows")
+    other = replace(asked, partition="2099-01-01")
+    with (
+        connect(url, policy=policy, scope="purge", identity=other, audit=audit) as c,
+        pytest.raises(ApprovalRequired) as refused,
+    ):
+        c.execute(sql, [21])
+    assert refused.value.request_id != info.value.request_id
+    assert approvals.get(info.value.request_id).usable  # still there for its partition
+    assert sqlite3.connect(source).execute("SELECT count(*) FROM customers").fetchone() == (20,)
+    with connect(url, policy=policy, scope="purge", identity=asked, audit=audit) as c:
+        assert c.execute(sql, [5]).rowcount == 4
+
+
+def test_an_approval_past_its_expiry_does_not_run_the_statement(
+    source: Path, policy: Policy, audit: AuditStore
+) -> None:
+    from sqlalchemy import update
+
+    from lgpd_tasks.audit.schema import approval_requests
+    from lgpd_tasks.errors import ApprovalExpired
+
+    who = TaskIdentity("airflow", "contractor", "purge", run_id="manual__3")
+    url = f"sqlite:///{source}"
+    with pytest.raises(ApprovalRequired) as info:
+        connect(url, policy=policy, scope="purge", identity=who, audit=audit).execute(
+            "DELETE FROM customers"
+        )
+    approvals = ApprovalStore(audit)
+    approvals.approve(info.value.request_id, Approver("joao"))
+    with audit.engine.begin() as db:
+        db.execute(
+            update(approval_requests)
+            .where(approval_requests.c.id == info.value.request_id)
+            .values(expires_at="2020-01-02T00:00:00.000000+00:00")
+        )
+    with pytest.raises(ApprovalExpired) as expired:
+        connect(url, policy=policy, scope="purge", identity=who, audit=audit).execute(
+            "DELETE FROM customers"
+        )
+    assert expired.value.request_id == info.value.request_id
+    assert sqlite3.connect(source).execute("SELECT count(*) FROM customers").fetchone() == (20,)
+    assert approvals.get(info.value.request_id).consumed_at is None

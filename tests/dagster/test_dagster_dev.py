@@ -126,7 +126,8 @@ def dagster_dev(tmp_path: Path) -> Iterator[tuple[int, Path]]:
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 120
+        # an idle machine starts it in seconds; a loaded 2-core one can take minutes
+        deadline = time.monotonic() + 300
         while True:
             try:
                 _graphql(port, "{ version }")

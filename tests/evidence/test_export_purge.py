@@ -257,9 +257,9 @@ def test_an_older_store_is_upgraded_in_place(audit_url: str) -> None:
             raw.execute(f"DROP TABLE {table}")
         raw.execute("UPDATE lgpd_meta SET value = '1' WHERE key = 'schema_version'")
     again = AuditStore(store.engine, url=audit_url)
-    assert again.init() == SCHEMA_VERSION == 3
+    assert again.init() == SCHEMA_VERSION == 4
     with sqlite3.connect(audit_url.removeprefix("sqlite:///")) as raw:
-        assert raw.execute("SELECT value FROM lgpd_meta").fetchone() == ("3",)
+        assert raw.execute("SELECT value FROM lgpd_meta").fetchone() == (str(SCHEMA_VERSION),)
         assert raw.execute("SELECT count(*) FROM lgpd_exports").fetchone() == (0,)
     assert again.verify().ok
 
@@ -294,7 +294,7 @@ def test_a_version_2_trail_is_folded_into_blocks(audit_url: str, masking_key: st
         raw.execute("INSERT INTO lgpd_subject_links VALUES (?, ?)", (pk, subjects[-1]))
         raw.execute("UPDATE lgpd_meta SET value = '2' WHERE key = 'schema_version'")
     again = AuditStore(store.engine, url=audit_url)
-    assert again.init() == 3
+    assert again.init() == SCHEMA_VERSION
     with sqlite3.connect(audit_url.removeprefix("sqlite:///")) as raw:
         tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert not tables & {"lgpd_subject_trail", "lgpd_subject_links"}

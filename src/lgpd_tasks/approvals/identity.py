@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime, timedelta
 
-from lgpd_tasks.approvals.store import Approver
+from lgpd_tasks.approvals.store import GROUP_PREFIX, Approver
 from lgpd_tasks.credentials.oidc import ApproverVerifier
 from lgpd_tasks.credentials.tokens import ReplayCache
 from lgpd_tasks.errors import ApprovalError, TokenReplayed
@@ -52,8 +52,9 @@ def resolve_approver(
     With ``token``, the identity provider's verified subject, issuer and groups (a
     :class:`~lgpd_tasks.errors.TokenError` when the token fails). Without one, the claimed
     ``name`` marked unverified, unless ``approvals.require_verified_identity`` refuses it
-    here already. The store then applies ``approvals.approvers`` (a name, or
-    ``group:NAME`` which only a verified token's groups can satisfy).
+    here already; a name starting with ``group:`` is refused. The store then applies
+    ``approvals.approvers`` (a name, or ``group:NAME`` which only a verified token's groups
+    can satisfy).
 
     With ``single_use``, a token counts for one decision only (a
     :class:`~lgpd_tasks.errors.TokenReplayed` the second time): where the token ends up
@@ -91,4 +92,10 @@ def resolve_approver(
             "(approvals.require_verified_identity: true); approve with an identity-provider token"
         )
     identity = TaskIdentity.for_cli(name)
-    return Approver(name=identity.user or identity.task, verified=False)
+    claimed = identity.user or identity.task
+    if claimed.startswith(GROUP_PREFIX):
+        raise ApprovalError(
+            f"{claimed!r} is not an approver name: 'group:' entries of approvals.approvers "
+            "are matched against a verified token's groups, never against a claimed name"
+        )
+    return Approver(name=claimed, verified=False)

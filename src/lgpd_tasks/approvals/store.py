@@ -10,7 +10,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, and_, select, update
+from sqlalchemy import Connection, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from lgpd_tasks.audit.schema import approval_decisions, approval_requests
@@ -81,11 +81,24 @@ class ApprovalRequest:
     consumed_at: str | None
     consumed_by: str | None
     decisions: tuple[DecisionRecord, ...] = ()
+    partition: str | None = None
 
     @property
     def usable(self) -> bool:
-        """Approved and not yet used by a run of its statement."""
-        return self.status is Status.APPROVED and self.consumed_at is None
+        """Approved, not yet used by a run of its statement, and not past its expiry."""
+        return (
+            self.status is Status.APPROVED
+            and self.consumed_at is None
+            and self.expires_at > isotime(utcnow())
+        )
+
+    @property
+    def due(self) -> bool:
+        """Past its expiry while still waiting for a decision or for its use."""
+        waiting = self.status is Status.PENDING or (
+            self.status is Status.APPROVED and self.consumed_at is None
+        )
+        return waiting and self.expires_at <= isotime(utcnow())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +108,7 @@ class ApprovalRequest:
             "pipeline": self.pipeline,
             "task": self.task,
             "run_id": self.run_id,
+            "partition": self.partition,
             "scope": self.scope,
             "purpose": self.purpose,
             "statement_kind": self.statement_kind,
@@ -144,7 +158,8 @@ class ApprovalStore:
     def request(self, identity: TaskIdentity, new: NewRequest) -> ApprovalRequest:
         """Open a pending request for this statement and task, or return the open one.
 
-        Requests are deduplicated by fingerprint + pipeline + task + run.
+        Requests are deduplicated by fingerprint + pipeline + task + run + partition; the
+        request records the identity's partition, and only a run of that partition finds it.
         """
         self.expire_due()
         existing = self.find(new.fingerprint, identity)
@@ -158,6 +173,7 @@ class ApprovalStore:
             "pipeline": identity.pipeline,
             "task": identity.task,
             "run_id": identity.run_id,
+            "partition_key": identity.partition,
             "scope": new.scope,
             "purpose": new.purpose,
             "statement_kind": new.statement_kind,
@@ -181,6 +197,7 @@ class ApprovalStore:
             details={
                 "request_id": request_id,
                 "event": "requested",
+                "partition": identity.partition,
                 "statement_kind": new.statement_kind,
                 "normalized": new.normalized,
                 "reasons": [r.to_dict() for r in new.reasons],
@@ -193,7 +210,7 @@ class ApprovalStore:
         return created
 
     def find(self, fingerprint: str, identity: TaskIdentity) -> ApprovalRequest | None:
-        """The newest request for this statement, pipeline, task and run, if any."""
+        """The newest request for this statement, pipeline, task, run and partition, if any."""
         query = (
             select(approval_requests)
             .where(
@@ -202,6 +219,11 @@ class ApprovalStore:
                     approval_requests.c.pipeline == identity.pipeline,
                     approval_requests.c.task == identity.task,
                     approval_requests.c.run_id == identity.run_id,
+                    (
+                        approval_requests.c.partition_key.is_(None)
+                        if identity.partition is None
+                        else approval_requests.c.partition_key == identity.partition
+                    ),
                 )
             )
             .order_by(approval_requests.c.requested_at.desc())
@@ -218,7 +240,7 @@ class ApprovalStore:
         if not rows:
             raise ApprovalError(f"no approval request {request_id!r}")
         request = self._with_decisions(rows[0])
-        if request.status is Status.PENDING and request.expires_at <= isotime(utcnow()):
+        if request.due:
             self.expire_due()
             return self.get(request_id)
         return request
@@ -259,13 +281,17 @@ class ApprovalStore:
             raise ApprovalError(
                 f"{approver.name!r} asked for approval request {request_id} and cannot decide it"
             )
+        if approver.name.startswith(GROUP_PREFIX):
+            raise ApprovalError(
+                f"{approver.name!r} is not an approver name: 'group:' entries of "
+                "approvals.approvers name a verified token's groups"
+            )
         allowed = self.rules.approvers
-        if allowed and not (
-            approver.name in allowed or any(f"group:{g}" in allowed for g in approver.groups)
-        ):
+        if allowed and not approver_allowed(approver, allowed):
             raise ApprovalError(
                 f"{approver.name!r} is not among the policy's approvers "
-                f"(approvals.approvers: {', '.join(allowed)})"
+                f"(approvals.approvers: {', '.join(allowed)}; a 'group:' entry needs a "
+                "verified token with that group)"
             )
         if self.rules.require_verified_identity and not approver.verified:
             raise ApprovalError(
@@ -352,6 +378,7 @@ class ApprovalStore:
                     approval_requests.c.id == request_id,
                     approval_requests.c.status == Status.APPROVED.value,
                     approval_requests.c.consumed_at.is_(None),
+                    approval_requests.c.expires_at > now,
                 )
                 .values(consumed_at=now, consumed_by=identity.principal)
             )
@@ -383,17 +410,31 @@ class ApprovalStore:
             raise self.audit._unavailable("cannot give back the approval", err) from None
 
     def expire_due(self) -> list[str]:
-        """Expire pending requests past their TTL (recorded); a timeout never approves."""
+        """Expire requests past their TTL (recorded); a timeout never approves.
+
+        A pending request expires undecided; an approved one that no run used by then
+        expires too, so an old approval cannot admit a statement later.
+        """
         now = isotime(utcnow())
+        unused_approval = and_(
+            approval_requests.c.status == Status.APPROVED.value,
+            approval_requests.c.consumed_at.is_(None),
+        )
         due = self._select(
             select(approval_requests).where(
-                approval_requests.c.status == Status.PENDING.value,
+                or_(approval_requests.c.status == Status.PENDING.value, unused_approval),
                 approval_requests.c.expires_at <= now,
             )
         )
         expired: list[str] = []
         for row in due:
             request_id = str(row["id"])
+            was = str(row["status"])
+            still = (
+                approval_requests.c.status == Status.PENDING.value
+                if was == Status.PENDING.value
+                else unused_approval
+            )
             identity = TaskIdentity(
                 orchestrator="lgpd-tasks",
                 pipeline=str(row["pipeline"]),
@@ -407,20 +448,24 @@ class ApprovalStore:
                 purpose=str(row["purpose"]),
                 decision=Status.EXPIRED.value,
                 fingerprint=str(row["fingerprint"]),
-                details={"request_id": request_id, "event": "expired", "expired_at": now},
+                details={
+                    "request_id": request_id,
+                    "event": "expired",
+                    "expired_at": now,
+                    "expires_at": str(row["expires_at"]),
+                    # "approved": the approval was given but no run used it in time
+                    "was": was,
+                },
             )
 
-            def change(conn: Connection, rid: str = request_id) -> None:
+            def change(conn: Connection, rid: str = request_id, still: Any = still) -> None:
                 done = conn.execute(
                     update(approval_requests)
-                    .where(
-                        approval_requests.c.id == rid,
-                        approval_requests.c.status == Status.PENDING.value,
-                    )
+                    .where(approval_requests.c.id == rid, still)
                     .values(status=Status.EXPIRED.value, decided_at=now)
                 )
                 if done.rowcount != 1:
-                    raise _NotConsumed  # someone else decided or expired it first
+                    raise _NotConsumed  # decided, used or expired by someone else first
 
             try:
                 self._write(change, entry)
@@ -477,6 +522,7 @@ class ApprovalStore:
             decided_at=row["decided_at"],
             consumed_at=row["consumed_at"],
             consumed_by=row["consumed_by"],
+            partition=row.get("partition_key"),
             decisions=tuple(
                 DecisionRecord(
                     approver=d["approver"],
@@ -493,6 +539,31 @@ class ApprovalStore:
 
 class _NotConsumed(Exception):
     pass
+
+
+#: How ``approvals.approvers`` names a group: ``group:NAME`` (a verified token's groups).
+GROUP_PREFIX = "group:"
+
+
+def approver_allowed(approver: Approver, allowed: Sequence[str]) -> bool:
+    """Whether ``allowed`` (``approvals.approvers``) lets ``approver`` decide.
+
+    A plain entry matches the approver's name; a ``group:NAME`` entry matches only the
+    groups of a *verified* token, never a name, so typing ``group:dpo`` as one's name
+    does not make one the DPO.
+
+    >>> approver_allowed(Approver("group:dpo"), ["group:dpo"])
+    False
+    >>> approver_allowed(Approver("ana", verified=True, groups=("dpo",)), ["group:dpo"])
+    True
+    >>> approver_allowed(Approver("ana", groups=("dpo",)), ["group:dpo"])
+    False
+    """
+    names = {a for a in allowed if not a.startswith(GROUP_PREFIX)}
+    groups = {a[len(GROUP_PREFIX) :] for a in allowed if a.startswith(GROUP_PREFIX)}
+    if approver.name in names and not approver.name.startswith(GROUP_PREFIX):
+        return True
+    return approver.verified and bool(groups & set(approver.groups))
 
 
 def _same_person(approver: str, request: ApprovalRequest) -> bool:

@@ -10,6 +10,7 @@ from lgpd_tasks.audit.store import (
     NewEntry,
     Verification,
     record_hash,
+    scrub_text,
 )
 
 __all__ = [
@@ -25,4 +26,5 @@ __all__ = [
     "parse_db_url",
     "record_hash",
     "redact_url",
+    "scrub_text",
 ]

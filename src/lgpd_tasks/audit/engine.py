@@ -12,7 +12,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from lgpd_tasks.errors import AuditStoreUnusable, AuditUnavailable
+from lgpd_tasks.errors import AuditStoreUnusable
 
 _ENGINES: dict[str, Engine] = {}
 _LOCK = threading.Lock()
@@ -20,6 +20,9 @@ _LOCK = threading.Lock()
 
 def parse_db_url(url: str) -> URL:
     """A SQLAlchemy URL with the drivers lgpd-tasks uses (sqlite3, psycopg 3).
+
+    A malformed URL (a port that is not a number...) or an unsupported database raises
+    :class:`AuditStoreUnusable`: a configuration error, which retrying cannot mend.
 
     >>> parse_db_url("postgresql://app@127.0.0.1:5432/test").drivername
     'postgresql+psycopg'
@@ -29,17 +32,17 @@ def parse_db_url(url: str) -> URL:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise AuditUnavailable(f"not a database URL: {redact_url(url)!r}") from None
+        raise AuditStoreUnusable(f"not a database URL: {redact_url(url)!r}") from None
     except ValueError:
         # the only value SQLAlchemy converts while parsing is the port
-        raise AuditUnavailable(
+        raise AuditStoreUnusable(
             f"not a database URL: {redact_url(url)!r} (the port must be a number)"
         ) from None
     backend = parsed.get_backend_name()
     if backend == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     elif backend != "sqlite":
-        raise AuditUnavailable(
+        raise AuditStoreUnusable(
             f"unsupported database {backend!r} in {redact_url(url)!r}: use sqlite:/// or postgresql://"
         )
     return parsed

@@ -17,9 +17,10 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """1: log, approvals, meta. 2: subject trail and export positions (tables added, none changed).
-3: subject digests and links packed in blocks (the version 2 trail tables are folded in)."""
+3: subject digests and links packed in blocks (the version 2 trail tables are folded in).
+4: approval requests record the partition they were asked for (``partition_key``)."""
 
 metadata = MetaData()
 
@@ -85,6 +86,8 @@ approval_requests = Table(
     Column("decided_at", String(32)),
     Column("consumed_at", String(32)),
     Column("consumed_by", String(500)),
+    # version 4: the partition of the run that asked; an approval admits that partition only
+    Column("partition_key", String(250)),
 )
 Index(
     "ix_lgpd_approval_key",

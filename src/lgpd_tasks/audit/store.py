@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sqlite3
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from lgpd_tasks.audit.engine import (
 from lgpd_tasks.audit.schema import (
     SCHEMA_VERSION,
     V2_TRAIL_TABLES,
+    approval_requests,
     audit_log,
     meta,
     metadata,
@@ -66,6 +68,15 @@ HASHED_FIELDS = (
 
 #: Digests (or links) per block when a version 2 trail is folded into blocks.
 _FOLD_BLOCK = 65_536
+
+
+def _add_request_partition(conn: Connection) -> None:
+    """Version 4: approval requests name their partition (older requests have none)."""
+    present = {c["name"] for c in inspect(conn).get_columns(approval_requests.name)}
+    if "partition_key" not in present:
+        conn.execute(
+            text(f"ALTER TABLE {approval_requests.name} ADD COLUMN partition_key VARCHAR(250)")
+        )
 
 
 def _fold_v2_trail(conn: Connection) -> None:
@@ -114,6 +125,23 @@ def utcnow() -> datetime:
 
 def isotime(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+@functools.cache
+def _scrubber() -> Callable[[str], str]:
+    # imported here: the masking engine loads pandas, which reading the audit does not need
+    from lgpd_tasks.masking.text import TextScrubber
+
+    return TextScrubber()
+
+
+def scrub_text(text: str) -> str:
+    """``text`` with CPF, CNPJ, e-mail, phone and card spans replaced by type tokens.
+
+    For names the audit stores or shows that a caller chose (an object's path, a source):
+    ``file:///r/relatorio-529.982.247-25.csv`` becomes ``file:///r/relatorio-[CPF].csv``.
+    """
+    return _scrubber()(text)
 
 
 def record_hash(row: Mapping[str, Any]) -> str:
@@ -325,8 +353,10 @@ class AuditStore:
                     )
                 elif int(found) < SCHEMA_VERSION:
                     # 2 only added tables, which create_all has just made; 3 packs the
-                    # version 2 subject trail into blocks
-                    _fold_v2_trail(conn)
+                    # version 2 subject trail into blocks; 4 adds a column to the requests
+                    if int(found) < 3:
+                        _fold_v2_trail(conn)
+                    _add_request_partition(conn)
                     conn.execute(
                         meta.update()
                         .where(meta.c.key == "schema_version")
@@ -427,7 +457,9 @@ class AuditStore:
         ``report`` is ``MaskingReport.to_dict()``; ``source`` names where the data came from
         (``airflow:dag.task`` or ``table crm.customers``) and ``destination`` where the masked
         data went (``xcom:dag.task.return_value``, ``io_manager:asset/key``, ``s3://...``).
+        Both are recorded through :func:`scrub_text`: a path may name a person.
         """
+        source, destination = scrub_text(source), scrub_text(destination)
         return self.append(
             NewEntry(
                 kind="masking",

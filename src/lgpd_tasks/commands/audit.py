@@ -126,6 +126,8 @@ def run_tail(args: argparse.Namespace) -> int:
 
 
 def _row(record: AuditRecord) -> list[Any]:
+    from lgpd_tasks.audit import scrub_text
+
     entry = record.entry
     details = entry.details
     if entry.kind == "statement":
@@ -135,7 +137,7 @@ def _row(record: AuditRecord) -> list[Any]:
         if details.get("approver"):
             what += f" by {details['approver']}"
     elif entry.kind == "masking":
-        what = f"{details.get('source')} -> {details.get('destination')}"
+        what = scrub_text(f"{details.get('source')} -> {details.get('destination')}")
     else:
         what = str(details.get("event", ""))
     return [

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from lgpd_tasks.errors import LabelsWouldMerge, MaskingError
 from lgpd_tasks.masking import ColumnPlan, Masker, MaskingReport
-from lgpd_tasks.masking.engine import IndexLevels, columns_to_index, index_to_columns, level_names
+from lgpd_tasks.masking.engine import IndexLevels, columns_to_index, index_to_columns, level_sources
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -229,7 +229,7 @@ def _replan(
     column so far merely scanned for spans (see :meth:`Masker.plan`) can get a typed plan."""
     settled = {j for j, p in plans.items() if not p.scan}
     merged = dict(plans)
-    for plan in masker.plan(flat, skip=settled, names=level_names(flat, levels)):
+    for plan in masker.plan(flat, skip=settled, sources=level_sources(flat, levels)):
         if plan.position not in merged or not plan.scan:
             merged[plan.position] = plan
     return merged

@@ -63,7 +63,11 @@ def write_report(
             f"{destination_url!r}: name the object with .parquet, .csv or .jsonl at the end"
         )
     folder = destination_url[: -len(path.name)].rstrip("/")
+    # the labels too: a pivot by e-mail or CPF has personal data in its column names (two
+    # labels that would merge once masked are refused, LabelsWouldMerge); the index is not
+    # written
     masked, report = masker.mask_dataframe(df)
+    masked = masker.mask_frame_labels(masked)
     target = open_target(folder, endpoint_url=endpoint_url)
     stored = target.put(
         path.name,

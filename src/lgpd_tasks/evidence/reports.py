@@ -12,11 +12,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from lgpd_tasks.audit import AuditEntry, AuditStore
+from lgpd_tasks.audit import AuditEntry, AuditStore, scrub_text
+from lgpd_tasks.audit.store import isotime
 from lgpd_tasks.evidence.subjects import (
+    KEYS_SUFFIX,
     SubjectHasher,
     access_coverage,
     accesses_of_digest,
+    accesses_with_unlinked_keys,
     subject_keys,
     trail_key,
 )
@@ -89,10 +92,23 @@ def subject_report(
         accesses.append(_access(entry, audit))
     accesses.sort(key=lambda a: a["seq"])
     coverage = access_coverage(store)
+    # rows named by primary key only: unattributed when a key was never linked to a person
+    by_key = accesses_with_unlinked_keys(
+        store,
+        [
+            a
+            for a, (_, how) in coverage.items()
+            if how.endswith(KEYS_SUFFIX) and a not in access_ids and a in audit.by_id
+        ],
+    )
     unattributed = []
     for access_id, (tables, how) in coverage.items():
         entry = audit.by_id.get(access_id)
-        if how == "none" and entry is not None and access_id not in access_ids:
+        if (
+            (how == "none" or access_id in by_key)
+            and entry is not None
+            and access_id not in access_ids
+        ):
             unattributed.append(
                 {
                     "seq": entry.seq,
@@ -104,6 +120,7 @@ def subject_report(
                     "purpose": entry.purpose,
                     "tables": tables.split(","),
                     "statement": entry.details.get("normalized", ""),
+                    "why": "primary key without subject key" if how != "none" else "no key",
                 }
             )
     unattributed.sort(key=lambda a: a["seq"])
@@ -119,7 +136,8 @@ def subject_report(
         "note": (
             "Statements are listed when the subject trail recorded this person among the rows "
             "they returned or changed. 'Unattributed' statements read a table of data subjects "
-            "without its subject key (aggregates, filters), so whose rows they used is unknown."
+            "without its subject key (aggregates, filters), or by primary keys never seen with "
+            "their subject key, so whose rows they used is unknown."
         ),
     }
 
@@ -164,7 +182,8 @@ def _downstream(access: AuditEntry, audit: _Audit) -> list[dict[str, Any]]:
         same_task = entry.task == access.task
         relation = "same task" if same_task else "later task in the same run"
         if entry.kind == "masking":
-            destination = str(entry.details.get("destination", ""))
+            # scrubbed again: records written before record_masking scrubbed them
+            destination = scrub_text(str(entry.details.get("destination", "")))
             item = ("masking", entry.principal, destination)
             if destination and item not in seen:
                 seen.add(item)
@@ -173,7 +192,7 @@ def _downstream(access: AuditEntry, audit: _Audit) -> list[dict[str, Any]]:
                         "kind": "masked output",
                         "task": entry.principal,
                         "destination": destination,
-                        "source": entry.details.get("source"),
+                        "source": scrub_text(str(entry.details.get("source", ""))),
                         "relation": relation,
                         "masked": sorted(
                             c.get("column", "")
@@ -239,7 +258,7 @@ def render_subject(report: Mapping[str, Any], fmt: str) -> str:
         for u in report["unattributed"]:
             lines.append(
                 f"- {u['when'][:19].replace('T', ' ')} {u['principal']} run `{u['run_id']}`: "
-                f"{', '.join(u['tables'])} — `{u['statement']}`"
+                f"{', '.join(u['tables'])} — `{u['statement']}` ({u['why']})"
             )
         lines.append("")
     lines += [str(report["note"]), ""]
@@ -267,8 +286,9 @@ def ropa_report(
 ) -> dict[str, Any]:
     """Art. 37: per purpose, what the policy declares and what the audit shows was done."""
     audit = _Audit.load(store)
-    lo = since.isoformat() if since else None
-    hi = until.isoformat() if until else None
+    # records carry UTC times: compare in UTC (``-03:00`` is three hours later), as purge does
+    lo = isotime(since) if since else None
+    hi = isotime(until) if until else None
     entries = [e for e in audit.entries if (lo is None or e.ts >= lo) and (hi is None or e.ts < hi)]
     keys = subject_keys(policy)
     subject_categories = {k.category for k in keys.values() if k.category}
@@ -335,7 +355,7 @@ def ropa_report(
                     slot["measures"]["cells masked in results"] += int(info.get("cells") or 0)
         elif entry.kind == "masking":
             slot["measures"]["masking steps between tasks"] += 1
-            destination = str(entry.details.get("destination", ""))
+            destination = scrub_text(str(entry.details.get("destination", "")))
             if destination:
                 slot["destinations"].add(destination)
                 edges.add(("write", task, destination))

@@ -39,6 +39,10 @@ _BLOCK = 262_144
 _SCAN_CHUNK = 32
 _NOT_DIGITS = re.compile(r"[^0-9]")
 _SEPARATORS = re.compile(r"[\s./\-]")
+#: Added to a statement's coverage (``rows+keys``) when its trail holds primary keys (or
+#: references) without their subject key: only links from earlier or later statements
+#: tell whose rows they are.
+KEYS_SUFFIX = "+keys"
 #: Domain separation: trail digests never equal the ``hmac:`` values masking puts in data.
 _TRAIL_LABEL = b"lgpd-tasks subject trail v1"
 
@@ -227,13 +231,19 @@ class SubjectTrail:
         positions = self._result_columns(decision, columns, touched) if columns else []
         trail = StatementTrail(self, access, positions)
         coverage = "rows" if positions else "none"
+        lone_keys = trail.lone_keys
         if written & set(touched) and not columns:
             found = self._statement_keys(sql, parameters, many, written & set(touched))
             if found is not None:
                 coverage, values = found
                 trail.add_values(values)
+                lone_keys = any(role != "subject" for _, role, _ in values)
         elif columns and written & set(touched) and positions:
             coverage = "returning"
+        if lone_keys and coverage != "none":
+            # the trail may hold primary keys never yet seen with their subject key: a
+            # report that cannot follow them says so (see accesses_with_unlinked_keys)
+            coverage += KEYS_SUFFIX
         self._write_access(access, touched, coverage)
         return trail
 
@@ -440,6 +450,47 @@ def _aligned(blob: bytes, needle: bytes, width: int, offset: int) -> Iterator[in
         pos = blob.find(needle, pos + 1)
 
 
+def accesses_with_unlinked_keys(store: AuditStore, access_ids: Iterable[str]) -> set[str]:
+    """Those of ``access_ids`` whose trail holds a digest no primary-key link leads from.
+
+    For statements recorded with :data:`KEYS_SUFFIX` (rows named by primary key only):
+    such a key was never seen with its subject key, so whose row it was is unknown. A
+    subject digest in the same trail (another table's key returned alongside) counts too,
+    so such a statement may be listed although every key in it is known.
+    """
+    wanted = {uuid.UUID(a).bytes: a for a in access_ids}
+    if not wanted:
+        return set()
+    store.ensure_ready()
+    try:
+        with store.engine.connect() as conn:
+            digests: dict[bytes, set[bytes]] = {}
+            accesses = sorted(wanted)
+            for i in range(0, len(accesses), 500):
+                query = select(subject_digests.c.access, subject_digests.c.digests).where(
+                    subject_digests.c.access.in_(accesses[i : i + 500])
+                )
+                for access, blob in conn.execute(query):
+                    data = bytes(blob)
+                    digests.setdefault(bytes(access), set()).update(
+                        data[j : j + DIGEST_BYTES] for j in range(0, len(data), DIGEST_BYTES)
+                    )
+            pending = set().union(*digests.values()) if digests else set()
+            linked: set[bytes] = set()
+            width = 2 * DIGEST_BYTES
+            if pending:
+                for (links,) in conn.execute(select(subject_links.c.links)):
+                    data = bytes(links)
+                    linked.update(
+                        d
+                        for j in range(0, len(data), width)
+                        if (d := data[j : j + DIGEST_BYTES]) in pending
+                    )
+    except SQLAlchemyError as err:
+        raise _unavailable(store, err) from None
+    return {wanted[a] for a, held in digests.items() if held - linked}
+
+
 def access_coverage(store: AuditStore) -> dict[str, tuple[str, str]]:
     """Every recorded statement over a subject table: intent id -> (tables, coverage)."""
     store.ensure_ready()
@@ -486,6 +537,8 @@ class StatementTrail:
         # a subject column paired with a primary key is hashed by the link step
         partnered = {id(p) for _, p in self._pk_cols if p is not None}
         self._subject_cols = [c for c in subject_cols if id(c) not in partnered]
+        #: Primary keys (or references) go into the trail without their subject key.
+        self.lone_keys = any(p is None for _, p in self._pk_cols)
         self.subjects = 0
 
     def observe(self, rows: Sequence[Sequence[Any]]) -> None:

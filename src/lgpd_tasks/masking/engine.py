@@ -237,15 +237,45 @@ class Masker:
         """A column's name as reports and errors show it: personal data in it is masked."""
         return self.mask_text(str(name))
 
-    def _plan_by_name(self, position: int, name: object) -> ColumnPlan | None:
-        label = self._label(name)
+    def _name_rule(self, name: object) -> tuple[PiiType, Strategy, str] | None:
+        """The type, strategy and ground (``policy`` or ``name``) a column name calls for."""
+        if isinstance(name, tuple):
+            # a MultiIndex column (``("contato", "cpf")``, ``("cpf", "first")``): the rule
+            # of its innermost part that names one
+            for part in reversed(name):
+                rule = self._name_rule(part)
+                if rule is not None:
+                    return rule
+            return None
         explicit = self._columns.get(compact_name(name)) if isinstance(name, str) else None
         pii = type_from_name(name)
         if explicit is not None:
-            return ColumnPlan(position, label, pii or PiiType.OTHER, explicit[1], 1.0, "policy")
+            return pii or PiiType.OTHER, explicit[1], "policy"
         if pii is not None and self.rules.detect:
-            return ColumnPlan(position, label, pii, self._types[pii], 1.0, "name")
+            return pii, self._types[pii], "name"
         return None
+
+    def _plan_by_name(
+        self, position: int, name: object, sources: Collection[str] = ()
+    ) -> ColumnPlan | None:
+        """The plan a column's name calls for, and the names of the ``sources`` its values
+        come from (a query's renamed column): the policy's rules come before names merely
+        recognised; rules that differ give the most protective (``drop``, ``null``, else
+        ``redact``)."""
+        found = [r for r in map(self._name_rule, (name, *sources)) if r is not None]
+        chosen = [r for r in found if r[2] == "policy"] or found
+        if not chosen:
+            return None
+        pii, strategy, by = chosen[0]
+        if any(r[:2] != (pii, strategy) for r in chosen[1:]):
+            strategies = [r[1] for r in chosen]
+            mixed = any(r[0] is not pii for r in chosen)
+            strategy = next(
+                (s for kind in (Drop, Null) for s in strategies if isinstance(s, kind)),
+                Redact(token="[REDACTED]" if mixed else None),
+            )
+            pii = PiiType.OTHER if mixed else pii
+        return ColumnPlan(position, self._label(name), pii, strategy, 1.0, by)
 
     def _guess(self, sample: list[Any]) -> ContentGuess:
         """What a column's sample (see :func:`_sample_of`) holds: text is read as text, and
@@ -308,23 +338,20 @@ class Masker:
         df: pd.DataFrame,
         skip: Collection[int] = (),
         *,
-        names: Sequence[object] | None = None,
+        sources: Sequence[Collection[str]] | None = None,
     ) -> list[ColumnPlan]:
         """Decide, for every column of ``df`` but those at ``skip``, whether and how it is masked.
 
-        ``names`` are the names the columns are recognised by, when not their labels (an
-        index level moved into a column keeps its own name, see :func:`level_names`).
+        ``sources`` gives, per column, the names of the columns its values come from (see
+        :meth:`mask_dataframe`); their name rules apply besides the column's own.
         """
         plans: list[ColumnPlan] = []
         positions = list(sample_positions(len(df), self.rules.sample_size))
-        known = list(df.columns) if names is None else list(names)
-        for j, label in enumerate(df.columns):
+        origins = _sources_for(sources, df.shape[1])
+        for j, name in enumerate(df.columns):
             if j in skip:
                 continue
-            name = known[j]
-            plan = self._plan_by_name(j, name)
-            if plan is not None and name is not label:
-                plan = replace(plan, column=self._label(label))
+            plan = self._plan_by_name(j, name, origins[j])
             needs_content = (plan is None and self.rules.detect) or (
                 plan is not None and plan.pii_type is PiiType.OTHER
             )
@@ -333,7 +360,7 @@ class Masker:
                 sample = self._sample(df.iloc[:, j], positions)
                 if sample:
                     if plan is None:
-                        plan = self._plan_by_content(j, label, sample)
+                        plan = self._plan_by_content(j, name, sample)
                     else:
                         plan = self._refine_explicit(plan, sample)
             if (
@@ -342,7 +369,7 @@ class Masker:
                 and _may_hold_text(df.dtypes.iloc[j], sample)
                 and not _codes(sample)
             ):
-                plan = self._scan_plan(j, label)
+                plan = self._scan_plan(j, name)
             if (
                 plan is not None
                 and plan.pii_type is PiiType.OTHER
@@ -364,13 +391,21 @@ class Masker:
         keys that collide would silently lose entries, so such labels are refused instead.
         """
         original = list(labels)
-        masked = [self.mask_text(k) if isinstance(k, str) else k for k in original]
+        masked = [self._mask_label(k) for k in original]
         if masked != original and len(set(map(repr, masked))) != len(masked):
             raise LabelsWouldMerge(
                 "cannot mask these keys or column labels without merging them: they hold "
                 "personal data; keep the personal value in a column (records or a DataFrame)"
             )
         return masked
+
+    def _mask_label(self, label: object) -> object:
+        """One key or label with personal data masked; each part of a tuple (MultiIndex) label."""
+        if isinstance(label, str):
+            return self.mask_text(label)
+        if isinstance(label, tuple):
+            return tuple(self._mask_label(part) for part in label)
+        return label
 
     def mask_frame(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, MaskingReport]:
         """A DataFrame masked in its columns, its index and its column labels.
@@ -379,7 +414,7 @@ class Masker:
         the index is masked as columns under its level names, so name rules apply to it too.
         """
         flat, levels = index_to_columns(frame)
-        masked, report = self._mask_dataframe(flat, level_names(flat, levels))
+        masked, report = self._mask_dataframe(flat, level_sources(flat, levels))
         return self.mask_frame_labels(columns_to_index(masked, levels)), report
 
     def mask_frame_labels(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -388,47 +423,238 @@ class Masker:
         Raises :class:`LabelsWouldMerge` when two labels would become one.
         """
         out = frame.copy(deep=False)
-        out.columns = self.mask_labels(list(out.columns))
+        labels = self.mask_labels(list(out.columns))
+        names = self.mask_labels(list(out.columns.names))
+        if isinstance(out.columns, pd.MultiIndex):
+            out.columns = pd.MultiIndex.from_tuples(labels, names=names)
+        else:
+            out.columns = pd.Index(labels, name=names[0], tupleize_cols=False)
         out.index = out.index.set_names(self.mask_labels(list(out.index.names)))
         return out
 
-    def mask_dataframe(self, df: pd.DataFrame) -> tuple[pd.DataFrame, MaskingReport]:
+    def mask_dataframe(
+        self, df: pd.DataFrame, *, sources: Sequence[Collection[str]] | None = None
+    ) -> tuple[pd.DataFrame, MaskingReport]:
         """Mask ``df`` into a new frame; ``df`` itself is never modified.
+
+        ``sources``, one entry per column, names the columns each column's values come from
+        when its label is not their name (``SELECT nome AS quem``): the policy's rule for
+        ``nome`` then masks ``quem``. Rules that differ between a column and its sources
+        give the most protective (``drop``, ``null``, else ``redact``).
 
         A frame this masker returned is not masked again column by column: its Arrow string
         columns that still hold the very arrays the masker produced (Arrow arrays cannot be
         changed in place) are known to need nothing more, and are reported with no cells
         masked. Every other column, and every other frame, is planned and masked as usual.
+
+        Cells holding dicts, lists, tuples, sets or arrays are masked leaf by leaf (see
+        :meth:`_mask_nested`). ``df.attrs`` is not carried over: free text in it could hold
+        a name that no rule finds.
         """
         if not isinstance(df, pd.DataFrame):
             raise MaskingError(
                 f"mask_dataframe expects a pandas DataFrame, got {type(df).__name__}"
             )
-        return self._mask_dataframe(df, None)
+        return self._mask_dataframe(df, sources)
 
     def _mask_dataframe(
-        self, df: pd.DataFrame, names: Sequence[object] | None
+        self, df: pd.DataFrame, sources: Sequence[Collection[str]] | None
     ) -> tuple[pd.DataFrame, MaskingReport]:
         trusted = self._trusted_columns(df)
-        plans = self.plan(df, skip=trusted, names=names)
+        nested = self._nested_columns(df, skip=trusted)
+        done = [(p.position, p.report(0)) for p in trusted.values() if p is not None and not p.scan]
+        if nested:
+            df = df.copy(deep=False)
+            for j in nested:
+                column, reports = self._mask_nested(df.iloc[:, j], df.columns[j])
+                df.isetitem(j, column)  # type: ignore[arg-type]  # stubs omit Series
+                done += [(j, r) for r in reports]
+        plans = self.plan(df, skip={*trusted, *nested}, sources=sources)
         out, report = self.apply(df, plans)
-        if trusted:
-            done = [
-                (p.position, p.report(0)) for p in trusted.values() if p is not None and not p.scan
-            ]
-            # a report names its column by the plan's label, which is unique to a position
+        if done:
+            # a report names its column by the plan's label, unique to a position (a column
+            # merely scanned is reported only when a cell changed)
             where = {p.column: p.position for p in plans}
             ordered = sorted(
                 [(where[r.column], r) for r in report.columns] + done,
-                key=lambda item: item[0],
+                key=itemgetter(0),
             )
             report = MaskingReport(rows=report.rows, columns=tuple(r for _, r in ordered))
+        if out.attrs:
+            # free text there (a source row, a note) could hold a name no rule finds
+            out.attrs = {}
         if out.shape[1] == df.shape[1]:
             by_position = {p.position: p for p in plans} | {
                 j: p for j, p in trusted.items() if p is not None
             }
             _MASKED.add(out, self, tuple(by_position.get(j) for j in range(out.shape[1])))
         return out, report
+
+    def mask_records(
+        self, records: Sequence[Mapping[Any, Any]]
+    ) -> tuple[list[dict[Any, Any]], MaskingReport]:
+        """Mask a list of dicts as the rows of a frame: each key is a column, planned by
+        name (policy, then the name itself) and then by content, as in :meth:`mask_dataframe`;
+        nested dicts and lists are masked as in a frame's cells. Keys holding personal data
+        are masked (:meth:`mask_labels`); a key whose rule is ``drop`` is left out.
+        """
+        if not records:
+            return [], MaskingReport(rows=0)
+        for i, record in enumerate(records):
+            if not isinstance(record, Mapping):
+                raise MaskingError(
+                    f"mask_records expects mappings; item {i} is a {type(record).__name__}"
+                )
+        keys = list(dict.fromkeys(k for record in records for k in record))
+        labels = self.mask_labels(keys)
+        frame = pd.DataFrame(
+            {j: pd.Series([r.get(k) for r in records], dtype=object) for j, k in enumerate(keys)}
+        )
+        frame.columns = pd.Index(keys, dtype=object, tupleize_cols=False)
+        masked, report = self.mask_dataframe(frame)
+        # the masked frame keeps the columns that were not dropped, in their order
+        kept: dict[int, list[Any]] = {}
+        remaining = list(masked.columns)
+        p = 0
+        for j, key in enumerate(keys):
+            if p < len(remaining) and (remaining[p] is key or remaining[p] == key):
+                kept[j] = masked.iloc[:, p].astype(object).tolist()
+                p += 1
+        position = {k: j for j, k in enumerate(keys)}
+        out = [
+            {labels[position[k]]: kept[position[k]][i] for k in record if position[k] in kept}
+            for i, record in enumerate(records)
+        ]
+        return out, report
+
+    # -- cells holding dicts and lists ---------------------------------------------------------
+
+    def _nested_columns(self, df: pd.DataFrame, skip: Collection[int]) -> list[int]:
+        """Object columns with dicts, lists, tuples, sets or arrays in their cells (but those a
+        ``drop`` or ``null`` rule empties as a whole)."""
+        found: list[int] = []
+        for j in range(df.shape[1]):
+            if j in skip or not is_object_dtype(df.dtypes.iloc[j]):
+                continue
+            col = df.iloc[:, j]
+            if infer_dtype(col, skipna=True) not in _MIXED:
+                continue
+            if not any(isinstance(v, _NESTED) for v in col.tolist()):
+                continue
+            plan = self._plan_by_name(j, df.columns[j])
+            if plan is not None and isinstance(plan.strategy, (Drop, Null)):
+                continue
+            found.append(j)
+        return found
+
+    def _mask_nested(
+        self, col: pd.Series[Any], name: object
+    ) -> tuple[pd.Series[Any], list[ColumnReport]]:
+        """A column whose cells hold dicts and lists, masked leaf by leaf.
+
+        The values found at one path (``contato.cpf``, ``contatos[]``) across the column are
+        masked together as a column: under the rule of the innermost key that names one (or
+        the column's own name), else by their content. Dict keys holding personal data are
+        masked; keys of one dict that would merge are refused.
+        """
+        values = col.tolist()
+        labels: dict[tuple[type, object], _Part] = {}
+        groups: dict[tuple[Any, ...], list[Any]] = {}
+        for value in values:
+            self._collect(value, (), groups, labels)
+        reports: list[ColumnReport] = []
+        masked: dict[tuple[Any, ...], Iterator[Any]] = {}
+        column_label = self._label(name)
+        for path, leaves in groups.items():
+            plan = self._plan_leaves(name, path, leaves, column_label)
+            if plan is None:
+                masked[path] = iter(leaves)
+                continue
+            if isinstance(plan.strategy, Drop):  # a leaf keeps its place, as a null
+                plan = replace(plan, strategy=Null())
+            series = pd.Series(leaves, dtype=object)
+            out, cells = self._apply_chunked(series, plan)
+            masked[path] = iter(leaves if out is None or out is series else out.tolist())
+            reports.append(plan.report(cells))
+        rebuilt = [self._rebuild(value, (), masked, labels) for value in values]
+        return pd.Series(rebuilt, index=col.index, dtype=object, name=col.name), reports
+
+    def _part(self, key: object, labels: dict[tuple[type, object], _Part]) -> _Part:
+        part = labels.get((type(key), key))
+        if part is None:
+            label = self._mask_label(key)
+            part = labels[(type(key), key)] = _Part(label, label != key)
+        return part
+
+    def _collect(
+        self,
+        value: Any,
+        path: tuple[Any, ...],
+        groups: dict[tuple[Any, ...], list[Any]],
+        labels: dict[tuple[type, object], _Part],
+    ) -> None:
+        if isinstance(value, Mapping):
+            for key, item in value.items():
+                self._collect(item, (*path, self._part(key, labels)), groups, labels)
+        elif isinstance(value, _SEQUENCES):
+            for item in value:
+                self._collect(item, (*path, _ITEM), groups, labels)
+        else:
+            groups.setdefault(path, []).append(value)
+
+    def _rebuild(
+        self,
+        value: Any,
+        path: tuple[Any, ...],
+        masked: dict[tuple[Any, ...], Iterator[Any]],
+        labels: dict[tuple[type, object], _Part],
+    ) -> Any:
+        if isinstance(value, Mapping):
+            out: dict[Any, Any] = {}
+            for key, item in value.items():
+                part = self._part(key, labels)
+                if part.label in out:
+                    raise LabelsWouldMerge(
+                        "cannot mask the keys of a dict in a cell without merging them: they "
+                        "hold personal data; keep the personal value as a value instead"
+                    )
+                out[part.label] = self._rebuild(item, (*path, part), masked, labels)
+            return out
+        if isinstance(value, _SEQUENCES):
+            items = [self._rebuild(item, (*path, _ITEM), masked, labels) for item in value]
+            if isinstance(value, np.ndarray):
+                array = np.empty(len(items), dtype=object)
+                array[:] = items
+                return array
+            if isinstance(value, tuple | set | frozenset):
+                return type(value)(items)
+            return items
+        return next(masked[path])
+
+    def _plan_leaves(
+        self, name: object, path: tuple[Any, ...], leaves: list[Any], column_label: str
+    ) -> ColumnPlan | None:
+        """How the values at one path of a nested column are masked."""
+        label = column_label + "".join("[]" if part is _ITEM else f".{part.label}" for part in path)
+        plan = self._plan_by_name(0, name)
+        for part in path:
+            if part is not _ITEM and not part.personal:
+                plan = self._plan_by_name(0, part.label) or plan
+        if plan is not None:
+            plan = replace(plan, column=label)
+        needs_content = (plan is None and self.rules.detect) or (
+            plan is not None and plan.pii_type is PiiType.OTHER
+        )
+        if needs_content:
+            positions = sample_positions(len(leaves), self.rules.sample_size)
+            sample = _sample_of([leaves[i] for i in positions])
+            if plan is None:
+                plan = self._plan_by_content(0, label, sample)
+            else:
+                plan = self._refine_explicit(plan, sample)
+        if plan is not None and plan.pii_type is not PiiType.TEXT:
+            _check(plan.strategy, plan.pii_type, f"column {plan.column!r}")
+        return plan
 
     def _trusted_columns(self, df: pd.DataFrame) -> dict[int, ColumnPlan | None]:
         """Columns of a frame this masker returned that still hold the arrays it returned."""
@@ -657,24 +883,30 @@ class Masker:
         return pd.Series(values, index=col.index, dtype=object, name=col.name), len(changed)
 
     def mask_rows(
-        self, column_names: Sequence[object], rows: list[Any]
+        self,
+        column_names: Sequence[object],
+        rows: list[Any],
+        *,
+        sources: Sequence[Collection[str]] | None = None,
     ) -> tuple[list[Any], MaskingReport]:
         """Mask DB-API result rows; returns ``rows`` itself when no column needs masking.
 
         Names are planned once per column-name tuple; content is checked on a sample of
         up to 64 rows of each call, and text columns that get no type from it are still
         scrubbed cell by cell. A dropped column keeps its place with nulls, since a
-        cursor's description fixes the shape.
+        cursor's description fixes the shape. ``sources`` is as for :meth:`mask_dataframe`.
         """
         names = tuple(column_names)
         if not rows:
             return rows, MaskingReport(rows=0)
-        by_name = self._name_plans.get(names)
+        origins = _sources_for(sources, len(names))
+        key = (names, origins)
+        by_name = self._name_plans.get(key)
         if by_name is None:
-            by_name = tuple(self._plan_by_name(j, n) for j, n in enumerate(names))
+            by_name = tuple(self._plan_by_name(j, n, origins[j]) for j, n in enumerate(names))
             if len(self._name_plans) > 1024:
                 self._name_plans.clear()
-            self._name_plans[names] = by_name
+            self._name_plans[key] = by_name
         positions = list(sample_positions(len(rows), ROWS_SAMPLE))
         plans: list[ColumnPlan] = []
         for j, plan in enumerate(by_name):
@@ -756,13 +988,17 @@ def index_to_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, IndexLevels | N
     return frame.rename_axis(list(columns)).reset_index(), IndexLevels(columns, names)
 
 
-def level_names(flat: pd.DataFrame, levels: IndexLevels | None) -> list[object] | None:
-    """The names ``flat``'s columns are planned by: an index level's own name, even when its
-    column was renamed ``__index_level_N__`` (``set_index("nome", drop=False)``)."""
+def level_sources(flat: pd.DataFrame, levels: IndexLevels | None) -> list[tuple[str, ...]] | None:
+    """Per column of ``flat``, the names its values come from (see ``Masker.mask_dataframe``):
+    an index level's own name when its column was renamed ``__index_level_N__`` because a
+    column has that name (``set_index("nome", drop=False)``), so that its rules still apply."""
     if levels is None:
         return None
-    own = dict(zip(levels.columns, levels.names, strict=True))
-    return [own.get(c, c) if isinstance(c, str) else c for c in flat.columns]
+    own = {c: n for c, n in zip(levels.columns, levels.names, strict=True) if c != n}
+    return [
+        (own[c],) if isinstance(c, str) and isinstance(own.get(c), str) else ()
+        for c in flat.columns
+    ]
 
 
 def columns_to_index(frame: pd.DataFrame, levels: IndexLevels | None) -> pd.DataFrame:
@@ -776,6 +1012,25 @@ def columns_to_index(frame: pd.DataFrame, levels: IndexLevels | None) -> pd.Data
     out.index = out.index.set_names([n for _, n in kept])
     return out
 
+
+#: What ``infer_dtype`` calls an object column that may hold dicts or lists in its cells.
+_MIXED = frozenset({"mixed", "mixed-integer", "unknown-array"})
+#: Containers whose items are masked one by one, as cells of a column of their own.
+_SEQUENCES = (list, tuple, set, frozenset, np.ndarray)
+_NESTED = (Mapping, *_SEQUENCES)
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A dict key on the path to a nested value: its masked label, and whether masking
+    changed it (a key that is a personal value names no rule)."""
+
+    label: Any
+    personal: bool
+
+
+#: The path part of a list's (tuple's, set's) items.
+_ITEM = object()
 
 #: Identifiers stored as numbers, and their width once the lost leading zeros are back.
 _NUMERIC_IDS: Mapping[PiiType, int] = MappingProxyType({PiiType.CPF: 11, PiiType.CNPJ: 14})
@@ -797,6 +1052,19 @@ def _numbers_of(col: pd.Series[Any]) -> pd.Series[Any]:
         except (ValueError, OverflowError):  # integers beyond 64 bits: left as they are
             return col
     return col
+
+
+def _sources_for(
+    sources: Sequence[Collection[str]] | None, width: int
+) -> tuple[tuple[str, ...], ...]:
+    """``sources`` checked against the number of columns, as a hashable tuple."""
+    if sources is None:
+        return ((),) * width
+    if isinstance(sources, str | bytes) or len(sources) != width:
+        raise MaskingError(
+            f"sources: give one collection of column names for each of the {width} columns"
+        )
+    return tuple((s,) if isinstance(s, str) else tuple(sorted(map(str, s))) for s in sources)
 
 
 def _check(strategy: Strategy, pii: PiiType, where: str) -> None:

@@ -247,6 +247,7 @@ def _statement(
         where_always_true=where_expr is not None and always_true(where_expr),
         functions=frozenset(walker.functions),
         output_columns=tuple(name for name, _ in outputs),
+        output_sources=_carried(tree, outputs) if kind == "select" else (),
         unknown_functions=frozenset(walker.unknown_functions),
         unresolved_columns=frozenset(walker.unresolved),
         copy_endpoint=copy_endpoint,
@@ -254,6 +255,24 @@ def _statement(
         unbounded_writes=frozenset(walker.unbounded),
         row_bound=_row_bound(tree) if kind == "select" else None,
     )
+
+
+#: Top-level projections whose value is a count, a length or a truth value: they read their
+#: columns but carry none of their values into the result.
+_VALUELESS = (exp.Count, exp.Length, exp.Predicate, exp.Not, exp.And, exp.Or)
+
+
+def _carried(
+    tree: exp.Expr, outputs: list[tuple[str, frozenset[str]]]
+) -> tuple[frozenset[str], ...]:
+    """Each output's sources, but none for a top-level ``count``/``length``/comparison."""
+    carried = [sources for _, sources in outputs]
+    if isinstance(tree, exp.Select) and len(tree.expressions) == len(outputs):
+        for i, projection in enumerate(tree.expressions):
+            value = projection.this if isinstance(projection, exp.Alias) else projection
+            if isinstance(value, _VALUELESS):
+                carried[i] = frozenset()
+    return tuple(carried)
 
 
 def _walk_other(walker: Walker, tree: exp.Expr) -> None:

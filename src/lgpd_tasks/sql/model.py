@@ -78,6 +78,10 @@ class StatementAnalysis:
     where_always_true: bool = False
     functions: frozenset[str] = frozenset()
     output_columns: tuple[str, ...] = ()
+    #: For each output column, by position, the source columns (``schema.table.column``)
+    #: whose values it may carry: a projection that only counts or tests them (``count``,
+    #: ``length``, a comparison) at the top level carries none. Results are masked by it.
+    output_sources: tuple[frozenset[str], ...] = ()
     #: Function names sqlglot does not know (user-defined or dialect-specific), lowercase.
     unknown_functions: frozenset[str] = frozenset()
     #: Column references that resolve to no table in reach (fail closed: blocked).

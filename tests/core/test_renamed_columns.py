@@ -1,0 +1,189 @@
+"""A column renamed in SQL is masked under the policy's rule for the column it comes from.
+
+``SELECT nome AS quem`` must not bring names back raw because ``quem`` is no rule's name: the
+guard's lineage says where each output column comes from, on SQLite and PostgreSQL, through
+aliases, functions, CTEs, subqueries and UNION, whichever way the result is fetched.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from faker import Faker
+
+from lgpd_tasks.audit import AuditStore, EntryFilter
+from lgpd_tasks.connection import GuardedConnection, connect
+from lgpd_tasks.errors import MaskingError
+from lgpd_tasks.identity import TaskIdentity
+from lgpd_tasks.masking import Masker, MaskingRules
+from lgpd_tasks.policy import parse_policy
+from tests.core.results import FETCH_WAYS, fetch
+
+POLICY = """\
+version: 1
+dialect: {dialect}
+purposes:
+  report:
+    legal_basis: legitimate_interest
+    retention: 180d
+scopes:
+  extract:
+    purpose: report
+    read:
+      {schema}customers: [id, nome, cpf, email, cidade]
+masking:
+  columns: {{cpf: hmac, email: partial, nome: redact}}
+  key_env: LGPD_MASKING_KEY
+"""
+
+WHO = TaskIdentity("airflow", "contractor", "extract", run_id="manual__1", attempt=1)
+
+
+@pytest.fixture(autouse=True)
+def _masking_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LGPD_MASKING_KEY", "test-key-not-secret")
+
+
+def _people() -> list[tuple[int, str, str, str, str]]:
+    fake = Faker("pt_BR")
+    Faker.seed(11)
+    return [(i, fake.name(), fake.cpf(), fake.email(), fake.city()) for i in range(1, 13)]
+
+
+def _name(v: Any) -> bool:
+    return v == "[NAME]"
+
+
+def _hmac(v: Any) -> bool:
+    return isinstance(v, str) and v.startswith("hmac:")
+
+
+def _partial_email(v: Any) -> bool:
+    return isinstance(v, str) and v.startswith("***@")
+
+
+def _redacted(v: Any) -> bool:
+    return v == "[REDACTED]"
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+Check = Callable[[Any], bool]
+
+#: A query (``{t}`` is the table) and how each of its result columns must come back.
+CASES: list[tuple[str, tuple[Check, ...]]] = [
+    (
+        "SELECT id, nome AS n, email AS contato, cpf AS doc FROM {t}",
+        (_count, _name, _partial_email, _hmac),
+    ),
+    ("SELECT nome AS responsavel_pedido, nome AS quem FROM {t}", (_name, _name)),
+    ("SELECT max(nome) FROM {t}", (_name,)),
+    ("SELECT upper(nome) AS u, substr(cpf, 1, 14) AS c FROM {t}", (_name, _hmac)),
+    ("SELECT cpf AS cpf_cliente FROM {t}", (_hmac,)),
+    (
+        "WITH x AS (SELECT nome AS a, cpf AS b FROM {t}) SELECT a AS z, b AS w FROM x",
+        (_name, _hmac),
+    ),
+    ("SELECT q FROM (SELECT email AS q FROM {t}) s", (_partial_email,)),
+    ("SELECT nome AS n FROM {t} UNION SELECT email FROM {t}", (_redacted,)),
+    ("SELECT nome || ' ' || email AS combo FROM {t}", (_redacted,)),
+    ("SELECT * FROM {t}", (_count, _name, _hmac, _partial_email, lambda v: "@" not in v)),
+    ("SELECT cidade AS c, count(nome) AS n FROM {t} GROUP BY cidade", (lambda v: True, _count)),
+]
+
+
+def _rows(result: Any) -> list[tuple[Any, ...]]:
+    if isinstance(result, pd.DataFrame):
+        return [tuple(r) for r in result.astype(object).itertuples(index=False)]
+    return [tuple(r) for r in result]
+
+
+def _check_cases(conn: GuardedConnection, table: str, how: str) -> None:
+    raw = {v for p in _people() for v in p[1:4]}
+    for sql, checks in CASES:
+        rows = _rows(fetch(conn, sql.format(t=table), how))
+        assert rows, sql
+        for row in rows:
+            assert len(row) == len(checks), sql
+            assert not raw & set(row), (sql, how, row)
+            for value, check in zip(row, checks, strict=True):
+                assert check(int(value) if hasattr(value, "item") else value), (sql, how, row)
+
+
+@pytest.fixture
+def sqlite_conn(tmp_path: Path) -> Iterator[GuardedConnection]:
+    path = tmp_path / "source.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE customers (id INTEGER, nome TEXT, cpf TEXT, email TEXT, cidade TEXT)")
+    db.executemany("INSERT INTO customers VALUES (?, ?, ?, ?, ?)", _people())
+    db.commit()
+    db.close()
+    policy = parse_policy(POLICY.format(dialect="sqlite", schema=""), "policy.yaml")
+    audit = AuditStore.from_url(f"sqlite:///{tmp_path}/audit.db")
+    with connect(
+        f"sqlite:///{path}", policy=policy, scope="extract", identity=WHO, audit=audit
+    ) as c:
+        yield c
+
+
+@pytest.mark.parametrize("how", FETCH_WAYS)
+def test_renamed_columns_are_masked_by_their_source_on_sqlite(
+    sqlite_conn: GuardedConnection, how: str
+) -> None:
+    _check_cases(sqlite_conn, "customers", how)
+
+
+@pytest.mark.postgres
+def test_renamed_columns_are_masked_by_their_source_on_postgres(
+    pg_schema: str, postgres_dsn: str, tmp_path: Path
+) -> None:
+    import psycopg
+
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute(
+            f"CREATE TABLE {pg_schema}.customers (id int, nome text, cpf text, email text, cidade text)"
+        )
+        with admin.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO {pg_schema}.customers VALUES (%s, %s, %s, %s, %s)", _people()
+            )
+    policy = parse_policy(POLICY.format(dialect="postgres", schema=f"{pg_schema}."))
+    audit = AuditStore.from_url(f"sqlite:///{tmp_path}/audit.db")
+    with connect(postgres_dsn, policy=policy, scope="extract", identity=WHO, audit=audit) as conn:
+        for how in FETCH_WAYS:
+            _check_cases(conn, f"{pg_schema}.customers", how)
+
+
+def test_the_outcome_records_the_source_rule(sqlite_conn: GuardedConnection) -> None:
+    sqlite_conn.execute("SELECT cpf AS doc, nome AS quem FROM customers").fetchall()
+    audit = sqlite_conn.audit
+    (record,) = audit.records(EntryFilter(kind="statement"))
+    assert record.outcome is not None
+    masked = record.outcome.details["masked"]
+    assert masked["doc"]["strategy"] == "hmac"
+    assert masked["quem"]["strategy"] == "redact"
+
+
+def test_masker_sources_parameter() -> None:
+    masker = Masker(MaskingRules(columns={"nome": "redact", "email": "hmac"}), key=b"k" * 16)
+    frame = pd.DataFrame({"quem": ["Maria Souza"], "contato": ["maria.souza@gmail.com"]})
+    masked, _ = masker.mask_dataframe(frame, sources=[{"nome"}, ["email"]])
+    assert masked["quem"].tolist() == ["[NAME]"]
+    assert masked["contato"].iloc[0].startswith("hmac:")
+    rows, _ = masker.mask_rows(["quem", "x"], [("Maria Souza", 1)], sources=["nome", ()])
+    assert rows == [("[NAME]", 1)]
+    # several sources masked differently: the most protective, a redaction
+    rows, _ = masker.mask_rows(["c"], [("Maria maria@x.com",)], sources=[("nome", "email")])
+    assert rows == [("[REDACTED]",)]
+    # without sources the label alone decides, as before
+    untouched, _ = masker.mask_rows(["quem"], [("Maria Souza",)])
+    assert untouched == [("Maria Souza",)]
+    with pytest.raises(MaskingError, match="sources"):
+        masker.mask_rows(["a", "b"], [(1, 2)], sources=[()])
