@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from lgpd_tasks.errors import LabelsWouldMerge, MaskingError
 from lgpd_tasks.masking import ColumnPlan, Masker, MaskingReport
-from lgpd_tasks.masking.engine import columns_to_index, index_to_columns
+from lgpd_tasks.masking.engine import IndexLevels, columns_to_index, index_to_columns, level_sources
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -101,17 +101,53 @@ class _Writer:
         self._schema: pa.Schema | None = None
         self._first = True
 
-    def write(self, df: pd.DataFrame, *, index: bool) -> None:
-        """Append ``df``, with its index as Parquet index columns when ``index`` is set."""
+    def write(self, df: pd.DataFrame, *, index: bool, source: Path, row: int) -> None:
+        """Append ``df``, with its index as Parquet index columns when ``index`` is set.
+
+        Every Parquet chunk must fit the schema of the first one; a chunk that cannot (a
+        column first found to hold personal data after earlier rows were written with
+        another type) is refused with a :class:`MaskingError`, never written half-way.
+        """
         if self.fmt == "csv":
             df.to_csv(self.tmp, mode="w" if self._first else "a", header=self._first, index=False)
         else:
-            table = pa.Table.from_pandas(df, preserve_index=index, schema=self._schema)
-            if self._parquet is None:
+            try:
+                table = pa.Table.from_pandas(df, preserve_index=index)
+            except (pa.ArrowException, ValueError) as err:
+                # Arrow's message quotes the cell it could not convert: only its kind is shown
+                raise MaskingError(
+                    f"{source}: rows from {row} on cannot be written as Parquet "
+                    f"({type(err).__name__}: a column mixes values of several types)"
+                ) from None
+            if self._schema is None:
                 self._schema = table.schema
                 self._parquet = pq.ParquetWriter(self.tmp, table.schema)
+            elif not table.schema.equals(self._schema):
+                table = self._conform(table, source, row)
+            assert self._parquet is not None
             self._parquet.write_table(table)
         self._first = False
+
+    def _conform(self, table: pa.Table, source: Path, row: int) -> pa.Table:
+        schema = self._schema
+        assert schema is not None
+        if table.schema.names != schema.names:
+            raise MaskingError(f"{source}: rows from {row} on have other columns than the first")
+        for name, want, got in zip(schema.names, schema.types, table.schema.types, strict=True):
+            if want == got:
+                continue
+            try:
+                table = table.set_column(
+                    schema.get_field_index(name), schema.field(name), table[name].cast(want)
+                )
+            except (pa.ArrowException, ValueError):
+                raise MaskingError(
+                    f"{source}: column {name!r} is written as {want} but rows from {row} on "
+                    f"come out as {got} (personal data found there, after earlier rows were "
+                    "written); run again with a larger --chunk-rows or name the column in "
+                    "the policy's masking.columns"
+                ) from None
+        return table.replace_schema_metadata(schema.metadata)
 
     def close(self) -> None:
         if self._parquet is not None:
@@ -146,7 +182,8 @@ def mask_file(
     os.close(fd)
     tmp = Path(tmp_name)
     report = MaskingReport()
-    plans: list[ColumnPlan] | None = None
+    plans: dict[int, ColumnPlan] | None = None
+    row = 0
     try:
         writer = _Writer(tmp, out_fmt)
         with _progress(progress, _total_rows(source, in_fmt), source.name) as advance:
@@ -159,8 +196,9 @@ def mask_file(
                             f"{source}: column {missing[0]!r} named in the policy's "
                             "masking.columns is not in the file"
                         )
-                    plans = masker.plan(flat)
-                masked, chunk_report = masker.apply(flat, plans)
+                    plans = {}
+                plans = _replan(masker, flat, levels, plans)
+                masked, chunk_report = masker.apply(flat, sorted_plans(plans))
                 # index levels the policy did not drop go back to the index in Parquet
                 indexed = (
                     out_fmt == "parquet"
@@ -169,8 +207,11 @@ def mask_file(
                 )
                 if indexed:
                     masked = columns_to_index(masked, levels)
-                writer.write(_masked_labels(masker, masked, source), index=indexed)
+                writer.write(
+                    _masked_labels(masker, masked, source), index=indexed, source=source, row=row
+                )
                 report = report.merge(chunk_report)
+                row += len(chunk)
                 advance(len(chunk))
         writer.close()
         os.replace(tmp, target)
@@ -178,6 +219,24 @@ def mask_file(
         tmp.unlink(missing_ok=True)
         raise
     return report
+
+
+def _replan(
+    masker: Masker, flat: pd.DataFrame, levels: IndexLevels | None, plans: dict[int, ColumnPlan]
+) -> dict[int, ColumnPlan]:
+    """The plans for this chunk: every column is planned on every chunk, since personal
+    data can first show up in any of them. A column keeps the plan it got first; only a
+    column so far merely scanned for spans (see :meth:`Masker.plan`) can get a typed plan."""
+    settled = {j for j, p in plans.items() if not p.scan}
+    merged = dict(plans)
+    for plan in masker.plan(flat, skip=settled, sources=level_sources(flat, levels)):
+        if plan.position not in merged or not plan.scan:
+            merged[plan.position] = plan
+    return merged
+
+
+def sorted_plans(plans: dict[int, ColumnPlan]) -> list[ColumnPlan]:
+    return [plans[j] for j in sorted(plans)]
 
 
 def _masked_labels(masker: Masker, frame: pd.DataFrame, source: Path) -> pd.DataFrame:

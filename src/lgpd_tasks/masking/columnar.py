@@ -19,10 +19,10 @@ import pyarrow.compute as pc
 
 from lgpd_tasks.masking.detect import FULL_WIDTH, ContentGuess, PiiType
 from lgpd_tasks.masking.text import (
-    ASCII_PREFILTER,
     DIGITS_PREFILTER,
     EMAIL_RE2,
     PHONE_RE2,
+    ROW_PREFILTER,
     TextScrubber,
 )
 
@@ -33,20 +33,19 @@ STRING = pa.large_string()
 
 #: A sentence whose only digits form one identifier of a common spelling, with nothing
 #: around it that Python's lookarounds could read differently: no digit anywhere else, no
-#: letter or ``.``/``/``/``-`` touching it (an alphanumeric CNPJ could start there), and no
-#: letter right after it. For such rows the identifier's span and type follow from its digit
-#: count alone (11 CPF, 14 CNPJ or card, 16 card); every other row goes through Python.
+#: letter or ``.``/``/``/``-`` touching it (an alphanumeric CNPJ could start there) but a
+#: ``-`` after a letter (``PED-52998224725``: an alphanumeric CNPJ holds a ``-`` only right
+#: before its last two digits, so it cannot reach past that ``-`` into eleven or more
+#: digits), and no letter right after it. For such rows the identifier's span and type
+#: follow from its digit count alone (11 CPF, 14 CNPJ or card, 16 card); every other row
+#: goes through Python.
 SINGLE_NUMBER_RE2 = (
-    r"^(?P<pre>|[^0-9]*[^0-9A-Za-z./-])"
+    r"^(?P<pre>|[^0-9]*[^0-9A-Za-z./-]|[^0-9]*[A-Za-z]-)"
     r"(?P<span>[0-9]{3}[.][0-9]{3}[.][0-9]{3}-[0-9]{2}|[0-9]{11}"
     r"|[0-9]{2}[.][0-9]{3}[.][0-9]{3}/[0-9]{4}-[0-9]{2}|[0-9]{14}"
     r"|[0-9]{4}(?:[ -]?[0-9]{4}){3})"
     r"(?P<post>|[^0-9A-Za-z][^0-9]*)$"
 )
-
-#: Values a strategy produced (see ``strategies.ALREADY_MASKED``), split so that the common
-#: case costs two literal scans: any ``*``, or a token/hash that starts with ``[``/``hmac:``.
-_STRATEGY_OUTPUT = r"^\[[A-Z_]+\]$|^hmac:[a-z_]+:[0-9a-f]+$"
 
 
 def arrow_strings(values: pd.Series[Any]) -> pa.ChunkedArray | None:
@@ -67,12 +66,19 @@ def constant(size: int, text: str, index: pd.Index[Any] | None) -> pd.Series[str
     return to_series(pa.repeat(pa.scalar(text, STRING), size), index)
 
 
-def pending(array: pa.ChunkedArray) -> Bools:
-    """Non-null, non-empty values that no strategy produced, as a numpy mask."""
-    done = pc.match_substring(array, "*")
-    maybe = pc.or_(pc.starts_with(array, "["), pc.starts_with(array, "hmac:"))
+def pending(array: pa.ChunkedArray, already_masked: str) -> Bools:
+    """Non-null, non-empty values that no strategy produced, as a numpy mask.
+
+    Only values with a ``*`` or starting like a token or a hash can be an output: the exact
+    shapes (``already_masked``, anchored) are matched on those alone.
+    """
+    maybe = pc.or_(
+        pc.match_substring(array, "*"),
+        pc.or_(pc.starts_with(array, "["), pc.starts_with(array, "hmac:")),
+    )
+    done = maybe
     if pc.any(maybe).as_py():
-        done = pc.or_(done, pc.and_(maybe, pc.match_substring_regex(array, _STRATEGY_OUTPUT)))
+        done = pc.and_(maybe, pc.match_substring_regex(array, already_masked))
     todo = pc.and_(pc.greater(pc.binary_length(array), 0), pc.invert(done))
     mask: Bools = pc.fill_null(todo, False).to_numpy(zero_copy_only=False)
     return mask
@@ -247,7 +253,7 @@ def scrub_strings(
     remaining sentences with digits go through ``scrubber.digits_only``.
     """
     whole = array.combine_chunks().cast(STRING)
-    hits = pc.fill_null(pc.match_substring_regex(whole, ASCII_PREFILTER), False)
+    hits = pc.fill_null(pc.match_substring_regex(whole, ROW_PREFILTER), False)
     wide = full_width_rows(whole)
     if wide is not None:
         hits = pc.or_(hits, wide)

@@ -232,9 +232,13 @@ EMAIL = (
     f"[A-Za-z0-9._%+'{INTL_LETTERS}-]+@[A-Za-z0-9{INTL_LETTERS}-]+"
     f"(?:[.][A-Za-z0-9{INTL_LETTERS}-]+)*[.][A-Za-z{INTL_LETTERS}]{{2,}}"
 )
-#: A CPF in any spelling: bare, dotted, spaced, and with ``-``, ``.``, ``/`` or a space
-#: before the check digits.
-CPF = "[0-9]{3}[. ]?[0-9]{3}[. ]?[0-9]{3}[-./ ]?[0-9]{2}"
+#: A CPF in any spelling: bare, dotted, spaced (a no-break space too) or hyphenated
+#: (``529-982-247-25``), and with ``-``, ``.``, ``/``, a space or a typographic dash (en
+#: dash, non-breaking hyphen) before the check digits. Literal characters, so RE2 and
+#: Python read the classes alike.
+CPF = (
+    "[0-9]{3}[. \u00a0-]?[0-9]{3}[. \u00a0-]?[0-9]{3}[-./ \u00a0\u2010\u2011\u2012\u2013]?[0-9]{2}"
+)
 #: A CNPJ, numeric or alphanumeric, formatted or not.
 CNPJ = r"[0-9A-Z]{2}\.?[0-9A-Z]{3}\.?[0-9A-Z]{3}/?[0-9A-Z]{4}-?[0-9]{2}"
 
@@ -268,7 +272,7 @@ _SHAPES: dict[PiiType, re.Pattern[str]] = {
     # Content alone says "phone" only when the number is written like one (punctuation, +55 or
     # a mobile 9), so that bare 10-digit codes are not taken for landlines.
     PiiType.PHONE: re.compile(
-        r"(\+?55 ?)?(\(0?[1-9]{2}\) ?|0?[1-9]{2}[ -])9?[0-9]{4}[ .-]?[0-9]{4}"
+        r"(\+?55 ?)?(\(0?[1-9]{2}\) ?|0?[1-9]{2}[ .-])(9[ .-]?)?[0-9]{4}[ .-]?[0-9]{4}"
         r"|\+?55[1-9]{2}9?[0-9]{8}|[1-9]{2}9[0-9]{8}"
     ),
     # Only the hyphenated spelling: eight bare digits are as likely an order number.
@@ -346,7 +350,7 @@ def guess_content(
 
     A type wins when at least ``threshold`` of the sample validates as it. Otherwise the
     column is free text with personal data when any value holds a span ``span_finder``
-    accepts and the column reads like text (spaces) or like a mix of contact values.
+    accepts, whatever the rest looks like (codes among which some cells are CPFs).
     """
     if not values:
         return ContentGuess(None, 0.0, False)
@@ -355,24 +359,17 @@ def guess_content(
     # Each type is counted on its own: a mobile number written with +55 can also pass Luhn,
     # and the column is what most of its values are.
     counts = dict.fromkeys(CONTENT_TYPES, 0)
-    typed = 0
     for value in values:
-        kinds = _types(value.strip())
-        typed += bool(kinds)
-        for kind in kinds:
+        for kind in _types(value.strip()):
             counts[kind] += 1
     size = len(values)
     best = max(CONTENT_TYPES, key=lambda p: counts[p])
     confidence = counts[best] / size
     if confidence >= threshold:
         return ContentGuess(best, round(confidence, 4), False)
-    typed_share = typed / size
-    spaced = any(" " in v.strip() for v in values)
-    with_email = any("@" in v for v in values)
-    if spaced or with_email or typed_share >= threshold:
-        hits = sum(1 for v in values if span_finder(v))
-        if hits:
-            return ContentGuess(PiiType.TEXT, round(hits / size, 4), True)
+    hits = sum(1 for v in values if span_finder(v))
+    if hits:
+        return ContentGuess(PiiType.TEXT, round(hits / size, 4), True)
     return ContentGuess(None, 0.0, False)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import weakref
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from pandas.api.types import (
     infer_dtype,
     is_datetime64_any_dtype,
@@ -25,12 +27,14 @@ from pandas.api.types import (
 )
 
 from lgpd_tasks.errors import LabelsWouldMerge, MaskingError
-from lgpd_tasks.masking.columnar import arrow_strings, guess_numbers, pending, scrub_strings
+from lgpd_tasks.masking.columnar import Bools, arrow_strings, guess_numbers, pending, scrub_strings
 from lgpd_tasks.masking.detect import (
+    EMAIL,
     ContentGuess,
     PiiType,
     compact_name,
     guess_content,
+    narrow,
     pii_type_named,
     sample_positions,
     type_from_name,
@@ -113,6 +117,11 @@ class ColumnPlan:
     strategy: Strategy
     confidence: float
     detected_by: str
+
+    @property
+    def scan(self) -> bool:
+        """A column of no type whose cells are only scanned for personal-data spans."""
+        return self.detected_by == "scan"
 
     def report(self, cells: int) -> ColumnReport:
         return ColumnReport(
@@ -280,11 +289,17 @@ class Masker:
 
     def _plan_by_content(self, position: int, name: object, sample: list[Any]) -> ColumnPlan | None:
         guess = self._guess(sample)
-        if guess.pii_type is None:
+        if guess.pii_type is None or (guess.pii_type is PiiType.TEXT and _codes(sample)):
             return None
         pii = guess.pii_type
         label = self._label(name)
         return ColumnPlan(position, label, pii, self._types[pii], guess.confidence, "content")
+
+    def _scan_plan(self, position: int, name: object) -> ColumnPlan:
+        """A text column the sample found no type in: its cells are still scrubbed of spans
+        (a sample cannot see a CPF in three rows of a hundred thousand); the report lists
+        it only when a cell changed."""
+        return ColumnPlan(position, self._label(name), PiiType.TEXT, Redact(), 0.0, "scan")
 
     def _refine_explicit(self, plan: ColumnPlan, sample: list[Any]) -> ColumnPlan:
         # A policy column with a name we do not know still gets a type from its content,
@@ -299,6 +314,11 @@ class Masker:
     def _sample(self, col: pd.Series[Any], positions: list[int]) -> list[Any]:
         """A text or numeric column's sample at ``positions``, or of its first non-null
         values when those are mostly empty; nothing for other columns (dates, booleans)."""
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            # a categorical column is read through its categories: each value once
+            categories = pd.Series(col.cat.categories)
+            size = self.rules.sample_size
+            return self._sample(categories, list(sample_positions(len(categories), size)))
         text = is_string_dtype(col.dtype) or is_object_dtype(col.dtype)
         if not (text or is_integer_dtype(col.dtype) or is_float_dtype(col.dtype)):
             return []
@@ -335,6 +355,7 @@ class Masker:
             needs_content = (plan is None and self.rules.detect) or (
                 plan is not None and plan.pii_type is PiiType.OTHER
             )
+            sample: list[Any] = []
             if needs_content:
                 sample = self._sample(df.iloc[:, j], positions)
                 if sample:
@@ -342,6 +363,13 @@ class Masker:
                         plan = self._plan_by_content(j, name, sample)
                     else:
                         plan = self._refine_explicit(plan, sample)
+            if (
+                plan is None
+                and self.rules.detect
+                and _may_hold_text(df.dtypes.iloc[j], sample)
+                and not _codes(sample)
+            ):
+                plan = self._scan_plan(j, name)
             if (
                 plan is not None
                 and plan.pii_type is PiiType.OTHER
@@ -386,7 +414,7 @@ class Masker:
         the index is masked as columns under its level names, so name rules apply to it too.
         """
         flat, levels = index_to_columns(frame)
-        masked, report = self.mask_dataframe(flat)
+        masked, report = self._mask_dataframe(flat, level_sources(flat, levels))
         return self.mask_frame_labels(columns_to_index(masked, levels)), report
 
     def mask_frame_labels(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -427,9 +455,14 @@ class Masker:
             raise MaskingError(
                 f"mask_dataframe expects a pandas DataFrame, got {type(df).__name__}"
             )
+        return self._mask_dataframe(df, sources)
+
+    def _mask_dataframe(
+        self, df: pd.DataFrame, sources: Sequence[Collection[str]] | None
+    ) -> tuple[pd.DataFrame, MaskingReport]:
         trusted = self._trusted_columns(df)
         nested = self._nested_columns(df, skip=trusted)
-        done = [(p.position, p.report(0)) for p in trusted.values() if p is not None]
+        done = [(p.position, p.report(0)) for p in trusted.values() if p is not None and not p.scan]
         if nested:
             df = df.copy(deep=False)
             for j in nested:
@@ -439,8 +472,11 @@ class Masker:
         plans = self.plan(df, skip={*trusted, *nested}, sources=sources)
         out, report = self.apply(df, plans)
         if done:
+            # a report names its column by the plan's label, unique to a position (a column
+            # merely scanned is reported only when a cell changed)
+            where = {p.column: p.position for p in plans}
             ordered = sorted(
-                [(p.position, r) for p, r in zip(plans, report.columns, strict=True)] + done,
+                [(where[r.column], r) for r in report.columns] + done,
                 key=itemgetter(0),
             )
             report = MaskingReport(rows=report.rows, columns=tuple(r for _, r in ordered))
@@ -654,7 +690,8 @@ class Masker:
                 drop.append(plan.position)
             elif masked is not col:
                 out.isetitem(plan.position, masked)  # type: ignore[arg-type]  # stubs omit Series
-            reports.append(plan.report(cells))
+            if cells or not plan.scan:
+                reports.append(plan.report(cells))
         if drop:
             keep = [j for j in range(out.shape[1]) if j not in set(drop)]
             out = out.iloc[:, keep]
@@ -668,13 +705,16 @@ class Masker:
             return self._apply_column(col, plan)
         parts: list[pd.Series[Any]] = []
         cells = 0
+        same = True
         for start in range(0, len(col), size):
-            part, n = self._apply_column(col.iloc[start : start + size], plan)
+            piece = col.iloc[start : start + size]
+            part, n = self._apply_column(piece, plan)
             if part is None:
                 return None, int(col.notna().sum())
             parts.append(part)
             cells += n
-        if cells == 0:
+            same = same and part is piece
+        if same:
             return col, 0
         return pd.concat(parts), cells
 
@@ -687,6 +727,12 @@ class Masker:
         if isinstance(strategy, Null):
             cells = int(col.notna().sum())
             return (col.where(np.zeros(len(col), dtype=bool)) if cells else col), cells
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            # masked as its values (masked categories could merge: two CPFs, one ending);
+            # a column merely scanned stays categorical when nothing in it changed
+            values = col.astype(col.cat.categories.dtype)
+            masked, cells = self._apply_column(values, plan)
+            return (col if plan.scan and cells == 0 else masked), cells
         if plan.pii_type is PiiType.TEXT:
             return self._scrub_column(col)
         return self._mask_values(col, plan.pii_type, strategy)
@@ -716,29 +762,76 @@ class Masker:
             text = text.str.zfill(_NUMERIC_IDS[pii])
         arrow = arrow_strings(text)
         if arrow is not None:
-            todo = pd.Series(pending(arrow), index=text.index)
+            todo = pd.Series(pending(arrow, ALREADY_MASKED), index=text.index)
         else:
             todo = (~na) & text.str.len().gt(0) & ~text.str.contains(ALREADY_MASKED, regex=True)
             todo = todo.fillna(False).astype(bool)
         cells = int(todo.sum())
         if cells == 0:
-            return col, 0
-        everything = cells == len(text)
+            # A column that masking turns into strings is strings even when this chunk has
+            # nothing to mask (all null): every chunk of a file gets one output type.
+            return (col if text is col or is_object_dtype(col.dtype) else text), 0
+        several = self._several_values(text, todo, pii, strategy)
+        if several is not None:
+            todo = todo & ~several[0]
+        everything = several is None and cells == len(text)
         masked = strategy.mask(text if everything else text[todo], pii, self._ctx)
         if everything:
             out = masked
         else:
             out = text.copy()
             out[todo] = masked
+            if several is not None:
+                out[several[0]] = several[1]
         if is_object_dtype(col.dtype):
             out = out.astype(object)
             if na.any():
                 out[na] = col[na]
         return out, cells
 
+    def _several_values(
+        self, text: pd.Series[str], todo: pd.Series[bool], pii: PiiType, strategy: Strategy
+    ) -> tuple[Bools, list[str]] | None:
+        """The cells to scrub as text instead of applying ``strategy`` (a mask over ``text``)
+        and their scrubbed values, or ``None``.
+
+        A strategy that keeps part of a cell (``partial`` keeps what follows an e-mail's
+        ``@``, an IP address's network) would keep a second value or a sentence around the
+        first (``ana@x.com; joao@gmail.com``); such cells, when not one value of the type,
+        are scrubbed span by span. A cell in which the scrub finds nothing gets the strategy.
+        """
+        shape = _ONE_VALUE.get(pii)
+        if shape is None or not isinstance(strategy, Partial | Generalize):
+            return None
+        if pii is PiiType.EMAIL and isinstance(strategy, Partial) and not strategy.keep_domain:
+            return None
+        arrow = arrow_strings(text)
+        if arrow is None:
+            return None  # text is always Arrow-backed ``str``
+        one = pc.fill_null(pc.match_substring_regex(arrow, f"^(?:{shape})$"), True)
+        odd = todo.to_numpy(dtype=bool) & ~one.to_numpy(zero_copy_only=False)
+        if not odd.any():
+            return None
+        # full-width spellings (``ａｎａ＠ｐｆ．ｇｏｖ．ｂｒ``) are one value too
+        at = np.flatnonzero(odd)
+        wide = [re.fullmatch(shape, narrow(v)) is not None for v in text.iloc[at].tolist()]
+        odd[at[np.array(wide, dtype=bool)]] = False
+        if not odd.any():
+            return None
+        before = text[odd]
+        after, cells = self._scrub_column(before)
+        if cells == 0:
+            return None
+        changed = (after != before).to_numpy(dtype=bool)
+        where = np.zeros(len(text), dtype=bool)
+        where[np.flatnonzero(odd)[changed]] = True
+        return where, after[changed].tolist()
+
     def _scrub_column(self, col: pd.Series[Any]) -> tuple[pd.Series[Any], int]:
         if not (is_string_dtype(col.dtype) or is_object_dtype(col.dtype)):
             return col, 0
+        if is_object_dtype(col.dtype):
+            return self._scrub_objects(col)
         arrow = arrow_strings(col)
         if arrow is not None:
             # Column-wise in Arrow; only sentences with unusual numbers reach Python.
@@ -761,6 +854,34 @@ class Masker:
         out[hits] = after
         return out, cells
 
+    def _scrub_objects(self, col: pd.Series[Any]) -> tuple[pd.Series[Any], int]:
+        """An object column scrubbed: only strings all through go by Arrow, a mix
+        (DB-API rows, numbers among text) is read value by value; non-strings stay."""
+        kind = infer_dtype(col, skipna=True)
+        if kind == "string":
+            scrubbed, cells = self._scrub_column(col.astype("str"))
+            if cells == 0:
+                return col, 0
+            out = scrubbed.astype(object)
+            na = col.isna()
+            if na.any():
+                out[na] = col[na]
+            return out, cells
+        if kind not in ("mixed", "mixed-integer", "mixed-integer-float"):
+            return col, 0
+        values = col.tolist()
+        at = [i for i, v in enumerate(values) if isinstance(v, str) and _PREFILTER.search(v)]
+        changed: dict[int, str] = {}
+        for i in at:
+            after = self._scrubber(values[i])
+            if after != values[i]:
+                changed[i] = after
+        if not changed:
+            return col, 0
+        for i, after in changed.items():
+            values[i] = after
+        return pd.Series(values, index=col.index, dtype=object, name=col.name), len(changed)
+
     def mask_rows(
         self,
         column_names: Sequence[object],
@@ -771,7 +892,8 @@ class Masker:
         """Mask DB-API result rows; returns ``rows`` itself when no column needs masking.
 
         Names are planned once per column-name tuple; content is checked on a sample of
-        up to 64 rows of each call. A dropped column keeps its place with nulls, since a
+        up to 64 rows of each call, and text columns that get no type from it are still
+        scrubbed cell by cell. A dropped column keeps its place with nulls, since a
         cursor's description fixes the shape. ``sources`` is as for :meth:`mask_dataframe`.
         """
         names = tuple(column_names)
@@ -794,6 +916,12 @@ class Masker:
                 sample = _sample_of([rows[i][j] for i in positions])
                 if plan is None:
                     plan = self._plan_by_content(j, names[j], sample)
+                    if (
+                        plan is None
+                        and _may_hold_text(np.dtype(object), sample)
+                        and not _codes(sample)
+                    ):
+                        plan = self._scan_plan(j, names[j])
                 else:
                     plan = self._refine_explicit(plan, sample)
             if plan is not None:
@@ -816,7 +944,8 @@ class Masker:
                 masked, cells = self._apply_chunked(values, applied)
                 if masked is not None and masked is not values:
                     replaced[plan.position] = _nulls_to_none(masked)
-                reports.append(plan.report(cells))
+                if cells or not plan.scan:
+                    reports.append(plan.report(cells))
             report = MaskingReport(rows=len(rows), columns=tuple(reports))
             if not replaced:
                 return rows, report
@@ -857,6 +986,19 @@ def index_to_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, IndexLevels | N
         for i, n in enumerate(names)
     )
     return frame.rename_axis(list(columns)).reset_index(), IndexLevels(columns, names)
+
+
+def level_sources(flat: pd.DataFrame, levels: IndexLevels | None) -> list[tuple[str, ...]] | None:
+    """Per column of ``flat``, the names its values come from (see ``Masker.mask_dataframe``):
+    an index level's own name when its column was renamed ``__index_level_N__`` because a
+    column has that name (``set_index("nome", drop=False)``), so that its rules still apply."""
+    if levels is None:
+        return None
+    own = {c: n for c, n in zip(levels.columns, levels.names, strict=True) if c != n}
+    return [
+        (own[c],) if isinstance(c, str) and isinstance(own.get(c), str) else ()
+        for c in flat.columns
+    ]
 
 
 def columns_to_index(frame: pd.DataFrame, levels: IndexLevels | None) -> pd.DataFrame:
@@ -930,6 +1072,53 @@ def _check(strategy: Strategy, pii: PiiType, where: str) -> None:
         strategy.check(pii)
     except MaskingError as err:
         raise MaskingError(f"{where}: {err}") from None
+
+
+_PREFILTER = re.compile(PREFILTER)
+#: A cell holding one value of a type whose strategy keeps part of the cell (see
+#: ``Masker._several_values``), in the RE2 subset.
+_ONE_VALUE: Mapping[PiiType, str] = MappingProxyType(
+    {
+        PiiType.EMAIL: f"[ \t]*(?:{EMAIL})[ \t]*",
+        PiiType.IP: "[ \t]*(?:[0-9.]+|[0-9A-Fa-f:.]+)[ \t]*",
+    }
+)
+
+
+def _may_hold_text(dtype: Any, sample: list[Any]) -> bool:
+    """Whether a column that got no plan is scanned for spans: text columns, and object
+    columns whose sample holds text or nothing at all (not numbers, dates, bytes alone)."""
+    if isinstance(dtype, pd.CategoricalDtype):
+        return _may_hold_text(dtype.categories.dtype, sample)
+    if is_object_dtype(dtype):
+        return not sample or any(isinstance(v, str) for v in sample)
+    return is_string_dtype(dtype)
+
+
+_BARE_NUMBER = re.compile(r"(?<![0-9])[0-9]{11,19}(?![0-9])")
+#: The most of a sample's identifier-shaped numbers that may validate in a column of codes:
+#: well above chance (CPF and CNPJ check digits pass about once in a hundred, Luhn with an
+#: issuer digit about once in fifteen), so that a sample of 64 DB-API rows decides alike.
+CHANCE_SHARE = 0.2
+
+
+def _codes(sample: list[Any]) -> bool:
+    """Whether a text column is codes built on numbers (``PED-29098610916``, ``SKU`` and 13
+    digits): nearly every sampled value holds one bare run of 11 to 19 digits, few of them
+    validate as a CPF, CNPJ or card, and none holds a formatted CPF, an e-mail or a phone. Like a numeric column of ids, such a column is not scrubbed: a code that happens
+    to pass a check digit is no personal data, and scrubbing would change one in a hundred.
+    """
+    texts = [v for v in sample if isinstance(v, str)]
+    if len(texts) < 20:
+        return False
+    bare = [v for v in texts if len(_BARE_NUMBER.findall(v)) == 1]
+    if len(bare) < 0.9 * len(texts):
+        return False
+    scrubber = TextScrubber()
+    if any(scrubber.has_span(_BARE_NUMBER.sub(" ", v)) for v in texts):
+        return False
+    valid = sum(1 for v in bare if scrubber.has_span(v))
+    return valid <= CHANCE_SHARE * len(bare)
 
 
 def _strings(values: list[Any]) -> list[str]:

@@ -26,9 +26,26 @@ from lgpd_tasks.masking.detect import HALF_WIDTH, PiiType
 
 Strings = "pd.Series[str]"
 
-#: Matches any value a strategy produced; such values are left alone when masking again.
-#: RE2-safe so pandas keeps it on the Arrow fast path.
-ALREADY_MASKED = r"^\[[A-Z_]+\]$|^hmac:[a-z_]+:[0-9a-f]+$|[*]"
+#: The exact shapes of what the strategies output, each for a whole cell: a ``*`` somewhere
+#: else (``316.053.050-73 *``) is no sign that a value was masked.
+MASKED_SHAPES: tuple[str, ...] = (
+    r"\[[A-Z_]+\]",  # redact, and the tokens of free text
+    r"hmac:[a-z_]+:[0-9a-f]+",
+    r"\*\*\*\.\*\*\*\.\*\*\*-[0-9]{0,4}",  # partial CPF
+    r"\*\*\.\*\*\*\.\*\*\*/\*\*\*\*-[0-9A-Z]{0,4}",  # partial CNPJ
+    r"\(\*\*\) \*\*\*\*\*-[0-9]{0,4}",  # partial phone
+    r"\*\*\*\* \*\*\*\* \*\*\*\* [0-9]{0,4}",  # partial card
+    r"\*\*\*@(?:\*\*\*|[^@ *]*)",  # partial e-mail
+    r"[0-9]{5}-\*\*\*",  # CEP
+    r"[0-9]+\.[0-9]+\.(?:\*|[0-9]+)\.\*",  # IPv4, partial and generalize
+    r"[0-9A-Fa-f]*(?::[0-9A-Fa-f]*){1,2}:\*",  # IPv6
+    r"[^ *]\*\*\*(?: +[^ *]\*\*\*)*",  # partial name: initials
+    r"\*\*/\*\*/(?:[0-9]{4}|\*\*\*\*)",  # partial date of birth
+    r"\*\*\*[^*]{0,4}",  # partial of other types: the last characters kept
+)
+#: Matches any value a strategy produced, as a whole; such values are left alone when
+#: masking again. RE2-safe so pandas keeps it on the Arrow fast path.
+ALREADY_MASKED = "^(?:" + "|".join(MASKED_SHAPES) + ")$"
 
 
 class HmacKey:
@@ -182,6 +199,23 @@ def _last_digits(values: pd.Series[str], count: int, keep: str = "[^0-9]") -> pd
     return tail
 
 
+#: The most trailing characters ``partial`` may keep, per type: enough to tell values apart
+#: on a screen, never enough to read one (a phone's or a card's last four; a CPF's or a
+#: CNPJ's check digits and two more). Types whose partial form ignores ``keep_last``
+#: (e-mail, CEP, IP, name, date) are not listed.
+KEEP_LAST_MAX: dict[PiiType, int] = {
+    PiiType.CPF: 4,
+    PiiType.CNPJ: 4,
+    PiiType.PHONE: 4,
+    PiiType.CARD: 4,
+    PiiType.RG: 2,
+    PiiType.DOCUMENT: 4,
+    PiiType.ADDRESS: 4,
+    PiiType.OTHER: 4,
+    PiiType.TEXT: 4,
+}
+
+
 @dataclass(frozen=True)
 class Redact(Strategy):
     """Replace the value with a token naming its type: ``[CPF]``, ``[EMAIL]``."""
@@ -204,6 +238,19 @@ class Partial(Strategy):
     name: ClassVar[str] = "partial"
     keep_last: int | None = None
     keep_domain: bool = True
+
+    def check(self, pii: PiiType) -> None:
+        keep = self.keep_last
+        if keep is None:
+            return
+        if keep < 0:
+            raise MaskingError(f"strategy 'partial': keep_last must be 0 or more, got {keep}")
+        most = KEEP_LAST_MAX.get(pii)
+        if most is not None and keep > most:
+            raise MaskingError(
+                f"strategy 'partial': keep_last for {pii.value} must be at most {most}, got "
+                f"{keep} (more would show the value itself)"
+            )
 
     def mask(self, values: pd.Series[str], pii: PiiType, ctx: MaskContext) -> pd.Series[str]:
         keep = self.keep_last

@@ -306,3 +306,66 @@ def test_numeric_cpf_columns_of_a_parquet_file_are_masked(
     assert out["floatcpf"].tolist() == expected
     assert out["id"].tolist() == list(range(len(cpfs)))
     assert "floatcpf (cpf: partial, 30)" in capsys.readouterr().out
+
+
+def test_personal_data_first_found_after_the_first_chunk_is_masked(
+    tmp_path: Path, people: tuple[list[str], list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cpfs, emails = people
+    source, target = tmp_path / "in.csv", tmp_path / "out.csv"
+    pd.DataFrame(
+        {
+            "id": [str(i) for i in range(20)],
+            "contato": [""] * 10 + cpfs[:10],
+            "obs": ["ok"] * 10 + [f"ligar {e}" for e in emails[:10]],
+        }
+    ).to_csv(source, index=False)
+    assert main(["mask", str(source), str(target), "--chunk-rows", "10"]) == 0
+    text = target.read_text()
+    assert not [v for v in cpfs[:10] + emails[:10] if v in text]
+    out = pd.read_csv(target, dtype=str, keep_default_na=False)
+    assert out["contato"].tolist()[10:] == [f"***.***.***-{c[-2:]}" for c in cpfs[:10]]
+    assert out["obs"].tolist() == ["ok"] * 10 + ["ligar [EMAIL]"] * 10
+    assert "masked 20 cells" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("nulls_first", [True, False], ids=["nulls-first", "nulls-last"])
+def test_an_all_null_chunk_keeps_the_parquet_schema(
+    tmp_path: Path, people: tuple[list[str], list[str]], nulls_first: bool
+) -> None:
+    numbers = [int("".join(filter(str.isdigit, c))) for c in people[0][:10]]
+    values = [None] * 10 + numbers if nulls_first else numbers + [None] * 10
+    source, target = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    frame = pd.DataFrame({"id": range(20), "cpf": pd.array(values, dtype="Int64")})
+    frame.to_parquet(source, row_group_size=10)
+    assert main(["mask", str(source), str(target), "--chunk-rows", "10"]) == 0
+    masked = [f"***.***.***-{str(n).zfill(11)[-2:]}" for n in numbers]
+    out = pd.read_parquet(target)["cpf"].tolist()
+    got = out[10:] if nulls_first else out[:10]
+    assert got == masked
+    assert pd.isna(out[:10] if nulls_first else out[10:]).all()
+
+
+def test_a_column_that_cannot_keep_its_parquet_type_is_refused_clearly(
+    tmp_path: Path, people: tuple[list[str], list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # codes first, CPFs stored as numbers after: the first chunk was written as int64
+    numbers = [int("".join(filter(str.isdigit, c))) for c in people[0][:10]]
+    source, target = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    pd.DataFrame({"ref": list(range(1, 11)) + numbers}).to_parquet(source, row_group_size=10)
+    assert main(["mask", str(source), str(target), "--chunk-rows", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "column 'ref' is written as int64 but rows from 10 on" in err
+    assert "Traceback" not in err
+    assert not target.exists()
+    assert not list(tmp_path.glob(".out.parquet.*"))
+
+
+def test_a_categorical_parquet_column_of_cpfs_is_masked(
+    tmp_path: Path, people: tuple[list[str], list[str]]
+) -> None:
+    cpfs = people[0][:20]
+    source, target = tmp_path / "in.parquet", tmp_path / "out.parquet"
+    pd.DataFrame({"doc": pd.Categorical(cpfs)}).to_parquet(source)
+    assert main(["mask", str(source), str(target), "--chunk-rows", "7"]) == 0
+    assert pd.read_parquet(target)["doc"].tolist() == [f"***.***.***-{c[-2:]}" for c in cpfs]

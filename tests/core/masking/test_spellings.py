@@ -113,3 +113,31 @@ def test_free_text_columns_with_wide_digits_are_scrubbed_and_the_rest_kept() -> 
     assert masked["obs"].iloc[5] == "Cliente pediu, CPF [CPF], pedido ４５６"
     assert masked["obs"].iloc[6] == "Contato [EMAIL] até sexta"
     assert masked["obs"].iloc[0].endswith("CPF [CPF] ok")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("tel (11) 9 8765-4321 ok", "tel [PHONE] ok"),
+        ("tel 11 9 8765-4321 ok", "tel [PHONE] ok"),
+        ("tel +55 11 9 8765-4321 ok", "tel [PHONE] ok"),
+        ("tel 11.98765.4321 ok", "tel [PHONE] ok"),
+        ("CPF 529\u00a0982\u00a0247\u00a025 ok", "CPF [CPF] ok"),
+        ("CPF 529.982.247\u201325 ok", "CPF [CPF] ok"),
+        ("CPF 529.982.247\u201125 ok", "CPF [CPF] ok"),
+        ("CPF 529-982-247-25 ok", "CPF [CPF] ok"),
+        # look-alikes stay
+        ("pedido 123-456-789-00, versão 1.2.3", "pedido 123-456-789-00, versão 1.2.3"),
+        ("R$ 1.234.567,89 em 2024-01-05", "R$ 1.234.567,89 em 2024-01-05"),
+        ("chave 35240112345678000190550010000001231000001234", None),
+        ("id c3594878-b2db-7c83-6563-9909cfaea8a0", None),
+    ],
+)
+def test_more_phone_and_cpf_spellings(text: str, expected: str | None) -> None:
+    want = text if expected is None else expected
+    assert mask_text(text) == want
+    column = pd.Series([text, "linha sem nada", "outra"] * 4, dtype="str")
+    scrubbed, _ = scrub_strings(pa.chunked_array([pa.array(column)]), TextScrubber())
+    assert scrubbed.to_pylist()[0] == want
+    masked, _ = Masker().mask_dataframe(pd.DataFrame({"obs": column}))
+    assert masked["obs"][0] == want
