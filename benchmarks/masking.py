@@ -229,7 +229,16 @@ def measure(fn: Callable[[pd.DataFrame], Any], df: pd.DataFrame) -> tuple[float,
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(fn, df, child))
     proc.start()
-    seconds, peak = parent.recv()
+    child.close()  # the child holds the only writing end: its death ends recv() with EOFError
+    try:
+        seconds, peak = parent.recv()
+    except EOFError:
+        proc.join()
+        raise SystemExit(
+            f"{getattr(fn, '__name__', fn)} failed in its child process (exit code "
+            f"{proc.exitcode}); its traceback is above. Presidio needs the bench extra: "
+            "run `make bench-masking`."
+        ) from None
     proc.join()
     return seconds, peak
 
