@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from lgpd_tasks.dburl import redact_url as redact_url  # re-exported
 from lgpd_tasks.errors import CredentialError
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.policy import Scope
@@ -24,20 +25,6 @@ def parse_url(url: str) -> URL:
         raise CredentialError(
             "the database URL is not a URL such as postgresql://user@host:5432/db"
         ) from None
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password replaced by ``***``.
-
-    >>> redact_url("postgresql://lgpd_t_ab:s3cret@db:5432/test")
-    'postgresql://lgpd_t_ab:***@db:5432/test'
-    >>> redact_url("host=db password=s3cret")
-    '<database URL hidden>'
-    """
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<database URL hidden>"
 
 
 def is_postgres_url(url: str) -> bool:

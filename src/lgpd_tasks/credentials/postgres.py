@@ -19,6 +19,7 @@ from lgpd_tasks.credentials.base import (
     parse_url,
     redact_url,
 )
+from lgpd_tasks.dburl import without_login_query
 from lgpd_tasks.errors import CredentialError
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.policy import ALL, Scope
@@ -189,6 +190,13 @@ class PostgresRoleBroker:
                 raise CredentialError(
                     f"the {which} URL is not PostgreSQL ({parsed.get_backend_name()})"
                 )
+        for which, parsed in (("administrator", admin), ("target", target)):
+            if any(key.lower() == "dbname" for key in parsed.query):
+                # libpq would connect there, not to the database the path names
+                raise CredentialError(
+                    f"the {which} URL names its database in the query string (dbname=); "
+                    "name it in the path: postgresql://user@host:5432/DATABASE"
+                )
         if not admin.database:
             raise CredentialError("the administrator URL names no database")
         if (target.database or "") != admin.database:
@@ -203,7 +211,9 @@ class PostgresRoleBroker:
         self.role_prefix = role_prefix
         self.database: str = admin.database
         self._admin_dsn = libpq_url(admin)
-        self._target = target
+        # the task's URL is the target's without the administrator's login: libpq lets a
+        # ?user= (or ?service=, ?passfile=...) in the query string override the URL's user
+        self._target = without_login_query(target)
         self._lock = threading.RLock()
         self._conn: psycopg.Connection[Any] | None = None
         self._owner_checked = False
