@@ -163,3 +163,38 @@ def test_every_url_redaction_hides_query_string_passwords() -> None:
 def test_database_named_in_the_query_string_is_refused() -> None:
     with pytest.raises(CredentialError, match="dbname="):
         PostgresRoleBroker("postgresql://postgres@127.0.0.1:5432/test?dbname=postgres")
+
+
+# -- 2. large objects do not outlive the task role ----------------------------------------
+
+
+def test_revoke_and_sweep_unlink_the_large_objects_a_task_role_made(env: Env) -> None:
+    with env.broker() as broker:
+        stash_scope = env.policy.scope("stash")
+        cred = broker.issue(WHO, stash_scope)
+        swept = broker.issue(WHO, stash_scope, ttl=timedelta(minutes=1))
+        oids = []
+        for made in (cred, swept):
+            with psycopg.connect(libpq_url(made.url), autocommit=True) as task:
+                (oid,) = task.execute(
+                    "SELECT lo_from_bytea(0, convert_to((SELECT string_agg(nome || ';' || cpf,"
+                    f" ',') FROM \"{env.schema}\".customers), 'UTF8'))"
+                ).fetchone() or (None,)
+                task.execute(f"GRANT SELECT ON LARGE OBJECT {int(oid)} TO PUBLIC")
+                oids.append(int(oid))
+        broker.revoke(cred)
+        report = broker.sweep(now=datetime.now(UTC) + timedelta(minutes=5))
+        assert [r.name for r in report.dropped] == [swept.role]
+        with env.admin() as conn:
+            left = conn.execute(
+                "SELECT oid FROM pg_largeobject_metadata WHERE oid = ANY(%s)", (oids,)
+            ).fetchall()
+        assert left == []
+        # a later task of a scope without cpf cannot read what the first one stashed
+        later = broker.issue(WHO, env.policy.scope("extract"))
+        with (
+            psycopg.connect(libpq_url(later.url), autocommit=True) as task,
+            pytest.raises(psycopg.errors.UndefinedObject, match="does not exist"),
+        ):
+            task.execute(f"SELECT lo_get({oids[0]})")
+        broker.revoke(later)

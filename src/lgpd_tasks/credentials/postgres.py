@@ -150,9 +150,10 @@ class PostgresRoleBroker:
     (sent to the server as a SCRAM verifier, so the clear text is never in a statement),
     ``VALID UNTIL`` now + TTL, a connection limit, ``USAGE`` on the scope's schemas, and
     ``SELECT``/``INSERT``/``UPDATE`` on exactly the granted columns (table-level only for
-    ``"*"``, ``DELETE`` only for a ``"*"`` write grant). Whatever a task role came to own
-    is reassigned to ``owner_role`` (a long-lived NOLOGIN role) on revoke, so dropping the
-    login role never fails on ownership.
+    ``"*"``, ``DELETE`` only for a ``"*"`` write grant). On revoke the large objects a task
+    role made are unlinked (their grants would outlive it) and whatever else it came to own
+    is reassigned to ``owner_role`` (a long-lived NOLOGIN role), so dropping the login role
+    never fails on ownership in its database.
 
     The constructor does no I/O; the administrator connection opens on first use.
 
@@ -466,6 +467,13 @@ class PostgresRoleBroker:
                     )
                 )
                 terminated = _terminate(conn, oids, wait_ms=_TERMINATE_WAIT_MS)
+                # a large object keeps its own grants (GRANT SELECT ... TO PUBLIC) through
+                # REASSIGN OWNED, so a later task of any scope could read it: unlink them
+                conn.execute(
+                    "SELECT count(lo_unlink(oid)) FROM pg_largeobject_metadata"
+                    " WHERE lomowner = ANY(%s)",
+                    (oids,),
+                )
                 conn.execute(
                     sql.SQL(
                         "REASSIGN OWNED BY {roles} TO {owner}; DROP OWNED BY {roles}; "
