@@ -198,3 +198,44 @@ def test_revoke_and_sweep_unlink_the_large_objects_a_task_role_made(env: Env) ->
         ):
             task.execute(f"SELECT lo_get({oids[0]})")
         broker.revoke(later)
+
+
+# -- 3. a revoke that cannot drop the role still locks it out ------------------------------
+
+
+def test_failed_revoke_leaves_the_role_unable_to_log_in_and_names_what_blocks_it(
+    env: Env,
+) -> None:
+    elsewhere = make_url(env.dsn).set(database="postgres")
+    with env.broker() as broker:
+        cred = broker.issue(WHO, env.policy.scope("extract"))
+        other_db = make_url(cred.url).set(database="postgres")
+        # PUBLIC holds CONNECT on database postgres by default: the task role gets in there
+        with psycopg.connect(libpq_url(other_db), autocommit=True) as task:
+            (oid,) = task.execute("SELECT lo_create(0)").fetchone() or (None,)
+        session = psycopg.connect(libpq_url(cred.url), autocommit=True)
+        try:
+            with pytest.raises(CredentialError) as info:
+                broker.revoke(cred)
+            with pytest.raises(psycopg.OperationalError):
+                session.execute("SELECT 1")  # its open session was ended all the same
+        finally:
+            session.close()
+        message = str(info.value)
+        assert "1 large object in database 'postgres'" in message
+        assert "can no longer log in" in message
+        with env.admin() as conn:
+            row = conn.execute(
+                "SELECT rolcanlogin, rolvaliduntil <= now() FROM pg_roles WHERE rolname = %s",
+                (cred.role,),
+            ).fetchone()
+        assert row == (False, True)
+        with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
+            psycopg.connect(libpq_url(cred.url))
+        # sweep reports it until the object in the other database is gone, then drops it
+        report = broker.sweep()
+        assert [name for name, _ in report.failed] == [cred.role]
+        with psycopg.connect(libpq_url(elsewhere), autocommit=True) as conn:
+            conn.execute("SELECT lo_unlink(%s)", (oid,))
+        report = broker.sweep()
+        assert [(r.name, r.reason) for r in report.dropped] == [(cred.role, "revoke interrupted")]
