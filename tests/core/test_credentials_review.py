@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -9,18 +10,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 from sqlalchemy.engine import make_url
 
 from lgpd_tasks.audit import AuditStore, EntryFilter
+from lgpd_tasks.cli import main
 from lgpd_tasks.connection import connect
 from lgpd_tasks.credentials import (
     PostgresRoleBroker,
     StaticBroker,
+    broker_from_policy,
     libpq_url,
     redact_url,
 )
-from lgpd_tasks.errors import CredentialError, StatementFailed
+from lgpd_tasks.credentials.tokens import TaskTokenVerifier, TokenKey
+from lgpd_tasks.errors import CredentialError, StatementFailed, TokenError
+from lgpd_tasks.evidence.subjects import SubjectHasher
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.policy import Policy, parse_policy
 
@@ -239,3 +245,146 @@ def test_failed_revoke_leaves_the_role_unable_to_log_in_and_names_what_blocks_it
             conn.execute("SELECT lo_unlink(%s)", (oid,))
         report = broker.sweep()
         assert [(r.name, r.reason) for r in report.dropped] == [(cred.role, "revoke interrupted")]
+
+
+# -- 4. clear errors, not tracebacks -------------------------------------------------------
+
+
+def _cli(*argv: str) -> int:
+    try:
+        return main(list(argv))
+    except SystemExit as stop:  # argparse's usage errors
+        return int(stop.code or 0)
+
+
+def _audit_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    assert main(["db", "init", "--db", url]) == 0
+    return url
+
+
+def _no_traceback(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
+
+
+def test_exec_on_a_sqlite_folder_is_a_clear_usage_error(
+    env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    static = tmp_path / "static.yaml"
+    static.write_text(env.path.read_text().replace("broker: postgres_role", "broker: static"))
+    audit = _audit_url(tmp_path)
+    code = _cli("exec", "--policy", str(static), "--scope", "extract", "--db",
+                f"sqlite:///{tmp_path}", "--audit", audit, "--sql", "select 1")  # fmt: skip
+    assert code == 2
+    assert "is a folder, not a file" in _no_traceback(capsys)
+
+
+def test_credential_ttl_is_bounded_everywhere(
+    env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    issue = ("roles", "issue", "--policy", str(env.path), "--scope", "extract", "--db", env.dsn)
+    for ttl, why in (("99999999d", "longer than 1000 years"), ("8d", "at most 1w"),
+                     ("0s", "more than zero")):  # fmt: skip
+        assert _cli(*issue, "--ttl", ttl) == 2
+        assert why in _no_traceback(capsys)
+    audit = _audit_url(tmp_path)
+    for ttl in ("99999999d", "30d", "0s"):
+        policy = tmp_path / f"ttl{ttl}.yaml"
+        policy.write_text(env.path.read_text().replace("ttl: 10m", f"ttl: {ttl}"))
+        code = _cli("exec", "--policy", str(policy), "--scope", "extract", "--db", env.dsn,
+                    "--audit", audit, "--sql", "select 1")  # fmt: skip
+        assert code == 2
+        assert "credentials.ttl" in _no_traceback(capsys)
+    with env.broker() as broker:
+        scope = env.policy.scope("extract")
+        for ttl in (timedelta(0), timedelta(days=8), timedelta(days=10**8)):
+            # an explicit zero is refused, never replaced by the broker's default
+            with pytest.raises(CredentialError, match="credential TTL"):
+                broker.issue(WHO, scope, ttl=ttl)
+        with pytest.raises(CredentialError, match="credential TTL"):
+            StaticBroker(env.dsn).issue(WHO, scope, ttl=timedelta(0))
+        assert broker.list_roles() == []
+
+
+def test_audit_commands_refuse_out_of_range_numbers_and_durations(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    audit = _audit_url(tmp_path)
+    export = ("audit", "export", "--db", audit, "--to", f"file://{tmp_path / 'out'}")
+    for argv in (
+        ("audit", "tail", "--db", audit, "-n", "99999999999999999999999"),
+        (*export, "--retention", "1000000y"),
+        (*export, "--batch-records", "0"),
+        ("audit", "export", "--db", audit, "--to", "ftp://x"),
+        ("audit", "export", "--db", audit, "--to", "s3://"),
+        ("audit", "purge", "--db", audit, "--before", "2030-13-01"),
+    ):
+        assert _cli(*argv) == 2, argv
+        _no_traceback(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_subject_report_with_binary_stdin_is_a_usage_error(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    audit = _audit_url(tmp_path)
+    stdin = io.TextIOWrapper(
+        io.BytesIO(b"\xff\xfe529\x80\n"), encoding="utf-8", errors="surrogateescape"
+    )
+    monkeypatch.setattr("sys.stdin", stdin)
+    assert _cli("report", "subject", "--audit", audit) == 2
+    assert "not UTF-8" in _no_traceback(capsys)
+    # the library hashes such text instead of raising
+    hasher = SubjectHasher(b"k" * 32)
+    assert len(hasher.subject("\udcff529")) == 16
+
+
+def test_signed_task_token_with_an_unrepresentable_exp_is_a_token_error() -> None:
+    key = TokenKey.generate("k1")
+    token = jwt.encode(
+        {"iss": "i", "aud": "a", "sub": "x", "iat": 0, "nbf": 0, "exp": 10**15, "jti": "j",
+         "scope": "s", "purpose": "p"},
+        key.signing,
+        algorithm=key.algorithm,
+        headers={"kid": "k1", "typ": "lgpd-task+jwt"},
+    )  # fmt: skip
+    verifier = TaskTokenVerifier([key.public()], issuer="i", audience="a")
+    with pytest.raises(TokenError, match="'exp' is not a representable time"):
+        verifier.verify(token)
+
+
+# -- 5. usage errors exit 2 ----------------------------------------------------------------
+
+
+def test_usage_errors_exit_2(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    audit = _audit_url(tmp_path)
+    ropa = ("report", "ropa", "--audit", audit, "--policy", str(env.path))
+    assert _cli(*ropa, "--since", "2030-13-01") == 2
+    assert "expected a date" in _no_traceback(capsys)
+    stdin = io.StringIO("a-token-nobody-should-read\n")
+    monkeypatch.setattr("sys.stdin", stdin)
+    assert _cli("approvals", "approve", "abc", "--db", audit, "--token", "-") == 2
+    assert "--token needs --policy" in _no_traceback(capsys)
+    assert stdin.tell() == 0  # refused before the token was read
+
+
+def test_postgres_role_url_with_a_bad_port_is_named_with_its_password_hidden(
+    env: Env, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = "postgresql://postgres:s3cret-pw@127.0.0.1:notaport/test"
+    with pytest.raises(CredentialError) as info:
+        broker_from_policy(env.policy, bad)
+    assert "postgresql://postgres:***@127.0.0.1:notaport/test" in str(info.value)
+    assert "port must be a number" in str(info.value)
+    audit = _audit_url(tmp_path)
+    code = _cli("exec", "--policy", str(env.path), "--scope", "extract", "--db", bad,
+                "--audit", audit, "--sql", "select 1")  # fmt: skip
+    assert code == 2
+    err = _no_traceback(capsys)
+    assert "127.0.0.1:notaport" in err
+    assert "s3cret-pw" not in err
+    assert "not PostgreSQL" not in err

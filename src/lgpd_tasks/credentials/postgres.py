@@ -18,6 +18,7 @@ from lgpd_tasks.credentials.base import (
     libpq_url,
     parse_url,
     redact_url,
+    valid_ttl,
 )
 from lgpd_tasks.dburl import without_login_query
 from lgpd_tasks.errors import CredentialError
@@ -184,8 +185,7 @@ class PostgresRoleBroker:
         role_prefix: str = "lgpd_t_",
         target_url: str | None = None,
     ) -> None:
-        if ttl <= timedelta(0):
-            raise CredentialError(f"the credential TTL must be positive, got {ttl}")
+        ttl = valid_ttl(ttl)
         if connection_limit < 1:
             raise CredentialError(f"connection_limit must be at least 1, got {connection_limit}")
         if not _IDENT.match(owner_role) or len(owner_role.encode()) > 63:
@@ -288,9 +288,8 @@ class PostgresRoleBroker:
         psycopg = _psycopg()
         from psycopg import sql
 
-        ttl = ttl or self.ttl
-        if ttl <= timedelta(0):
-            raise CredentialError(f"the credential TTL must be positive, got {ttl}")
+        # an explicit zero is refused, not replaced by the default
+        ttl = self.ttl if ttl is None else valid_ttl(ttl)
         if scope.dialect != "postgres":
             raise CredentialError(
                 f"scope {scope.name!r} is written for dialect {scope.dialect!r}; "
