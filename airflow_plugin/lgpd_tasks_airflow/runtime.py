@@ -32,6 +32,7 @@ from lgpd_tasks.errors import (
     PolicyError,
     StatementFailed,
     StatementRefused,
+    UsageError,
 )
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.policy import POLICY_ENV, Policy, load_policy
@@ -182,7 +183,7 @@ def raise_for(err: LgpdError) -> NoReturn:
         raise AirflowFailException(refusal_message(err)) from err
     if isinstance(err, PolicyError):
         raise LgpdConfigurationError(f"lgpd-tasks policy: {err}") from err
-    if isinstance(err, AuditStoreUnusable):
+    if isinstance(err, (AuditStoreUnusable, UsageError)):
         raise LgpdConfigurationError(f"lgpd-tasks: {err}") from err
     if isinstance(err, AuditUnavailable):
         raise AirflowException(f"lgpd-tasks audit store unavailable (will retry): {err}") from err

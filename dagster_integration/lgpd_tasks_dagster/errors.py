@@ -34,6 +34,7 @@ from lgpd_tasks.errors import (
     StatementBlocked,
     StatementFailed,
     StatementRefused,
+    UsageError,
 )
 
 APPROVE_JOB = "lgpd_approve"
@@ -148,7 +149,7 @@ def to_failure(err: LgpdError) -> LgpdFailure:
         )
     elif isinstance(err, StatementBlocked):
         cls = StatementBlockedFailure
-    elif isinstance(err, (PolicyError, AuditStoreUnusable)):
+    elif isinstance(err, (PolicyError, AuditStoreUnusable, UsageError)):
         cls = PolicyFailure  # a policy or a URL that cannot be used: no retry mends it
     elif isinstance(err, MaskingError):
         cls = MaskingFailure

@@ -19,6 +19,7 @@ from lgpd_tasks.errors import (
     MaskingError,
     PolicyError,
     StatementBlocked,
+    UsageError,
 )
 
 EXIT_OK = 0
@@ -58,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except (PolicyError, MaskingError, AuditStoreUnusable) as err:
+    except (PolicyError, MaskingError, AuditStoreUnusable, UsageError) as err:
         print(f"lgpd-tasks: {err}", file=sys.stderr)
         return EXIT_USAGE
     except ApprovalRequired as err:

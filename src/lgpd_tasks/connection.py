@@ -38,6 +38,7 @@ from lgpd_tasks.errors import (
     ScopeViolation,
     StatementBlocked,
     StatementFailed,
+    UsageError,
 )
 from lgpd_tasks.evidence.subjects import StatementTrail, SubjectTrail
 from lgpd_tasks.identity import TaskIdentity
@@ -1002,8 +1003,17 @@ def open_dbapi(url: str) -> tuple[Driver, Any]:
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ":memory:"
         if database != ":memory:" and not Path(database).parent.exists():
-            raise LgpdError(f"no folder for the SQLite database {database!r}")
-        return "sqlite", sqlite3.connect(database)
+            raise UsageError(f"no folder for the SQLite database {database!r}")
+        if database != ":memory:" and Path(database).is_dir():
+            raise UsageError(f"the SQLite database {database!r} is a folder, not a file")
+        try:
+            return "sqlite", sqlite3.connect(database)
+        except sqlite3.Error as err:
+            raise StatementFailed(
+                f"cannot open the SQLite database {database!r}: {err}",
+                error_class=type(err).__name__,
+                sqlstate=None,
+            ) from None
     try:
         import psycopg
     except ImportError:  # pragma: no cover - the postgres extra is missing

@@ -43,6 +43,10 @@ class LgpdError(Exception):
     """Root of every error lgpd-tasks raises on purpose."""
 
 
+class UsageError(LgpdError):
+    """A command or argument that cannot work as given; the command line exits 2 for it."""
+
+
 @dataclass(frozen=True)
 class PolicyProblem:
     """One thing wrong in a policy file: where (file and path) and what was expected."""
@@ -210,6 +214,10 @@ class AuditChainBroken(LgpdError):
 
 class EvidenceError(LgpdError):
     """Evidence cannot be produced as asked: an export target, a purge, a report."""
+
+
+class EvidenceTargetUnusable(EvidenceError, UsageError):
+    """An export target URL that names no place lgpd-tasks can write to (exit 2)."""
 
 
 class MaskingError(LgpdError):

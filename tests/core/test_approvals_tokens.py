@@ -143,7 +143,7 @@ def test_token_from_stdin_and_the_asker_cannot_approve_with_aid_token(
 def test_token_without_a_policy_is_a_clear_error(
     world: dict[str, Any], key: TokenKey, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _approve(world, "--token", id_token(key)) == 1
+    assert _approve(world, "--token", id_token(key)) == 2
     assert "--token needs --policy" in capsys.readouterr().err
 
 

@@ -157,6 +157,34 @@ def test_database_refuses_an_ungranted_column_with_the_guard_off(roles: Roles) -
     assert roles.roles() == []
 
 
+def test_admin_login_in_the_query_string_is_neither_used_by_the_step_nor_shown(
+    roles: Roles,
+) -> None:
+    schema = roles.schema
+    secret = "AdminS3cret-in-the-query"
+    url = make_url(roles.dsn)
+    admin = (
+        url.set(username=None)
+        .update_query_dict({"user": url.username or "postgres", "password": secret})
+        .render_as_string(hide_password=False)
+    )
+
+    @dg.asset
+    def who(lgpd: GuardedDatabaseResource) -> pd.DataFrame:
+        return lgpd.query_df(f'SELECT current_user AS who, cidade FROM "{schema}".customers')
+
+    resource = roles.resource(database_url=admin)
+    assert secret not in resource.redacted_database_url()
+    assert "password=***" in resource.redacted_database_url()
+    result = roles.materialize([who], resource)
+    assert result.success
+    (intent,) = roles.intents()
+    assert set(result.output_for_node("who")["who"]) == {intent.entry.details["role"]}
+    assert intent.entry.details["role"].startswith(roles.prefix)
+    assert secret not in str(intent.entry.details)
+    assert roles.roles() == []
+
+
 def test_failed_steps_leave_no_role_behind(roles: Roles) -> None:
     schema = roles.schema
     seen: list[str] = []

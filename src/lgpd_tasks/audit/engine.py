@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from lgpd_tasks.dburl import redact_url as redact_url  # re-exported
 from lgpd_tasks.errors import AuditStoreUnusable
 
 _ENGINES: dict[str, Engine] = {}
@@ -46,25 +46,6 @@ def parse_db_url(url: str) -> URL:
             f"unsupported database {backend!r} in {redact_url(url)!r}: use sqlite:/// or postgresql://"
         )
     return parsed
-
-
-#: ``scheme://user:PASSWORD@``, the password as SQLAlchemy reads it (up to the first ``@``).
-_PASSWORD = re.compile(r"^([\w+]+://[^:/]*:)[^@]*@")
-
-
-def redact_url(url: str | URL) -> str:
-    """The URL with any password hidden, fit for messages and logs.
-
-    >>> redact_url("postgresql://app:s3cret@db:notaport/test")
-    'postgresql://app:***@db:notaport/test'
-    """
-    try:
-        parsed = make_url(url) if isinstance(url, str) else url
-    except ArgumentError:
-        return "<unparsable URL>"
-    except ValueError:  # a URL that only its port spoils still names where it points
-        return _PASSWORD.sub(r"\1***@", str(url))
-    return parsed.render_as_string(hide_password=True)
 
 
 def sqlite_in_memory(url: URL) -> bool:

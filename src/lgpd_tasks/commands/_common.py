@@ -6,8 +6,58 @@ import argparse
 import csv
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+#: The largest count an option takes (SQLite and PostgreSQL integers are 64-bit).
+MAX_COUNT = 2**31 - 1
+
+
+def count_argument(minimum: int = 1) -> Callable[[str], int]:
+    """An argparse type: a whole number from ``minimum`` up to :data:`MAX_COUNT`.
+
+    >>> count_argument()("20")
+    20
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if not minimum <= value <= MAX_COUNT:
+            raise argparse.ArgumentTypeError(
+                f"expected a number from {minimum} to {MAX_COUNT}, got {text}"
+            )
+        return value
+
+    return parse
+
+
+def duration_argument(text: str) -> timedelta:
+    """An argparse type: a duration such as ``15m`` or ``5y`` (at most 1000 years)."""
+    from lgpd_tasks.policy.model import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def parse_when(text: str) -> datetime:
+    """A date or ISO time from the command line, in UTC when no zone is given.
+
+    >>> parse_when("2025-01-31").isoformat()
+    '2025-01-31T00:00:00+00:00'
+    """
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a date such as 2025-01-31 or an ISO time, got {text!r}"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def add_sql_argument(parser: argparse.ArgumentParser) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from lgpd_tasks.cli import EXIT_OK
 from lgpd_tasks.commands._common import print_json, print_table
-from lgpd_tasks.errors import ApprovalError
+from lgpd_tasks.errors import UsageError
 
 if TYPE_CHECKING:
     from lgpd_tasks.approvals import ApprovalRequest, ApprovalStore, Approver
@@ -73,17 +73,15 @@ def _decision(args: argparse.Namespace) -> tuple[ApprovalStore, Approver]:
     from lgpd_tasks.policy.model import ApprovalsSpec
 
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
-    if token == "-":  # noqa: S105 - the stdin marker
-        token = sys.stdin.readline().strip()
-    if args.policy:
-        rules = load_policy(args.policy).approvals
-    elif token:
-        raise ApprovalError(
+    if token and not args.policy:
+        # a usage error, found before standard input is read
+        raise UsageError(
             "--token needs --policy: its approvals.oidc section says which identity provider "
             "to trust"
         )
-    else:
-        rules = ApprovalsSpec()
+    if token == "-":  # noqa: S105 - the stdin marker
+        token = sys.stdin.readline().strip()
+    rules = load_policy(args.policy).approvals if args.policy else ApprovalsSpec()
     approver = resolve_approver(rules, token=token or None, name=args.who)
     return _store(args.db, rules), approver
 

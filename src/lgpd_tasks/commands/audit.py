@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from lgpd_tasks.cli import EXIT_FAILED, EXIT_OK
-from lgpd_tasks.commands._common import print_json, print_table
-from lgpd_tasks.errors import EvidenceError
+from lgpd_tasks.commands._common import (
+    count_argument,
+    duration_argument,
+    parse_when,
+    print_json,
+    print_table,
+)
 
 if TYPE_CHECKING:
     from lgpd_tasks.audit import AuditRecord
@@ -38,7 +42,7 @@ def register(subparsers: Any) -> None:
     tail.add_argument("--run", help="run id")
     tail.add_argument("--decision", help="allow, approved, block, approve, ...")
     tail.add_argument("--kind", help="statement, masking, approval, ...")
-    tail.add_argument("-n", "--limit", type=int, default=20)
+    tail.add_argument("-n", "--limit", type=count_argument(), default=20)
     tail.add_argument("--format", choices=["table", "json"], default="table")
     tail.set_defaults(func=run_tail)
 
@@ -53,13 +57,19 @@ def register(subparsers: Any) -> None:
     export.add_argument("--to", required=True, help="s3://BUCKET/PREFIX or file:///folder")
     export.add_argument("--endpoint-url", help="S3 endpoint (MinIO, moto, another region)")
     export.add_argument("--format", choices=["jsonl", "parquet"], default="jsonl")
-    export.add_argument("--batch-records", type=int, default=10_000, help="records per batch")
+    export.add_argument(
+        "--batch-records", type=count_argument(), default=10_000, help="records per batch"
+    )
     retain = export.add_mutually_exclusive_group()
     retain.add_argument(
         "--policy", help="policy file: retain until now + the longest purpose retention"
     )
-    retain.add_argument("--retain-until", help="retain-until date (YYYY-MM-DD or ISO time)")
-    retain.add_argument("--retention", help="retain for a duration from now (180d, 5y)")
+    retain.add_argument(
+        "--retain-until", type=parse_when, help="retain-until date (YYYY-MM-DD or ISO time)"
+    )
+    retain.add_argument(
+        "--retention", type=duration_argument, help="retain for a duration from now (180d, 5y)"
+    )
     export.set_defaults(func=run_export)
 
     purge = verbs.add_parser(
@@ -69,7 +79,9 @@ def register(subparsers: Any) -> None:
         "received, leaving a checkpoint record so `audit verify` still passes.",
     )
     purge.add_argument("--db", required=True, help="audit store URL")
-    purge.add_argument("--before", required=True, help="YYYY-MM-DD or ISO time (UTC if naive)")
+    purge.add_argument(
+        "--before", required=True, type=parse_when, help="YYYY-MM-DD or ISO time (UTC if naive)"
+    )
     purge.add_argument("--as", dest="who", help="who runs the purge (default: the OS user)")
     purge.set_defaults(func=run_purge)
 
@@ -159,16 +171,12 @@ def run_export(args: argparse.Namespace) -> int:
     from lgpd_tasks.evidence.export import export_audit, longest_retention
     from lgpd_tasks.evidence.objects import open_target
     from lgpd_tasks.policy import load_policy
-    from lgpd_tasks.policy.model import parse_duration
 
     retain_until = None
     if args.retain_until:
-        retain_until = parse_when(args.retain_until)
+        retain_until = args.retain_until
     elif args.retention:
-        try:
-            retain_until = utcnow() + parse_duration(args.retention)
-        except ValueError as err:
-            raise EvidenceError(f"--retention: {err}") from None
+        retain_until = utcnow() + args.retention
     elif args.policy:
         longest = longest_retention(load_policy(args.policy))
         retain_until = utcnow() + longest if longest is not None else None
@@ -198,7 +206,7 @@ def run_purge(args: argparse.Namespace) -> int:
     from lgpd_tasks.identity import TaskIdentity
 
     store = AuditStore.open_existing(args.db)
-    result = purge_before(store, parse_when(args.before), identity=TaskIdentity.for_cli(args.who))
+    result = purge_before(store, args.before, identity=TaskIdentity.for_cli(args.who))
     if result.records == 0:
         print("nothing to purge")
     else:
@@ -209,18 +217,3 @@ def run_purge(args: argparse.Namespace) -> int:
             else f"purged {result.records} records"
         )
     return EXIT_OK
-
-
-def parse_when(text: str) -> datetime:
-    """A date or ISO time from the command line, in UTC when no zone is given.
-
-    >>> parse_when("2025-01-31").isoformat()
-    '2025-01-31T00:00:00+00:00'
-    """
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise EvidenceError(
-            f"expected a date such as 2025-01-31 or an ISO time, got {text!r}"
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from lgpd_tasks.cli import EXIT_OK, EXIT_USAGE
-from lgpd_tasks.commands.audit import parse_when
+from lgpd_tasks.commands._common import parse_when
 
 
 def register(subparsers: Any) -> None:
@@ -39,8 +39,8 @@ def register(subparsers: Any) -> None:
     )
     ropa.add_argument("--audit", required=True, help="audit store URL")
     ropa.add_argument("--policy", required=True, help="policy file")
-    ropa.add_argument("--since", help="from this date or ISO time (inclusive)")
-    ropa.add_argument("--until", help="up to this date or ISO time (exclusive)")
+    ropa.add_argument("--since", type=parse_when, help="from this date or ISO time (inclusive)")
+    ropa.add_argument("--until", type=parse_when, help="up to this date or ISO time (exclusive)")
     ropa.add_argument("--format", choices=["md", "html", "csv", "json"], default="md")
     ropa.set_defaults(func=run_ropa)
 
@@ -61,6 +61,11 @@ def run_subject(args: argparse.Namespace) -> int:
     if not identifier:
         print("lgpd-tasks: no identifier given on standard input", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        identifier.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 text, read with surrogateescape
+        print("lgpd-tasks: the identifier on standard input is not UTF-8 text", file=sys.stderr)
+        return EXIT_USAGE
     policy = load_policy(args.policy) if args.policy else None
     report = subject_report(AuditStore.open_existing(args.audit), identifier, policy=policy)
     del identifier
@@ -76,8 +81,8 @@ def run_ropa(args: argparse.Namespace) -> int:
     report = ropa_report(
         AuditStore.open_existing(args.audit),
         load_policy(args.policy),
-        since=parse_when(args.since) if args.since else None,
-        until=parse_when(args.until) if args.until else None,
+        since=args.since,
+        until=args.until,
     )
     sys.stdout.write(render_ropa(report, args.format))
     return EXIT_OK

@@ -12,7 +12,7 @@ from lgpd_tasks.commands._common import print_json, print_table
 from lgpd_tasks.credentials import PostgresRoleBroker
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.policy import Policy, load_policy, parse_duration
-from lgpd_tasks.policy.model import CredentialsSpec
+from lgpd_tasks.policy.model import CredentialsSpec, check_credential_ttl
 
 if TYPE_CHECKING:
     from lgpd_tasks.audit import AuditStore
@@ -58,7 +58,7 @@ def _add_naming(parser: argparse.ArgumentParser) -> None:
 
 def _duration(text: str) -> Any:
     try:
-        return parse_duration(text)
+        return check_credential_ttl(parse_duration(text))
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
 

@@ -10,6 +10,7 @@ from lgpd_tasks.credentials.base import (
     StaticBroker,
     is_postgres_url,
     libpq_url,
+    parse_url,
     redact_url,
 )
 from lgpd_tasks.credentials.postgres import (
@@ -56,6 +57,7 @@ def broker_from_policy(
     spec = policy.credentials
     if spec.broker == "static":
         return StaticBroker(db_url, ttl=spec.ttl)
+    parse_url(db_url)  # a URL only its port spoils is named as such, not as "not PostgreSQL"
     if not is_postgres_url(db_url):
         raise CredentialError(
             f"the policy's credentials.broker is postgres_role but the database at "

@@ -9,35 +9,46 @@ from typing import Any, Protocol, runtime_checkable
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from lgpd_tasks.errors import CredentialError
+from lgpd_tasks.dburl import redact_url as redact_url  # re-exported
+from lgpd_tasks.errors import CredentialError, UsageError
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.policy import Scope
+from lgpd_tasks.policy.model import check_credential_ttl
 
 DEFAULT_TTL = timedelta(minutes=15)
 
 
+class DatabaseUrlInvalid(CredentialError, UsageError):
+    """A database URL that cannot be parsed: a configuration error, not worth a retry."""
+
+
 def parse_url(url: str) -> URL:
-    """A SQLAlchemy URL, or a :class:`CredentialError` that does not echo the URL (passwords)."""
+    """A SQLAlchemy URL, or a :class:`DatabaseUrlInvalid` that shows it without passwords.
+
+    >>> parse_url("postgresql://app:s3cret@db:notaport/test")
+    Traceback (most recent call last):
+    ...
+    lgpd_tasks.credentials.base.DatabaseUrlInvalid: the database URL \
+postgresql://app:***@db:notaport/test cannot be parsed: the port must be a number
+    """
     try:
         return make_url(url)
-    except (ArgumentError, ValueError):
-        raise CredentialError(
+    except ArgumentError:
+        raise DatabaseUrlInvalid(
             "the database URL is not a URL such as postgresql://user@host:5432/db"
+        ) from None
+    except ValueError:  # the only value SQLAlchemy converts while parsing is the port
+        raise DatabaseUrlInvalid(
+            f"the database URL {redact_url(url)} cannot be parsed: the port must be a number"
         ) from None
 
 
-def redact_url(url: str) -> str:
-    """The URL with its password replaced by ``***``.
-
-    >>> redact_url("postgresql://lgpd_t_ab:s3cret@db:5432/test")
-    'postgresql://lgpd_t_ab:***@db:5432/test'
-    >>> redact_url("host=db password=s3cret")
-    '<database URL hidden>'
-    """
+def valid_ttl(ttl: timedelta) -> timedelta:
+    """``ttl`` if a credential may live that long (0 < ttl <= 7 days), else a CredentialError."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "<database URL hidden>"
+        return check_credential_ttl(ttl)
+    except ValueError as err:
+        raise CredentialError(str(err)) from None
 
 
 def is_postgres_url(url: str) -> bool:
@@ -139,10 +150,8 @@ class StaticBroker:
     """
 
     def __init__(self, url: str, *, ttl: timedelta = DEFAULT_TTL) -> None:
-        if ttl <= timedelta(0):
-            raise CredentialError(f"the credential TTL must be positive, got {ttl}")
         self._url = url
-        self.ttl = ttl
+        self.ttl = valid_ttl(ttl)
 
     def issue(
         self, identity: TaskIdentity, scope: Scope, *, ttl: timedelta | None = None
@@ -150,7 +159,7 @@ class StaticBroker:
         return ScopedCredential(
             url=self._url,
             role=None,
-            expires_at=datetime.now(UTC) + (ttl or self.ttl),
+            expires_at=datetime.now(UTC) + (self.ttl if ttl is None else valid_ttl(ttl)),
             scope=scope.name,
             identity=identity,
         )

@@ -7,14 +7,20 @@ import json
 import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import jwt
 
-from lgpd_tasks.credentials.tokens import ASYMMETRIC_ALGORITHMS, TokenKey, _decode, _header
+from lgpd_tasks.credentials.tokens import (
+    ASYMMETRIC_ALGORITHMS,
+    TokenKey,
+    _decode,
+    _header,
+    claim_time,
+)
 from lgpd_tasks.errors import (
     TokenAlgorithmRejected,
     TokenError,
@@ -141,7 +147,7 @@ class ApproverVerifier:
             subject=subject,
             groups=self._groups(payload),
             issuer=str(payload["iss"]),
-            expires_at=datetime.fromtimestamp(int(payload["exp"]), UTC),
+            expires_at=claim_time(payload, "exp"),
         )
 
     def _groups(self, payload: dict[str, Any]) -> frozenset[str]:

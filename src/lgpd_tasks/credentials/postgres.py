@@ -18,7 +18,9 @@ from lgpd_tasks.credentials.base import (
     libpq_url,
     parse_url,
     redact_url,
+    valid_ttl,
 )
+from lgpd_tasks.dburl import without_login_query
 from lgpd_tasks.errors import CredentialError
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.policy import ALL, Scope
@@ -33,6 +35,16 @@ _HASH_CHARS = 20
 _SUFFIX_BYTES = 4
 _TERMINATE_WAIT_MS = 5000
 _SWEEP_BATCH = 200
+#: How a failed drop names what a role still holds (``pg_shdepend.classid``).
+_CATALOG_NAMES = {
+    "pg_largeobject": "large object",
+    "pg_class": "table or view",
+    "pg_namespace": "schema",
+    "pg_proc": "function",
+    "pg_type": "type",
+    "pg_database": "database",
+    "pg_default_acl": "default privilege",
+}
 
 
 def _psycopg() -> Any:
@@ -149,9 +161,10 @@ class PostgresRoleBroker:
     (sent to the server as a SCRAM verifier, so the clear text is never in a statement),
     ``VALID UNTIL`` now + TTL, a connection limit, ``USAGE`` on the scope's schemas, and
     ``SELECT``/``INSERT``/``UPDATE`` on exactly the granted columns (table-level only for
-    ``"*"``, ``DELETE`` only for a ``"*"`` write grant). Whatever a task role came to own
-    is reassigned to ``owner_role`` (a long-lived NOLOGIN role) on revoke, so dropping the
-    login role never fails on ownership.
+    ``"*"``, ``DELETE`` only for a ``"*"`` write grant). On revoke the large objects a task
+    role made are unlinked (their grants would outlive it) and whatever else it came to own
+    is reassigned to ``owner_role`` (a long-lived NOLOGIN role), so dropping the login role
+    never fails on ownership in its database.
 
     The constructor does no I/O; the administrator connection opens on first use.
 
@@ -172,8 +185,7 @@ class PostgresRoleBroker:
         role_prefix: str = "lgpd_t_",
         target_url: str | None = None,
     ) -> None:
-        if ttl <= timedelta(0):
-            raise CredentialError(f"the credential TTL must be positive, got {ttl}")
+        ttl = valid_ttl(ttl)
         if connection_limit < 1:
             raise CredentialError(f"connection_limit must be at least 1, got {connection_limit}")
         if not _IDENT.match(owner_role) or len(owner_role.encode()) > 63:
@@ -189,6 +201,13 @@ class PostgresRoleBroker:
                 raise CredentialError(
                     f"the {which} URL is not PostgreSQL ({parsed.get_backend_name()})"
                 )
+        for which, parsed in (("administrator", admin), ("target", target)):
+            if any(key.lower() == "dbname" for key in parsed.query):
+                # libpq would connect there, not to the database the path names
+                raise CredentialError(
+                    f"the {which} URL names its database in the query string (dbname=); "
+                    "name it in the path: postgresql://user@host:5432/DATABASE"
+                )
         if not admin.database:
             raise CredentialError("the administrator URL names no database")
         if (target.database or "") != admin.database:
@@ -203,7 +222,9 @@ class PostgresRoleBroker:
         self.role_prefix = role_prefix
         self.database: str = admin.database
         self._admin_dsn = libpq_url(admin)
-        self._target = target
+        # the task's URL is the target's without the administrator's login: libpq lets a
+        # ?user= (or ?service=, ?passfile=...) in the query string override the URL's user
+        self._target = without_login_query(target)
         self._lock = threading.RLock()
         self._conn: psycopg.Connection[Any] | None = None
         self._owner_checked = False
@@ -267,9 +288,8 @@ class PostgresRoleBroker:
         psycopg = _psycopg()
         from psycopg import sql
 
-        ttl = ttl or self.ttl
-        if ttl <= timedelta(0):
-            raise CredentialError(f"the credential TTL must be positive, got {ttl}")
+        # an explicit zero is refused, not replaced by the default
+        ttl = self.ttl if ttl is None else valid_ttl(ttl)
         if scope.dialect != "postgres":
             raise CredentialError(
                 f"scope {scope.name!r} is written for dialect {scope.dialect!r}; "
@@ -433,12 +453,18 @@ class PostgresRoleBroker:
         return TaskRole(row[0], RoleMarker.parse(row[1]), bool(row[2]), int(row[3]))
 
     def _drop(self, conn: psycopg.Connection[Any], roles: Sequence[TaskRole]) -> int:
-        """Drop ``roles`` in one transaction; returns the number of sessions terminated."""
+        """Drop ``roles``; returns the number of sessions terminated.
+
+        ``NOLOGIN`` (and ``VALID UNTIL`` now) is committed on its own first, so a drop that
+        fails (the role still owns something in another database) leaves roles that can no
+        longer log in, which ``sweep`` retries as "revoke interrupted".
+        """
         psycopg = _psycopg()
         from psycopg import sql
 
         wanted = [r.name for r in roles]
         foreign = {r.marker.database for r in roles if r.marker} - {self.database}
+        oids: list[int] = []
         try:
             with conn.transaction():
                 found = conn.execute(
@@ -448,14 +474,27 @@ class PostgresRoleBroker:
                     return 0
                 names = [row[0] for row in found]
                 oids = [row[1] for row in found]
-                idents = sql.SQL(", ").join(sql.Identifier(n) for n in names)
-                # refuse new logins first, then end the sessions already open
+                # refuse new logins first, committed whatever happens to the drop below
+                until = sql.Literal(datetime.now(UTC).isoformat())
                 conn.execute(
                     sql.SQL("; ").join(
-                        sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(n)) for n in names
+                        sql.SQL("ALTER ROLE {} NOLOGIN VALID UNTIL {}").format(
+                            sql.Identifier(n), until
+                        )
+                        for n in names
                     )
                 )
-                terminated = _terminate(conn, oids, wait_ms=_TERMINATE_WAIT_MS)
+            # then end the sessions already open
+            terminated = _terminate(conn, oids, wait_ms=_TERMINATE_WAIT_MS)
+            idents = sql.SQL(", ").join(sql.Identifier(n) for n in names)
+            with conn.transaction():
+                # a large object keeps its own grants (GRANT SELECT ... TO PUBLIC) through
+                # REASSIGN OWNED, so a later task of any scope could read it: unlink them
+                conn.execute(
+                    "SELECT count(lo_unlink(oid)) FROM pg_largeobject_metadata"
+                    " WHERE lomowner = ANY(%s)",
+                    (oids,),
+                )
                 conn.execute(
                     sql.SQL(
                         "REASSIGN OWNED BY {roles} TO {owner}; DROP OWNED BY {roles}; "
@@ -467,15 +506,58 @@ class PostgresRoleBroker:
                 return 0  # revoked concurrently
             raise CredentialError(f"a task role of {wanted} was dropped concurrently") from None
         except psycopg.Error as err:
-            hint = (
-                f" (issued in database {sorted(foreign)[0]!r}; revoke it there)" if foreign else ""
-            )
+            if foreign:
+                hint = f" (issued in database {sorted(foreign)[0]!r}; revoke it there)"
+            else:
+                hint = self._dependents(conn, oids)
             raise CredentialError(
                 f"cannot drop task role {wanted[0] if len(wanted) == 1 else wanted}: "
                 f"{_first_line(err)}{hint}"
             ) from None
-        # a login that raced the commit got in with the old catalogue; end it too
+        # a login that raced the NOLOGIN commit got in with the old catalogue; end it too
         return terminated + _terminate(conn, oids, wait_ms=0)
+
+    def _dependents(self, conn: psycopg.Connection[Any], oids: Sequence[int]) -> str:
+        """What still depends on the roles in other databases, for a failed drop's message."""
+        psycopg = _psycopg()
+        if not oids:
+            return ""
+        try:
+            rows = conn.execute(
+                """
+                SELECT coalesce(d.datname, '(cluster-wide)'), s.classid::regclass::text,
+                       s.deptype, count(*)
+                FROM pg_shdepend s LEFT JOIN pg_database d ON d.oid = s.dbid
+                WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = ANY(%s)
+                  -- this database's are what REASSIGN and DROP OWNED take care of
+                  AND s.dbid IS DISTINCT FROM
+                      (SELECT oid FROM pg_database WHERE datname = current_database())
+                GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+                """,
+                (list(oids),),
+            ).fetchall()
+            (canlogin,) = conn.execute(
+                "SELECT bool_or(rolcanlogin) FROM pg_roles WHERE oid = ANY(%s)", (list(oids),)
+            ).fetchone() or (None,)
+        except psycopg.Error:
+            return ""
+        parts = [
+            f"{count} {_CATALOG_NAMES.get(catalog, catalog)}"
+            f"{' grant' if deptype == 'a' else ''}{'s' if count != 1 else ''} "
+            f"in database {database!r}"
+            for database, catalog, deptype, count in rows
+        ]
+        where = sorted({row[0] for row in rows} - {"(cluster-wide)"})
+        text = f"; it still owns or holds: {', '.join(parts)}" if parts else ""
+        if where:
+            text += (
+                f" — connect to {', '.join(repr(w) for w in where)} as the administrator and "
+                "drop or unlink them (revoke CONNECT on other databases from PUBLIC to "
+                "prevent this)"
+            )
+        if canlogin is False:
+            text += "; the role can no longer log in, and roles sweep retries the drop"
+        return text
 
     # -- sweeping -----------------------------------------------------------------------
 

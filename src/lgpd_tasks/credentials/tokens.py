@@ -401,7 +401,7 @@ class TaskTokenVerifier:
             leeway=self.leeway,
             require=_REQUIRED,
         )
-        expires_at = datetime.fromtimestamp(payload["exp"], UTC)
+        expires_at = claim_time(payload, "exp")
         if self.replay_cache is not None and not self.replay_cache.remember(
             str(payload["jti"]), expires_at
         ):
@@ -474,6 +474,22 @@ def _decode(
     return payload
 
 
+def claim_time(payload: dict[str, Any], claim: str) -> datetime:
+    """A NumericDate claim (``exp``, ``iat``) as a UTC time, or a :class:`TokenError`.
+
+    A validly signed token may still carry a time no calendar holds (year 31 million).
+
+    >>> claim_time({"exp": 10**15}, "exp")
+    Traceback (most recent call last):
+    ...
+    lgpd_tasks.errors.TokenError: token claim 'exp' is not a representable time
+    """
+    try:
+        return datetime.fromtimestamp(payload[claim], UTC)
+    except (KeyError, TypeError, ValueError, OverflowError, OSError):
+        raise TokenError(f"token claim {claim!r} is not a representable time") from None
+
+
 def _claims(payload: dict[str, Any], *, kid: str, expires_at: datetime) -> TaskClaims:
     task = payload.get("task")
     try:
@@ -502,7 +518,7 @@ def _claims(payload: dict[str, Any], *, kid: str, expires_at: datetime) -> TaskC
         jti=str(payload["jti"]),
         issuer=str(payload["iss"]),
         audience=str(payload["aud"]),
-        issued_at=datetime.fromtimestamp(payload["iat"], UTC),
+        issued_at=claim_time(payload, "iat"),
         expires_at=expires_at,
         kid=kid,
     )

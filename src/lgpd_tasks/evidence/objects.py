@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
-from lgpd_tasks.errors import EvidenceError
+from lgpd_tasks.errors import EvidenceError, EvidenceTargetUnusable
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,15 @@ def open_target(url: str, *, endpoint_url: str | None = None) -> ObjectTarget:
     parsed = urlparse(url)
     if parsed.scheme == "s3":
         if not parsed.netloc:
-            raise EvidenceError(f"{url!r}: an S3 URL needs a bucket (s3://BUCKET/PREFIX)")
+            raise EvidenceTargetUnusable(f"{url!r}: an S3 URL needs a bucket (s3://BUCKET/PREFIX)")
         return S3Target(parsed.netloc, parsed.path.strip("/"), endpoint_url=endpoint_url)
     if parsed.scheme == "file":
         return FolderTarget(Path(unquote(parsed.path)))
     if parsed.scheme == "":
         return FolderTarget(Path(url))
-    raise EvidenceError(f"{url!r}: unsupported target; use s3://BUCKET/PREFIX or file:///folder")
+    raise EvidenceTargetUnusable(
+        f"{url!r}: unsupported target; use s3://BUCKET/PREFIX or file:///folder"
+    )
 
 
 class FolderTarget:

@@ -142,6 +142,15 @@ def trail_key(policy: Policy | None, *, key: bytes | None = None) -> bytes:
     return hmac.digest(key, _TRAIL_LABEL, "sha256")
 
 
+def _utf8(text: str) -> bytes:
+    """UTF-8 bytes of ``text``; lone surrogates (undecodable input bytes) never raise.
+
+    >>> _utf8("\\udcff") == "\\udcff".encode("utf-8", "surrogatepass")
+    True
+    """
+    return text.encode("utf-8", "surrogatepass")
+
+
 class SubjectHasher:
     """Keyed digests of subject identifiers and of primary-key values.
 
@@ -159,13 +168,13 @@ class SubjectHasher:
         value = normalize_subject(identifier, normalize)
         if value is None:
             raise ValueError("empty subject identifier")
-        return self._hasher.digest(b"s\0" + value.encode("utf-8"))
+        return self._hasher.digest(b"s\0" + _utf8(value))
 
     def primary_key(self, table: str, value: object) -> bytes | None:
         text = normalize_subject(value, "exact")
         if text is None:
             return None
-        return self._hasher.digest(b"p\0" + table.encode() + b"\0" + text.encode("utf-8"))
+        return self._hasher.digest(b"p\0" + _utf8(table) + b"\0" + _utf8(text))
 
     def raw(self, message: bytes) -> bytes:
         return self._hasher.digest(message)

@@ -6,7 +6,15 @@ import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, PositiveInt
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PositiveInt,
+)
 
 #: Legal bases of LGPD Art. 7 (personal data) and Art. 11 (sensitive data), in snake_case.
 LegalBasis = Literal[
@@ -28,6 +36,10 @@ ApprovalTrigger = Literal["delete", "update", "insert", "export", "pii_read"]
 
 _DURATION = re.compile(r"^\s*([0-9]+)\s*(s|m|h|d|w|y)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+#: The longest duration lgpd-tasks reads: dates a duration away must stay representable.
+MAX_DURATION = timedelta(days=1000 * 365)
+#: The longest a scoped credential (a task role) may live; longer ones are refused.
+MAX_CREDENTIAL_TTL = timedelta(days=7)
 
 
 def parse_duration(value: object) -> timedelta:
@@ -43,7 +55,10 @@ def parse_duration(value: object) -> timedelta:
     match = _DURATION.match(value) if isinstance(value, str) else None
     if match is None:
         raise ValueError(f"expected a duration such as '15m', '12h', '180d' or '5y', got {value!r}")
-    return timedelta(seconds=int(match.group(1)) * _UNIT_SECONDS[match.group(2)])
+    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"duration {match.group(0).strip()!r} is longer than 1000 years")
+    return timedelta(seconds=seconds)
 
 
 def format_duration(value: timedelta) -> str:
@@ -58,6 +73,32 @@ def format_duration(value: timedelta) -> str:
 
 Duration = Annotated[
     timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
+]
+
+
+def check_credential_ttl(ttl: timedelta) -> timedelta:
+    """A credential lifetime: more than zero and at most :data:`MAX_CREDENTIAL_TTL` (7 days).
+
+    >>> check_credential_ttl(timedelta(0))
+    Traceback (most recent call last):
+    ...
+    ValueError: a credential TTL must be more than zero, got 0s
+    """
+    if ttl <= timedelta(0):
+        raise ValueError(f"a credential TTL must be more than zero, got {format_duration(ttl)}")
+    if ttl > MAX_CREDENTIAL_TTL:
+        raise ValueError(
+            f"a credential TTL may be at most {format_duration(MAX_CREDENTIAL_TTL)}, "
+            f"got {format_duration(ttl)}"
+        )
+    return ttl
+
+
+CredentialTtl = Annotated[
+    timedelta,
+    BeforeValidator(parse_duration),
+    AfterValidator(check_credential_ttl),
+    PlainSerializer(format_duration, return_type=str),
 ]
 
 
@@ -183,7 +224,7 @@ class CredentialsSpec(_Strict):
     """
 
     broker: Literal["static", "postgres_role"] = "static"
-    ttl: Duration = timedelta(minutes=15)
+    ttl: CredentialTtl = timedelta(minutes=15)
     connection_limit: PositiveInt = 2
     owner_role: RoleName = "lgpd_task_owner"
     role_prefix: RolePrefix = "lgpd_t_"
