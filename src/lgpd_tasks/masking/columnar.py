@@ -243,6 +243,22 @@ def full_width_rows(array: pa.Array) -> pa.BooleanArray | None:
     return wide
 
 
+#: The bytes every span the scrubber looks for needs one of (ASCII digits and ``@``).
+_SPAN_BYTES = np.zeros(256, dtype=bool)
+_SPAN_BYTES[[*range(ord("0"), ord("9") + 1), ord("@")]] = True
+
+
+def _holds_digit_or_at(array: pa.StringArray) -> bool:
+    """Whether any value holds an ASCII digit or ``@``: one table lookup over the bytes,
+    far cheaper than the row prefilter's regex pass on columns of plain words."""
+    data = array.buffers()[2]
+    if data is None or not len(array):
+        return False
+    offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)
+    start, end = offsets[array.offset], offsets[array.offset + len(array)]
+    return bool(_SPAN_BYTES[np.frombuffer(data, dtype=np.uint8)[start:end]].any())
+
+
 def scrub_strings(
     array: pa.ChunkedArray, scrubber: TextScrubber, *, mask_all_cpf_shaped: bool = False
 ) -> tuple[pa.Array, int]:
@@ -253,8 +269,10 @@ def scrub_strings(
     remaining sentences with digits go through ``scrubber.digits_only``.
     """
     whole = array.combine_chunks().cast(STRING)
-    hits = pc.fill_null(pc.match_substring_regex(whole, ROW_PREFILTER), False)
     wide = full_width_rows(whole)
+    if wide is None and not _holds_digit_or_at(whole):
+        return whole, 0  # names, cities, descriptions without numbers: no regex pass at all
+    hits = pc.fill_null(pc.match_substring_regex(whole, ROW_PREFILTER), False)
     if wide is not None:
         hits = pc.or_(hits, wide)
     count = pc.sum(hits).as_py() or 0
