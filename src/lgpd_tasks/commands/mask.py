@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import json
 import os
 import sys
@@ -56,6 +57,7 @@ def _csv_chunks(path: Path, rows: int) -> Iterator[pd.DataFrame]:
     # Every cell is read as the exact text of the file (no type guessing, no "NA" turned
     # into null), so the columns that are not masked are written back unchanged.
     try:
+        _refuse_repeated_labels(path)
         reader = pd.read_csv(
             path, chunksize=rows, dtype=str, keep_default_na=False, na_filter=False
         )
@@ -65,6 +67,24 @@ def _csv_chunks(path: Path, rows: int) -> Iterator[pd.DataFrame]:
         raise MaskingError(f"{path}: cannot read: {err.strerror or err}") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise MaskingError(f"{path}: not a readable CSV file: {_first_line(err)}") from None
+
+
+def _refuse_repeated_labels(path: Path) -> None:
+    """Refuse a CSV header that names two columns alike.
+
+    pandas would rename the second ``nome`` to ``nome.1``, which no rule recognises: the
+    column would go out unmasked. Positions are named, never the labels (they may be data).
+    """
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        header = next(csv.reader(f), [])
+    first: dict[str, int] = {}
+    for position, label in enumerate(header, start=1):
+        if label in first:
+            raise MaskingError(
+                f"{path}: the header names columns {first[label]} and {position} alike; "
+                "give every column its own name (a repeated name would not be masked as one)"
+            )
+        first[label] = position
 
 
 def _parquet_chunks(path: Path, rows: int) -> Iterator[pd.DataFrame]:
@@ -177,8 +197,13 @@ def mask_file(
     chunks = (
         _csv_chunks(source, chunk_rows) if in_fmt == "csv" else _parquet_chunks(source, chunk_rows)
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    if target.is_dir():
+        raise MaskingError(f"{target}: cannot write: it is a folder")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as err:
+        raise MaskingError(f"{target}: cannot write: {err.strerror or err}") from None
     os.close(fd)
     tmp = Path(tmp_name)
     report = MaskingReport()
@@ -280,9 +305,12 @@ def run(args: argparse.Namespace) -> int:
         masker = Masker.from_policy(load_policy(args.policy))
     else:
         masker = Masker()
-    chunk_rows = args.chunk_rows or masker.rules.chunk_rows
+    chunk_rows = masker.rules.chunk_rows if args.chunk_rows is None else args.chunk_rows
     if chunk_rows < 1:
         raise MaskingError(f"--chunk-rows must be positive, got {chunk_rows}")
+    if args.report is not None and (args.report.is_dir() or not args.report.parent.is_dir()):
+        # checked first: the masked output would otherwise be written, then the report fail
+        raise MaskingError(f"--report {args.report}: cannot write: not a file in a folder")
     report = mask_file(
         masker,
         args.input,
@@ -293,7 +321,13 @@ def run(args: argparse.Namespace) -> int:
     )
     document = {"input": str(args.input), "output": str(args.output), **report.to_dict()}
     if args.report is not None:
-        args.report.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        try:
+            args.report.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        except OSError as err:
+            raise MaskingError(
+                f"--report {args.report}: cannot write: {err.strerror or err} "
+                f"(the masked output {args.output} was written)"
+            ) from None
     masked = ", ".join(
         f"{c.column} ({c.detected_type}: {c.strategy}, {c.cells_masked})" for c in report.columns
     )

@@ -369,3 +369,48 @@ def test_a_categorical_parquet_column_of_cpfs_is_masked(
     pd.DataFrame({"doc": pd.Categorical(cpfs)}).to_parquet(source)
     assert main(["mask", str(source), str(target), "--chunk-rows", "7"]) == 0
     assert pd.read_parquet(target)["doc"].tolist() == [f"***.***.***-{c[-2:]}" for c in cpfs]
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--chunk-rows", "0"], "--chunk-rows must be positive"),
+        (["--report", "{tmp}"], "--report"),
+        (["--report", "{tmp}/no/such/folder/r.json"], "--report"),
+    ],
+)
+def test_bad_output_arguments_exit_2_before_writing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], says: str
+) -> None:
+    source, target = tmp_path / "in.csv", tmp_path / "out.csv"
+    write_customers(source)
+    args = [a.format(tmp=tmp_path) for a in extra]
+    assert main(["mask", str(source), str(target), *args]) == 2
+    assert says in capsys.readouterr().err
+    assert not target.exists()
+
+
+def test_an_output_path_that_cannot_be_written_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "in.csv"
+    write_customers(source)
+    (tmp_path / "taken.csv").mkdir()
+    assert main(["mask", str(source), str(tmp_path / "taken.csv")]) == 2
+    assert "it is a folder" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main(["mask", str(source), str(tmp_path / "file" / "out.csv")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_a_csv_header_naming_two_columns_alike_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # pandas would read the second "nome" as "nome.1", which no rule names: it went out raw
+    source, target = tmp_path / "in.csv", tmp_path / "out.csv"
+    source.write_text("nome,cidade,nome\nJoana Pereira,Recife,Joana Pereira\n", encoding="utf-8")
+    assert main(["mask", str(source), str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "columns 1 and 3 alike" in err
+    assert "Joana" not in err
+    assert not target.exists()
