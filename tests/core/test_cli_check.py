@@ -160,3 +160,30 @@ def test_check_prints_no_value_written_in_double_quotes(
     assert {r["rule"] for r in decision["reasons"]} == {"read_scope"}
     assert all(r["column"] == "?" for r in decision["reasons"])
     assert "string values take single quotes" in decision["reasons"][0]["message"]
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    """``lgpd-tasks ... | head`` ends quietly, as cat does, when the reader goes away."""
+    columns = ", ".join(f"c{i}" for i in range(3000))  # a decision far larger than a pipe
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "lgpd-tasks"),
+            "check",
+            "--policy",
+            POLICY,
+            "--scope",
+            "customer_report.extract",
+            "--sql",
+            f"SELECT {columns} FROM crm.customers",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    assert proc.stdout.read(10)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err
+    assert err == ""
