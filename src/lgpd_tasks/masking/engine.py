@@ -908,9 +908,14 @@ class Masker:
                 self._name_plans.clear()
             self._name_plans[key] = by_name
         positions = list(sample_positions(len(rows), ROWS_SAMPLE))
+        width = len(names)
+        try:
+            nested = self._nested_positions(rows, positions, by_name)
+        except IndexError:
+            nested = [width]  # a short row: refused below, with every row's width checked
         plans: list[ColumnPlan] = []
         for j, plan in enumerate(by_name):
-            if plan is None and not self.rules.detect:
+            if j in nested or (plan is None and not self.rules.detect):
                 continue
             if plan is None or plan.pii_type is PiiType.OTHER:
                 sample = _sample_of([rows[i][j] for i in positions])
@@ -926,14 +931,19 @@ class Masker:
                     plan = self._refine_explicit(plan, sample)
             if plan is not None:
                 plans.append(plan)
-        if not plans:
+        if not plans and not nested:
             return rows, MaskingReport(rows=len(rows))
-        width = len(names)
         if set(map(len, rows)) != {width}:
             raise MaskingError(f"mask_rows: every row must have {width} values, as the columns")
         reports: list[ColumnReport] = []
         replaced: dict[int, list[Any]] = {}
         with _collector_paused():
+            for j in nested:
+                # a jsonb or array column: its leaves are masked as columns of their own
+                values = pd.Series(list(map(itemgetter(j), rows)), dtype=object)
+                column, column_reports = self._mask_nested(values, names[j])
+                replaced[j] = _nulls_to_none(column)
+                reports += column_reports
             for plan in plans:
                 if plan.pii_type is not PiiType.TEXT:
                     _check(plan.strategy, plan.pii_type, f"column {plan.column!r}")
@@ -953,6 +963,27 @@ class Masker:
                 replaced[j] if j in replaced else map(itemgetter(j), rows) for j in range(width)
             ]
             return list(zip(*columns, strict=True)), report
+
+    def _nested_positions(
+        self, rows: list[Any], positions: list[int], by_name: Sequence[ColumnPlan | None]
+    ) -> list[int]:
+        """Columns of DB-API rows holding dicts or lists (jsonb, json, arrays).
+
+        A column whose sample holds one scalar type is taken to be of that type, as database
+        columns are; one whose sample holds a container or several types (a jsonb column mixes
+        objects, arrays, strings and numbers) is read whole. Columns a ``drop`` or ``null``
+        rule empties are left to that rule.
+        """
+        found: list[int] = []
+        for j, plan in enumerate(by_name):
+            if plan is not None and isinstance(plan.strategy, Drop | Null):
+                continue
+            kinds = {type(rows[i][j]) for i in positions} - {type(None)}
+            if len(kinds) <= 1 and not any(issubclass(k, _NESTED) for k in kinds):
+                continue
+            if any(issubclass(k, _NESTED) for k in set(map(type, map(itemgetter(j), rows)))):
+                found.append(j)
+        return found
 
     def mask_text(self, text: str) -> str:
         """``text`` with CPF, CNPJ, e-mail, phone and card spans replaced by type tokens."""
