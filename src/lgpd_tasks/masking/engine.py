@@ -858,7 +858,9 @@ class Masker:
         """An object column scrubbed: only strings all through go by Arrow, a mix
         (DB-API rows, numbers among text) is read value by value; non-strings stay."""
         kind = infer_dtype(col, skipna=True)
-        if kind == "string":
+        if kind == "string" and not _SPAN_CHARACTER.search("".join(col.dropna().tolist())):
+            return col, 0  # no digit, @ or full-width form anywhere: nothing to find
+        if kind == "string" and len(col) >= _ARROW_MIN_ROWS:
             scrubbed, cells = self._scrub_column(col.astype("str"))
             if cells == 0:
                 return col, 0
@@ -867,8 +869,9 @@ class Masker:
             if na.any():
                 out[na] = col[na]
             return out, cells
-        if kind not in ("mixed", "mixed-integer", "mixed-integer-float"):
+        if kind not in ("string", "mixed", "mixed-integer", "mixed-integer-float"):
             return col, 0
+        # a few rows (fetchone, a small fetchmany) cost less value by value than through Arrow
         values = col.tolist()
         at = [i for i, v in enumerate(values) if isinstance(v, str) and _PREFILTER.search(v)]
         changed: dict[int, str] = {}
@@ -945,6 +948,13 @@ class Masker:
                 replaced[j] = _nulls_to_none(column)
                 reports += column_reports
             for plan in plans:
+                if plan.scan and len(rows) < _ARROW_MIN_ROWS:
+                    # fetchone and small fetchmany: value by value, no Series, no Arrow
+                    scanned, cells = self._scan_values(list(map(itemgetter(plan.position), rows)))
+                    if cells:
+                        replaced[plan.position] = scanned
+                        reports.append(plan.report(cells))
+                    continue
                 if plan.pii_type is not PiiType.TEXT:
                     _check(plan.strategy, plan.pii_type, f"column {plan.column!r}")
                 # only the planned columns are taken out of the rows
@@ -964,6 +974,17 @@ class Masker:
             ]
             return list(zip(*columns, strict=True)), report
 
+    def _scan_values(self, values: list[Any]) -> tuple[list[Any], int]:
+        """``values`` with the spans in their strings scrubbed, and how many changed."""
+        cells = 0
+        for i, value in enumerate(values):
+            if isinstance(value, str) and _PREFILTER.search(value):
+                after = self._scrubber(value)
+                if after != value:
+                    values[i] = after
+                    cells += 1
+        return values, cells
+
     def _nested_positions(
         self, rows: list[Any], positions: list[int], by_name: Sequence[ColumnPlan | None]
     ) -> list[int]:
@@ -979,7 +1000,7 @@ class Masker:
             if plan is not None and isinstance(plan.strategy, Drop | Null):
                 continue
             kinds = {type(rows[i][j]) for i in positions} - {type(None)}
-            if len(kinds) <= 1 and not any(issubclass(k, _NESTED) for k in kinds):
+            if len(kinds) == 1 and not any(issubclass(k, _NESTED) for k in kinds):
                 continue
             if any(issubclass(k, _NESTED) for k in set(map(type, map(itemgetter(j), rows)))):
                 found.append(j)
@@ -1126,11 +1147,19 @@ def _may_hold_text(dtype: Any, sample: list[Any]) -> bool:
     return is_string_dtype(dtype)
 
 
+#: What every span the scrubber finds holds one of: an ASCII digit, ``@`` or a full-width form.
+_SPAN_CHARACTER = re.compile("[0-9@\uff01-\uff5e]")
+#: Below this many values a text column is scrubbed value by value rather than through Arrow.
+_ARROW_MIN_ROWS = 256
+
 _BARE_NUMBER = re.compile(r"(?<![0-9])[0-9]{11,19}(?![0-9])")
 #: The most of a sample's identifier-shaped numbers that may validate in a column of codes:
-#: well above chance (CPF and CNPJ check digits pass about once in a hundred, Luhn with an
-#: issuer digit about once in fifteen), so that a sample of 64 DB-API rows decides alike.
+#: above chance (Luhn with an issuer digit passes about once in fifteen), so that a sample of
+#: 64 DB-API rows decides alike.
 CHANCE_SHARE = 0.2
+#: The same for numbers of a CPF's or CNPJ's length (11 and 14 digits), whose check digits
+#: pass by chance about once in a hundred: a larger share is people's documents among codes.
+DOCUMENT_CHANCE_SHARE = 0.05
 
 
 def _codes(sample: list[Any]) -> bool:
@@ -1138,6 +1167,8 @@ def _codes(sample: list[Any]) -> bool:
     digits): nearly every sampled value holds one bare run of 11 to 19 digits, few of them
     validate as a CPF, CNPJ or card, and none holds a formatted CPF, an e-mail or a phone. Like a numeric column of ids, such a column is not scrubbed: a code that happens
     to pass a check digit is no personal data, and scrubbing would change one in a hundred.
+    A share of CPF- or CNPJ-length numbers that validate well above chance (codes among
+    which some cells are people's documents) is no column of codes: it is scrubbed.
     """
     texts = [v for v in sample if isinstance(v, str)]
     if len(texts) < 20:
@@ -1148,8 +1179,11 @@ def _codes(sample: list[Any]) -> bool:
     scrubber = TextScrubber()
     if any(scrubber.has_span(_BARE_NUMBER.sub(" ", v)) for v in texts):
         return False
-    valid = sum(1 for v in bare if scrubber.has_span(v))
-    return valid <= CHANCE_SHARE * len(bare)
+    documents = [v for v in bare if len(_BARE_NUMBER.findall(v)[0]) in (11, 14)]
+    others = [v for v in bare if len(_BARE_NUMBER.findall(v)[0]) not in (11, 14)]
+    return sum(map(scrubber.has_span, documents)) <= DOCUMENT_CHANCE_SHARE * len(documents) and sum(
+        map(scrubber.has_span, others)
+    ) <= CHANCE_SHARE * len(others)
 
 
 def _strings(values: list[Any]) -> list[str]:

@@ -49,6 +49,29 @@ def test_cpfs_among_product_codes_are_masked() -> None:
     assert out[1:5] == codes[1:5]
 
 
+def test_bare_cpfs_among_numbered_codes_are_masked() -> None:
+    # one cell in ten holds a CPF after a word, the others an order number of the same length:
+    # far more validate than chance (one in a hundred), so this is no column of codes
+    rng = np.random.default_rng(8)
+    cells = [f"pedido {n}" for n in rng.integers(10**10, 10**11 - 1, 180)]
+    cells += [f"cliente {cpf.replace('.', '').replace('-', '')}" for cpf in CPFS[:20]]
+    order = rng.permutation(len(cells))
+    column = [cells[i] for i in order]
+    masker = Masker()
+    masked, _ = masker.mask_dataframe(pd.DataFrame({"x": column}))
+    rows, _ = masker.mask_rows(["x"], [(c,) for c in column])
+    for out in (" ".join(masked["x"]), " ".join(r[0] for r in rows)):
+        for cpf in CPFS[:20]:
+            assert cpf.replace(".", "").replace("-", "") not in out
+
+
+def test_a_mostly_null_json_column_is_read_whole() -> None:
+    rows: list[tuple[object, ...]] = [(i, None) for i in range(300)]
+    rows[211] = (211, {"cliente": {"nome": "Maria Souza", "cpf": CPFS[0]}})
+    masked, _ = Masker().mask_rows(["id", "dados"], rows)
+    assert masked[211][1] == {"cliente": {"nome": "[NAME]", "cpf": "***.***.***-" + CPFS[0][-2:]}}
+
+
 def test_an_index_of_a_few_cpfs_is_masked() -> None:
     frame = pd.DataFrame({"v": [1, 2, 3]}, index=pd.Index([CPFS[0], CPFS[1], "balcão"]))
     masked, _ = Masker().mask_frame(frame)
