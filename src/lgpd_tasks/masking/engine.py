@@ -872,18 +872,10 @@ class Masker:
         if kind not in ("string", "mixed", "mixed-integer", "mixed-integer-float"):
             return col, 0
         # a few rows (fetchone, a small fetchmany) cost less value by value than through Arrow
-        values = col.tolist()
-        at = [i for i, v in enumerate(values) if isinstance(v, str) and _PREFILTER.search(v)]
-        changed: dict[int, str] = {}
-        for i in at:
-            after = self._scrubber(values[i])
-            if after != values[i]:
-                changed[i] = after
-        if not changed:
+        values, cells = self._scan_values(col.tolist())
+        if not cells:
             return col, 0
-        for i, after in changed.items():
-            values[i] = after
-        return pd.Series(values, index=col.index, dtype=object, name=col.name), len(changed)
+        return pd.Series(values, index=col.index, dtype=object, name=col.name), cells
 
     def mask_rows(
         self,
@@ -1173,14 +1165,15 @@ def _codes(sample: list[Any]) -> bool:
     texts = [v for v in sample if isinstance(v, str)]
     if len(texts) < 20:
         return False
-    bare = [v for v in texts if len(_BARE_NUMBER.findall(v)) == 1]
+    runs = [_BARE_NUMBER.findall(v) for v in texts]
+    bare = [(v, found[0]) for v, found in zip(texts, runs, strict=True) if len(found) == 1]
     if len(bare) < 0.9 * len(texts):
         return False
     scrubber = TextScrubber()
     if any(scrubber.has_span(_BARE_NUMBER.sub(" ", v)) for v in texts):
         return False
-    documents = [v for v in bare if len(_BARE_NUMBER.findall(v)[0]) in (11, 14)]
-    others = [v for v in bare if len(_BARE_NUMBER.findall(v)[0]) not in (11, 14)]
+    documents = [v for v, number in bare if len(number) in (11, 14)]
+    others = [v for v, number in bare if len(number) not in (11, 14)]
     return sum(map(scrubber.has_span, documents)) <= DOCUMENT_CHANCE_SHARE * len(documents) and sum(
         map(scrubber.has_span, others)
     ) <= CHANCE_SHARE * len(others)
