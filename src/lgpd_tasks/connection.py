@@ -8,6 +8,7 @@ If the intent cannot be written the statement does not run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -43,6 +44,7 @@ from lgpd_tasks.errors import (
 from lgpd_tasks.evidence.subjects import StatementTrail, SubjectTrail
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.masking import Masker, MaskingReport
+from lgpd_tasks.masking.prefetch import BATCH_ROWS
 from lgpd_tasks.policy import Policy, Scope, load_policy
 from lgpd_tasks.redaction import (
     explicit_aliases,
@@ -253,13 +255,31 @@ class GuardedCursor:
         """
         import pandas as pd
 
-        rows = self._fetch(self._raw.fetchall)
-        self._observe(rows)
-        frame = pd.DataFrame.from_records(rows, columns=self._columns, coerce_float=False)
         masker = self._conn._masker
-        if masker is not None and len(frame):
-            frame, report = masker.mask_dataframe(frame, sources=self._sources)
-            self._note(report)
+        prefetch = (
+            None
+            if masker is None
+            else masker.hmac_prefetch(
+                self._columns, self._sources, expected_rows=int(self._raw.rowcount)
+            )
+        )
+        with prefetch or contextlib.nullcontext():
+            if prefetch is None:
+                rows = self._fetch(self._raw.fetchall)
+            else:
+                # the policy hashes some columns: a helper hashes each batch while the next
+                # is fetched and the frame is built (see lgpd_tasks.masking.prefetch)
+                rows = []
+                while batch := self._fetch(lambda: self._raw.fetchmany(BATCH_ROWS)):
+                    rows += batch
+                    prefetch.feed(batch)
+            self._observe(rows)
+            frame = pd.DataFrame.from_records(rows, columns=self._columns, coerce_float=False)
+            if masker is not None and len(frame):
+                frame, report = masker.mask_dataframe(
+                    frame, sources=self._sources, known=None if prefetch is None else prefetch.known
+                )
+                self._note(report)
         self._finish()
         return frame
 

@@ -15,34 +15,25 @@ from __future__ import annotations
 import hashlib
 import struct
 import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lgpd_tasks.errors import AuditUnavailable
 from lgpd_tasks.evidence import trail_worker
 from lgpd_tasks.evidence.trail_worker import DIGEST_BYTES, TrailWorker
+from lgpd_tasks.helper_process import (
+    HelperFailed,
+    ask_helper,
+    feed_helper,
+    start_helper,
+    stop_helper,
+)
 
 #: Values a statement hashes in-process before it starts the helper (about 3 ms of work;
 #: starting the helper costs about 8 ms, so small statements never start one).
 HELPER_AFTER = 5_000
 
 _SEPARATOR = "\n"
-
-#: Pipe capacity asked for (Linux), so a batch is handed over without waiting for the helper.
-_PIPE_BYTES = 1 << 20
-
-
-def _widen(process: subprocess.Popen[bytes]) -> None:
-    """Ask for wider pipes where the platform allows; the default 64 KiB also works."""
-    try:
-        import fcntl
-
-        for pipe in (process.stdin, process.stdout):
-            if pipe is not None:
-                fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-    except (ImportError, AttributeError, OSError):
-        pass
 
 
 def key_block(key: bytes) -> bytes:
@@ -168,70 +159,27 @@ class Digester:
         return joined.encode()
 
     def _send(self, *parts: bytes) -> None:
-        process = self._process
-        assert process is not None
-        assert process.stdin is not None
+        assert self._process is not None
         try:
-            for part in parts:
-                process.stdin.write(part)
-        except OSError as err:
-            raise self._failed(f"cannot be fed ({err.strerror or err})") from None
+            feed_helper(self._process, *parts)
+        except HelperFailed as err:
+            raise self._failed(str(err)) from None
 
     def close(self) -> None:
         process, self._process = self._process, None
-        if process is None:
-            return
-        try:
-            if process.stdin is not None:
-                process.stdin.close()
-            process.wait(timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            process.kill()
-            process.wait()
-        finally:
-            if process.stdout is not None:
-                process.stdout.close()
+        if process is not None:
+            stop_helper(process)
 
     def _start(self) -> subprocess.Popen[bytes] | None:
-        script = Path(trail_worker.__file__)
-        if not script.is_file():
-            return None
-        try:
-            # a fixed script run by this very interpreter: no outside input reaches argv
-            process = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-I", "-S", str(script)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                env={},
-            )
-            assert process.stdin is not None
-            _widen(process)
-            process.stdin.write(self._block)
-        except OSError:
-            return None  # no helper: the values are hashed here, only slower
-        return process
+        # no helper: the values are hashed here, only slower
+        return start_helper(Path(trail_worker.__file__), self._block)
 
     def _fetch(self) -> tuple[bytes, bytes]:
-        process = self._process
-        assert process is not None
-        assert process.stdin is not None
-        assert process.stdout is not None
+        assert self._process is not None
         try:
-            process.stdin.write(b"F")
-            process.stdin.flush()
-            parts = []
-            for _ in range(2):
-                head = process.stdout.read(8)
-                if len(head) != 8:
-                    raise self._failed("ended without answering")
-                size = struct.unpack("<Q", head)[0]
-                data = process.stdout.read(size)
-                if len(data) != size:
-                    raise self._failed(f"returned {len(data)} of {size} bytes")
-                parts.append(data)
-        except OSError as err:
-            raise self._failed(f"failed ({err.strerror or err})") from None
-        return parts[0], parts[1]
+            return ask_helper(self._process)
+        except HelperFailed as err:
+            raise self._failed(str(err)) from None
 
     def _failed(self, what: str) -> AuditUnavailable:
         self.close()

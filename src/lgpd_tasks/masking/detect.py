@@ -384,6 +384,9 @@ def whole_numbers(values: Iterable[object]) -> list[int] | None:
     >>> whole_numbers([1, 2.5]) is None, whole_numbers([True]) is None
     (True, True)
     """
+    values = list(values)
+    if all(value.__class__ is int for value in values):
+        return values  # type: ignore[return-value]  # each one checked just above
     numbers: list[int] = []
     for value in values:
         if (
@@ -410,4 +413,5 @@ def sample_positions(length: int, size: int) -> Iterable[int]:
         return range(length)
     head = size // 4
     step = (length - head) / (size - head)
-    return [*range(head), *(head + int(i * step) for i in range(size - head))]
+    spread = head + (np.arange(size - head, dtype=np.float64) * step).astype(np.int64)
+    return [*range(head), *spread.tolist()]

@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -56,8 +58,13 @@ class HmacKey:
         if len(key) > block:
             key = hashlib.sha256(key).digest()
         key = key.ljust(block, b"\0")
+        self.block = key
+        """The key as one 64-byte block (RFC 2104), for a helper process's pipe only."""
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def __repr__(self) -> str:
+        return "HmacKey(...)"
 
     def hexdigest(self, message: bytes) -> str:
         inner = self._inner.copy()
@@ -85,6 +92,48 @@ class HmacKey:
         size = hashlib.sha256().digest_size
         matrix: Bytes = np.frombuffer(b"".join(out), dtype=np.uint8).reshape(len(out), size)
         return matrix
+
+    def digests_of(self, messages: pa.Array) -> Bytes:
+        """:meth:`digests` of Arrow strings, taking those a helper process already computed
+        (see :func:`known_digests`) and hashing the rest here."""
+        source = _KNOWN.get()
+        known = None if source is None else source()
+        if known is None or known.key is not self or not len(known.messages):
+            return self.digests(pc.cast(messages, pa.large_binary()).to_pylist())
+        found = pc.index_in(messages, value_set=known.messages)
+        matrix: Bytes = known.digests[found.fill_null(0).to_numpy()]
+        missing = np.flatnonzero(~found.is_valid().to_numpy(zero_copy_only=False))
+        if len(missing):
+            rest = pc.cast(messages.take(pa.array(missing)), pa.large_binary()).to_pylist()
+            matrix[missing] = self.digests(rest)
+        return matrix
+
+
+@dataclass(frozen=True, eq=False)
+class KnownDigests:
+    """Digests a helper process computed with ``key``: ``digests[i]`` is that of
+    ``messages[i]`` (see :mod:`lgpd_tasks.masking.hmac_worker`)."""
+
+    key: HmacKey
+    messages: pa.Array
+    digests: Bytes
+
+
+#: Where digests computed beforehand come from; asked only when a value is to be hashed.
+KnownSource = Callable[[], KnownDigests | None]
+
+_KNOWN: ContextVar[KnownSource | None] = ContextVar("lgpd_tasks_known_digests", default=None)
+
+
+@contextmanager
+def known_digests(source: KnownSource | None) -> Iterator[None]:
+    """Within the block, ``hmac`` takes the digests ``source()`` returns (asked once it has
+    values to hash, so a helper has the longest time to compute them) before computing any."""
+    token = _KNOWN.set(source)
+    try:
+        yield
+    finally:
+        _KNOWN.reset(token)
 
 
 @dataclass(frozen=True)
@@ -310,7 +359,7 @@ class Hmac(Strategy):
         messages = pc.binary_join_element_wise(
             pa.scalar(tag, STRING), pa.array(uniques, type=STRING), pa.scalar("", STRING)
         )
-        digests = ctx.hmac_key.digests(pc.cast(messages, pa.large_binary()).to_pylist())
+        digests = ctx.hmac_key.digests_of(messages)
         tokens = _tokens(digests, f"hmac:{tag}", self.length)
         return to_series(tokens.take(pa.array(codes)), values.index)
 
@@ -336,9 +385,14 @@ def _tokens(digests: Bytes, prefix: str, length: int) -> pa.Array:
     )
 
 
+#: Types whose values are hashed by their digits alone (a helper process can hash them
+#: before the masker sees them: :mod:`lgpd_tasks.masking.hmac_worker`).
+HASHED_BY_DIGITS = frozenset({PiiType.CPF, PiiType.PHONE, PiiType.CARD, PiiType.CEP})
+
+
 def normalise_for_join(values: pd.Series[str], pii: PiiType) -> pd.Series[str]:
     """One spelling per value, so ``529.982.247-25`` and ``52998224725`` hash alike."""
-    if pii in (PiiType.CPF, PiiType.PHONE, PiiType.CARD, PiiType.CEP):
+    if pii in HASHED_BY_DIGITS:
         return _digits(values)
     if pii is PiiType.CNPJ:
         return _alnum(values)
