@@ -972,15 +972,22 @@ class Masker:
         rows: list[Any],
         *,
         sources: Sequence[Collection[str]] | None = None,
+        known: KnownSource | None = None,
     ) -> tuple[list[Any], MaskingReport]:
         """Mask DB-API result rows; returns ``rows`` itself when no column needs masking.
 
         Names are planned once per column-name tuple; content is checked on a sample of
         up to 64 rows of each call, and text columns that get no type from it are still
         scrubbed cell by cell. A dropped column keeps its place with nulls, since a
-        cursor's description fixes the shape. ``sources`` is as for :meth:`mask_dataframe`.
+        cursor's description fixes the shape. ``sources`` and ``known`` are as for
+        :meth:`mask_dataframe`.
         """
-        names = tuple(column_names)
+        with known_digests(known):
+            return self._mask_rows(tuple(column_names), rows, sources)
+
+    def _mask_rows(
+        self, names: tuple[object, ...], rows: list[Any], sources: Sequence[Collection[str]] | None
+    ) -> tuple[list[Any], MaskingReport]:
         if not rows:
             return rows, MaskingReport(rows=0)
         origins = _sources_for(sources, len(names))

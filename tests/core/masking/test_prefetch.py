@@ -197,10 +197,15 @@ def test_query_df_on_postgres_prefetches_and_masks_alike(
     sql = f"SELECT id, nome, cpf, telefone FROM {pg_schema}.people ORDER BY id"
     with connect(postgres_dsn, policy=policy, scope="extract", identity=WHO, audit=audit) as conn:
         masked = conn.query_df(sql)
-    assert taken, "query_df asked its helper"
-    assert taken[0] > len(rows) // 2, "the helper hashed the batches"
-    expected, _ = Masker(RULES, key=KEY).mask_dataframe(_frame(rows))
+        cur = conn.execute(sql)
+        masked_rows = cur.fetchall()
+    assert len(taken) >= 2, "query_df and fetchall asked their helper (once per hmac column)"
+    assert min(taken) > len(rows) // 2, "the helper hashed the batches"
+    masker = Masker(RULES, key=KEY)
+    expected, _ = masker.mask_dataframe(_frame(rows))
     pd.testing.assert_frame_equal(masked, expected)
+    expected_rows, _ = masker.mask_rows(["id", "nome", "cpf", "telefone"], rows)
+    assert masked_rows == expected_rows
 
 
 @pytest.mark.usefixtures("_key")
