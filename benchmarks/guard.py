@@ -1,6 +1,7 @@
 """Guard throughput (analyse + decide over the SQL corpus, cold and warm) and the cost of a
 GuardedConnection against the bare driver (trivial SELECT, 100k-row SELECT; SQLite and
-PostgreSQL when reachable). Prints microseconds per statement and guarded/bare ratios.
+PostgreSQL when reachable), and row-by-row fetchone over three text columns. Prints
+microseconds per statement or row and guarded/bare ratios.
 
     .venv/bin/python benchmarks/guard.py
 """
@@ -169,6 +170,60 @@ def connection_overhead() -> None:
             pg.close()
 
 
+FETCHONE_ROWS = 2_000
+
+
+def fetchone_cost() -> None:
+    """fetchone row by row over three text columns with digits but no personal data, through
+    a bare SQLite connection and a GuardedConnection (results unmasked / masked)."""
+    from lgpd_tasks.connection import connect
+
+    identity = TaskIdentity(orchestrator="bench", pipeline="bench", task="read")
+    sql = "SELECT descricao, cidade, obs FROM notas"
+    print(f"fetchone over three text columns ({FETCHONE_ROWS} rows, SQLite)")
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "source.db"
+        raw = sqlite3.connect(source)
+        raw.execute("CREATE TABLE notas (descricao TEXT, cidade TEXT, obs TEXT)")
+        raw.executemany(
+            "INSERT INTO notas VALUES (?, ?, ?)",
+            (
+                (f"produto {i}", f"cidade {i % 97}", f"entrega em {i % 28} dias")
+                for i in range(FETCHONE_ROWS)
+            ),
+        )
+        raw.commit()
+
+        def rows(conn: Any) -> Callable[[], None]:
+            def go() -> None:
+                cur = conn.cursor()
+                cur.execute(sql)
+                while cur.fetchone() is not None:
+                    pass
+                cur.close()
+
+            return go
+
+        bare = _best(rows(raw), 5)
+        print(f"  bare              {bare / FETCHONE_ROWS * 1e6:8.1f} µs/row")
+        for masked in (False, True):
+            guarded = connect(
+                f"sqlite:///{source}",
+                policy=_policy("sqlite", "notas"),
+                scope="bench.read",
+                identity=identity,
+                audit=f"sqlite:///{tmp}/audit.db",
+                mask_results=masked,
+            )
+            rows(guarded)()  # warm the guard's cache and the audit store
+            g = _best(rows(guarded), 5)
+            label = "guarded, masked " if masked else "guarded          "
+            print(f"  {label}  {g / FETCHONE_ROWS * 1e6:8.1f} µs/row  ratio {g / bare:6.2f}")
+            guarded.close()
+        raw.close()
+
+
 if __name__ == "__main__":
     guard_throughput()
     connection_overhead()
+    fetchone_cost()

@@ -30,6 +30,7 @@ from lgpd_tasks.errors import LabelsWouldMerge, MaskingError
 from lgpd_tasks.masking.columnar import (
     Bools,
     arrow_strings,
+    candidate_rows,
     guess_numbers,
     pending,
     scrub_strings,
@@ -65,7 +66,7 @@ from lgpd_tasks.masking.strategies import (
     known_digests,
     strategy_from_spec,
 )
-from lgpd_tasks.masking.text import PREFILTER, TextScrubber
+from lgpd_tasks.masking.text import SPAN_GATE, SPAN_GATE_RE, TextScrubber
 
 if TYPE_CHECKING:
     from lgpd_tasks.policy.policy import Policy
@@ -930,7 +931,7 @@ class Masker:
             if cells == 0:
                 return col, 0
             return pd.Series(pd.array(scrubbed, dtype=col.dtype), index=col.index), cells
-        hits = col.str.contains(PREFILTER, regex=True)
+        hits = col.str.contains(SPAN_GATE, regex=True)
         hits = hits.fillna(False).astype(bool)
         if not hits.any():
             return col, 0
@@ -947,9 +948,9 @@ class Masker:
         """An object column scrubbed: only strings all through go by Arrow, a mix
         (DB-API rows, numbers among text) is read value by value; non-strings stay."""
         kind = infer_dtype(col, skipna=True)
-        if kind == "string" and not _SPAN_CHARACTER.search("".join(col.dropna().tolist())):
-            return col, 0  # no digit, @ or full-width form anywhere: nothing to find
         if kind == "string" and len(col) >= _ARROW_MIN_ROWS:
+            if _holds_no_span(col.tolist()):
+                return col, 0
             scrubbed, cells = self._scrub_column(col.astype("str"))
             if cells == 0:
                 return col, 0
@@ -1012,8 +1013,11 @@ class Masker:
                 sample = _sample_of([rows[i][j] for i in positions])
                 if plan is None:
                     plan = self._plan_by_content(j, names[j], sample)
+                    # a sample of every row has had each of its strings read for spans
+                    # (``has_span``) and found none: there is nothing to scrub
                     if (
                         plan is None
+                        and len(rows) > len(positions)
                         and _may_hold_text(np.dtype(object), sample)
                         and not _codes(sample)
                     ):
@@ -1046,7 +1050,10 @@ class Masker:
                 if plan.pii_type is not PiiType.TEXT:
                     _check(plan.strategy, plan.pii_type, f"column {plan.column!r}")
                 # only the planned columns are taken out of the rows
-                values = pd.Series(list(map(itemgetter(plan.position), rows)), dtype=object)
+                cells_of = list(map(itemgetter(plan.position), rows))
+                if plan.scan and _holds_no_span(cells_of):
+                    continue
+                values = pd.Series(cells_of, dtype=object)
                 drop = isinstance(plan.strategy, Drop)
                 applied = replace(plan, strategy=Null()) if drop else plan
                 masked, cells = self._apply_chunked(values, applied)
@@ -1066,7 +1073,7 @@ class Masker:
         """``values`` with the spans in their strings scrubbed, and how many changed."""
         cells = 0
         for i, value in enumerate(values):
-            if isinstance(value, str) and _PREFILTER.search(value):
+            if isinstance(value, str) and SPAN_GATE_RE.search(value):
                 after = self._scrubber(value)
                 if after != value:
                     values[i] = after
@@ -1214,7 +1221,6 @@ def _check(strategy: Strategy, pii: PiiType, where: str) -> None:
         raise MaskingError(f"{where}: {err}") from None
 
 
-_PREFILTER = re.compile(PREFILTER)
 #: A cell holding one value of a type whose strategy keeps part of the cell (see
 #: ``Masker._several_values``), in the RE2 subset.
 _ONE_VALUE: Mapping[PiiType, str] = MappingProxyType(
@@ -1235,10 +1241,35 @@ def _may_hold_text(dtype: Any, sample: list[Any]) -> bool:
     return is_string_dtype(dtype)
 
 
-#: What every span the scrubber finds holds one of: an ASCII digit, ``@`` or a full-width form.
-_SPAN_CHARACTER = re.compile("[0-9@\uff01-\uff5e]")
 #: Below this many values a text column is scrubbed value by value rather than through Arrow.
 _ARROW_MIN_ROWS = 256
+#: The most values :func:`_holds_no_span` joins into one text.
+_JOINED_VALUES = 1 << 16
+
+
+def _holds_no_span(values: list[Any]) -> bool:
+    """Whether no string among ``values`` can hold a span: joined end to end, they hold no
+    match of the scrubber's gate (``text.SPAN_GATE``, which a value's match is a match of
+    the joined text too), found by RE2 in one pass per text rather than a search per value.
+    The texts grow from 1,024 values to 65,536, so that a column whose first rows hold a
+    candidate costs little. ``False`` when a value is neither a string nor empty (numbers
+    among text are read value by value).
+    """
+    start, size = 0, 1 << 10
+    while start < len(values):
+        part = values[start : start + size]
+        try:
+            joined = "".join(part)
+        except TypeError:  # nulls (or numbers) among the strings
+            try:
+                joined = "".join(filter(None, part))
+            except TypeError:
+                return False
+        if candidate_rows(pa.array([joined], pa.large_string())) is not None:
+            return False
+        start, size = start + size, min(size * 4, _JOINED_VALUES)
+    return True
+
 
 _BARE_NUMBER = re.compile(r"(?<![0-9])[0-9]{11,19}(?![0-9])")
 #: The most of a sample's identifier-shaped numbers that may validate in a column of codes:

@@ -13,15 +13,17 @@ from lgpd_tasks.masking.validators import (
     is_valid_phone,
 )
 
-#: A cheap superset of every span below written in ASCII, in the RE2 subset (no lookarounds,
-#: ``\d``, ``\b`` or ``\s``) so that pandas runs it on Arrow strings without falling back to
-#: Python's ``re``. Only rows it hits go through the exact, validating pass.
-ASCII_PREFILTER = (
-    r"@|[0-9]{4}|[0-9]{3}[. ][0-9]{3}"
-    r"|[0-9A-Z]{2}\.[0-9A-Z]{3}\.[0-9A-Z]{3}|[0-9A-Z]{12}[0-9]{2}"
-)
-#: The same for any text: spans may also be written in full-width forms (``２５３.６６０…``).
-PREFILTER = f"{ASCII_PREFILTER}|{FULL_WIDTH}"
+#: What every span of ``_SPANS`` below holds, so that a text without a match is one the
+#: scrubber returns unchanged: the ``@`` of an e-mail; eight digits with at most one of
+#: `` .-`` after the fourth (how every phone ends and every card starts; a bare CPF or
+#: CNPJ holds them too); a CPF or a CNPJ, numeric or alphanumeric, in every spelling the
+#: scrubber reads (dots, spaces, no-break spaces, slashes, hyphens, typographic dashes);
+#: or a full-width form (the scrubber reads ``２５３.６６０…`` and ``＠`` as ASCII). In the
+#: RE2 subset (no ``\d``, ``\b``, ``\s``), so that Arrow and Python's ``re`` read it alike,
+#: and with no anchor or lookaround: a match in a value is a match in any text holding the
+#: value, so values joined end to end are tested a block at a time
+#: (``columnar.candidate_rows``). Every match of :data:`ROW_PREFILTER` holds one as well.
+SPAN_GATE = f"@|[0-9]{{4}}[ .-]?[0-9]{{4}}|{CPF}|{CNPJ}|{FULL_WIDTH}"
 
 # Spans that need no arithmetic to validate are replaced column-wise by pandas in the RE2
 # subset (boundaries written as groups that the replacement puts back).
@@ -48,7 +50,8 @@ DIGITS_PREFILTER = (
 )
 #: Rows the column-wise scrub (``columnar.scrub_strings``) reads at all: an ``@``, a phone
 #: of :data:`PHONE_RE2` or a number of :data:`DIGITS_PREFILTER`. Exact rather than cheap, so
-#: that columns of dates, amounts or ids cost one regex pass and nothing more.
+#: that the rows :data:`SPAN_GATE` lets through cost one regex pass and no more when they
+#: are ids or amounts.
 ROW_PREFILTER = f"@|{PHONE_RE2}|{DIGITS_PREFILTER}"
 
 _DIGIT_SPANS_RE = (
@@ -63,6 +66,8 @@ _SPANS = re.compile(
     r"|\+55 ?[1-9]{2}9?[0-9]{8})(?![0-9])"
 )
 _DIGIT_SPANS = re.compile(_DIGIT_SPANS_RE)
+#: :data:`SPAN_GATE` for Python strings: a value it finds nothing in is left as it is.
+SPAN_GATE_RE = re.compile(SPAN_GATE)
 
 # A matched shape may still be another type: 14 digits that are no CNPJ can be a card.
 _CANDIDATES: dict[str, tuple[tuple[PiiType, Callable[[str], bool]], ...]] = {
@@ -136,6 +141,8 @@ class TextScrubber:
 
     def has_span(self, text: str) -> bool:
         """Whether ``text`` holds at least one validated span."""
+        if not SPAN_GATE_RE.search(text):
+            return False
         for match in _SPANS.finditer(narrow(text)):
             if match.lastgroup is not None and self.kind(match.lastgroup, match.group()):
                 return True
