@@ -1333,8 +1333,13 @@ def _first_values(col: pd.Series[Any], count: int) -> list[Any]:
 
 def _sample_of(values: list[Any]) -> list[Any]:
     """What content detection reads of sampled values: their non-empty strings, or, for a
-    column without text, the values themselves (numbers)."""
-    return _strings(values) or values
+    column without text, its other non-null values (numbers). Blanks and nulls alone give
+    nothing to read.
+
+    >>> _sample_of(["  ", None]), _sample_of([None, 52998224725]), _sample_of(["", "ana"])
+    ([], [52998224725], ['ana'])
+    """
+    return _strings(values) or [v for v in values if v is not None and not isinstance(v, str)]
 
 
 @dataclass(frozen=True)

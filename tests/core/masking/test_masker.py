@@ -453,3 +453,17 @@ def test_labels_holding_personal_data_are_masked_in_frames_and_reports() -> None
     assert masked.index.name == "[EMAIL]"
     assert masked["[CPF]"].tolist() == ["***@pf.gov.br", "***@pf.gov.br"]
     assert list(masked.index) == [1, 2]
+
+
+def test_a_text_column_of_blanks_and_nulls_is_left_as_it_is() -> None:
+    """A sample holding only blank strings and nulls once crashed content detection
+    (``"".join`` over a None): a guarded fetch of such a column failed."""
+    masker = Masker(MaskingRules(columns={"cpf": "partial"}))
+    rows = [("  ", "529.982.247-25"), (None, None), ("", "111.444.777-35")]
+    masked, report = masker.mask_rows(["observacao", "cpf"], rows)
+    assert [r[0] for r in masked] == ["  ", None, ""]
+    assert [r[1] for r in masked] == ["***.***.***-25", None, "***.***.***-35"]
+    assert report.column("observacao") is None
+    frame = pd.DataFrame({"observacao": ["  ", None] * 5_000}, dtype=object)
+    out, _ = masker.mask_dataframe(frame)
+    assert out["observacao"].tolist() == frame["observacao"].tolist()
