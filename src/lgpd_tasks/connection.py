@@ -137,6 +137,7 @@ class GuardedCursor:
         self._running: _Running | None = None
         self._columns: list[str] = []
         self._sources: list[frozenset[str]] | None = None
+        self._scalars: frozenset[int] = frozenset()
         self._description: Any = None
         self.arraysize = 1
 
@@ -209,6 +210,7 @@ class GuardedCursor:
             running.is_query = True
             self._columns = labels
             self._sources = _result_sources(running.decision, len(columns))
+            self._scalars = _scalar_columns(self._conn.driver, description)
             self._running = running
             # a result never fetched to its end still gets its outcome when the connection closes
             self._conn._unfinished[running.intent_id] = running
@@ -342,7 +344,9 @@ class GuardedCursor:
         if masker is None:
             return rows
         known = None if prefetch is None else prefetch.known
-        masked, report = masker.mask_rows(self._columns, rows, sources=self._sources, known=known)
+        masked, report = masker.mask_rows(
+            self._columns, rows, sources=self._sources, known=known, scalar_columns=self._scalars
+        )
         self._note(report)
         return masked
 
@@ -809,6 +813,40 @@ def _result_sources(decision: Decision, width: int) -> list[frozenset[str]]:
         every = frozenset().union(*(o for s in selects for o in s.output_sources))
         per_column = [every] * width
     return [frozenset(src.rpartition(".")[2] for src in srcs) for srcs in per_column]
+
+
+#: PostgreSQL types psycopg returns as dicts, lists or tuples (besides every array type).
+_PG_CONTAINER_TYPES = frozenset({"json", "jsonb", "record", "hstore"})
+
+
+def _scalar_columns(driver: Driver, description: Any) -> frozenset[int]:
+    """Positions of result columns whose type never holds a dict or a list.
+
+    sqlite3 (without converters, as the core opens it) returns only numbers, text, bytes
+    and null. On PostgreSQL a column is scalar when psycopg knows its type as a built-in
+    one that is not json, jsonb, a record, hstore, an array or a multirange; other columns
+    (user-defined types included) are read whole for dicts and lists before masking.
+    """
+    if description is None:
+        return frozenset()
+    if driver == "sqlite":
+        return frozenset(range(len(description)))
+    try:
+        from psycopg.postgres import types
+    except ImportError:
+        return frozenset()
+    scalar: set[int] = set()
+    for j, d in enumerate(description):
+        oid = getattr(d, "type_code", None)
+        info = types.get(oid) if isinstance(oid, int) else None
+        if (
+            info is not None
+            and info.oid == oid
+            and info.name not in _PG_CONTAINER_TYPES
+            and not info.name.endswith("multirange")
+        ):
+            scalar.add(j)
+    return frozenset(scalar)
 
 
 def _relabelled(description: Any, columns: list[str], labels: list[str]) -> Any:

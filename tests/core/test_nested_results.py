@@ -88,3 +88,55 @@ def test_jsonb_and_array_leaves_are_masked_on_postgres(
             assert dados["cpf"].startswith("hmac:cpf:"), how
             assert dados["cidade"] == "Recife", how
         assert "Recife" in shown
+
+
+@pytest.mark.postgres
+def test_a_jsonb_column_sampled_as_strings_is_still_read_whole(
+    pg_schema: str, postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows are sampled (64 of them) to plan a fetch; a jsonb column holding strings in
+    every sampled row and an object in one other row came back with that object raw."""
+    import psycopg
+    from psycopg.types.json import Jsonb
+
+    monkeypatch.setenv("LGPD_MASKING_KEY", "test-key-not-secret")
+    fake = Faker("pt_BR")
+    Faker.seed(6)
+    nome, cpf, email = fake.name(), fake.cpf(), fake.email()
+    hidden = 777  # not among the sampled positions of 1,000 rows
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
+        admin.execute(
+            f"CREATE TABLE {pg_schema}.clientes (id int, dados jsonb, contatos text[], notas jsonb)"
+        )
+        with admin.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO {pg_schema}.clientes VALUES (%s, %s, %s, %s)",
+                [
+                    (
+                        i,
+                        Jsonb("sem dados"),
+                        None,
+                        Jsonb({"contato": {"nome": nome, "cpf": cpf}, "obs": email})
+                        if i == hidden
+                        else Jsonb(f"nota {i}"),
+                    )
+                    for i in range(1_000)
+                ],
+            )
+    policy = parse_policy(POLICY.format(schema=pg_schema))
+    audit = AuditStore.from_url(f"sqlite:///{tmp_path}/audit.db")
+    sql = f"SELECT id, dados, contatos, notas FROM {pg_schema}.clientes ORDER BY id"
+    with connect(postgres_dsn, policy=policy, scope="extract", identity=WHO, audit=audit) as conn:
+        for how in FETCH_WAYS:
+            result: Any = fetch(conn, sql, how)
+            rows = result.to_dict("records") if how == "query_df" else result
+            shown = json.dumps(
+                [list(r.values()) if isinstance(r, dict) else r for r in rows],
+                default=str,
+                ensure_ascii=False,
+            )
+            assert nome not in shown, how
+            assert cpf not in shown, how
+            assert email not in shown, how
+            notas = rows[hidden]["notas"] if how == "query_df" else rows[hidden][3]
+            assert notas["contato"]["cpf"].startswith("hmac:cpf:"), how

@@ -974,6 +974,7 @@ class Masker:
         *,
         sources: Sequence[Collection[str]] | None = None,
         known: KnownSource | None = None,
+        scalar_columns: Collection[int] = (),
     ) -> tuple[list[Any], MaskingReport]:
         """Mask DB-API result rows; returns ``rows`` itself when no column needs masking.
 
@@ -982,12 +983,21 @@ class Masker:
         scrubbed cell by cell. A dropped column keeps its place with nulls, since a
         cursor's description fixes the shape. ``sources`` and ``known`` are as for
         :meth:`mask_dataframe`.
+
+        A column holding dicts or lists (jsonb, arrays) is masked leaf by leaf. Every
+        column is read whole for them unless its sample holds a type JSON never gives
+        (a date, a decimal) or it is among ``scalar_columns``, the positions whose database
+        type the caller knows holds no containers (a text or integer column).
         """
         with known_digests(known):
-            return self._mask_rows(tuple(column_names), rows, sources)
+            return self._mask_rows(tuple(column_names), rows, sources, frozenset(scalar_columns))
 
     def _mask_rows(
-        self, names: tuple[object, ...], rows: list[Any], sources: Sequence[Collection[str]] | None
+        self,
+        names: tuple[object, ...],
+        rows: list[Any],
+        sources: Sequence[Collection[str]] | None,
+        scalars: frozenset[int],
     ) -> tuple[list[Any], MaskingReport]:
         if not rows:
             return rows, MaskingReport(rows=0)
@@ -1002,7 +1012,7 @@ class Masker:
         positions = list(sample_positions(len(rows), ROWS_SAMPLE))
         width = len(names)
         try:
-            nested = self._nested_positions(rows, positions, by_name)
+            nested = self._nested_positions(rows, positions, by_name, scalars)
         except IndexError:
             nested = [width]  # a short row: refused below, with every row's width checked
         plans: list[ColumnPlan] = []
@@ -1081,13 +1091,18 @@ class Masker:
         return values, cells
 
     def _nested_positions(
-        self, rows: list[Any], positions: list[int], by_name: Sequence[ColumnPlan | None]
+        self,
+        rows: list[Any],
+        positions: list[int],
+        by_name: Sequence[ColumnPlan | None],
+        scalars: frozenset[int],
     ) -> list[int]:
         """Columns of DB-API rows holding dicts or lists (jsonb, json, arrays).
 
-        A column whose sample holds one scalar type is taken to be of that type, as database
-        columns are; one whose sample holds a container or several types (a jsonb column mixes
-        objects, arrays, strings and numbers) is read whole. Columns a ``drop`` or ``null``
+        A jsonb column may hold strings in every sampled row and an object in the next, so
+        a column is read whole unless it is known to be scalar: among ``scalars`` (the
+        driver's type says so) or sampled with a type JSON never decodes to (a date, a
+        decimal, bytes), as a database column has one type. Columns a ``drop`` or ``null``
         rule empties are left to that rule.
         """
         found: list[int] = []
@@ -1095,7 +1110,9 @@ class Masker:
             if plan is not None and isinstance(plan.strategy, Drop | Null):
                 continue
             kinds = {type(rows[i][j]) for i in positions} - {type(None)}
-            if len(kinds) == 1 and not any(issubclass(k, _NESTED) for k in kinds):
+            if not any(issubclass(k, _NESTED) for k in kinds) and (
+                j in scalars or any(not issubclass(k, _JSON_SCALARS) for k in kinds)
+            ):
                 continue
             if any(issubclass(k, _NESTED) for k in set(map(type, map(itemgetter(j), rows)))):
                 found.append(j)
@@ -1165,6 +1182,8 @@ _MIXED = frozenset({"mixed", "mixed-integer", "unknown-array"})
 #: Containers whose items are masked one by one, as cells of a column of their own.
 _SEQUENCES = (list, tuple, set, frozenset, np.ndarray)
 _NESTED = (Mapping, *_SEQUENCES)
+#: What a JSON document's scalars decode to; a column sampled with any other type is no JSON.
+_JSON_SCALARS = (str, int, float)
 
 
 @dataclass(frozen=True)
