@@ -106,7 +106,9 @@ class MaskingRules:
     to a strategy, ``types`` overrides the default strategy of a detected type. With
     ``detect`` off only the listed columns are masked; with it on, columns are also
     recognised by name and by the content of a sample of ``sample_size`` values, where a
-    type needs ``threshold`` of the sample to validate.
+    type needs ``threshold`` of the sample to validate. With ``hmac_helper``,
+    :meth:`Masker.hmac_prefetch` gives a helper process that hashes ``hmac`` columns while
+    a result is fetched (see :mod:`lgpd_tasks.masking.prefetch`).
     """
 
     columns: Mapping[str, StrategyLike] = field(default_factory=dict)
@@ -117,6 +119,7 @@ class MaskingRules:
     sample_size: int = 1000
     threshold: float = 0.8
     chunk_rows: int = 250_000
+    hmac_helper: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,6 +211,7 @@ class Masker:
                 sample_size=spec.sample_size,
                 threshold=spec.threshold,
                 chunk_rows=spec.chunk_rows,
+                hmac_helper=spec.hmac_helper,
             ),
             key=key,
         )
@@ -453,13 +457,14 @@ class Masker:
     ) -> HmacPrefetch | None:
         """A helper that hashes, while a result is fetched, the columns whose names (or
         ``sources``) the policy masks with ``hmac`` and whose values are digits once
-        normalised (CPF, phone, card, CEP); ``None`` when the result has no such column.
+        normalised (CPF, phone, card, CEP); ``None`` when the result has no such column or
+        the rules do not ask for it (``hmac_helper``).
 
         Feed it the fetched rows, then pass :meth:`HmacPrefetch.known` to
         :meth:`mask_dataframe`: the tokens are the same, computed sooner.
         """
         key = self._ctx.hmac_key
-        if key is None:
+        if key is None or not self.rules.hmac_helper:
             return None
         origins = _sources_for(sources, len(labels))
         columns = []

@@ -25,7 +25,9 @@ from lgpd_tasks.masking.strategies import HmacKey, KnownDigests
 from lgpd_tasks.policy import parse_policy
 
 KEY = b"prefetch-test-key-not-secret"
-RULES = MaskingRules(columns={"cpf": "hmac", "telefone": "hmac", "nome": "redact"})
+RULES = MaskingRules(
+    columns={"cpf": "hmac", "telefone": "hmac", "nome": "redact"}, hmac_helper=True
+)
 WHO = TaskIdentity("airflow", "contractor", "extract", run_id="manual__1", attempt=1)
 SPARE_CORE = HmacPrefetch.spare_core
 FULL_WIDTH = str.maketrans("0123456789", "０１２３４５６７８９")
@@ -45,6 +47,7 @@ scopes:
 masking:
   columns: {{cpf: hmac, telefone: hmac, nome: redact}}
   key_env: LGPD_MASKING_KEY
+  hmac_helper: true
 """
 
 
@@ -138,12 +141,15 @@ def test_small_results_and_unhashed_columns_start_no_helper() -> None:
         assert prefetch.known() is None
     assert masker.hmac_prefetch(["id", "nome", "email"]) is None
     assert Masker(MaskingRules(columns={"nome": "redact"})).hmac_prefetch(["cpf"]) is None
+    # only when asked for: the helper pays off only with a core to spare
+    assert Masker(MaskingRules(columns={"cpf": "hmac"}), key=KEY).hmac_prefetch(["cpf"]) is None
     # a renamed column is hashed under its source's rule, so it is prefetched too
     renamed = masker.hmac_prefetch(["doc"], [frozenset({"cpf"})])
     assert renamed is not None
     renamed.close()
     # a type hashed by more than its digits (e-mail) is left to the masker
-    assert Masker(MaskingRules(columns={"email": "hmac"}), key=KEY).hmac_prefetch(["email"]) is None
+    email_rules = MaskingRules(columns={"email": "hmac"}, hmac_helper=True)
+    assert Masker(email_rules, key=KEY).hmac_prefetch(["email"]) is None
 
 
 def test_a_busy_machine_starts_no_helper(monkeypatch: pytest.MonkeyPatch) -> None:
