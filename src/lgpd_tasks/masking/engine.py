@@ -793,18 +793,26 @@ class Masker:
         if plan.pii_type is PiiType.TEXT:
             return self._by_distinct(col, self._scrub_column)
         pii = plan.pii_type
-        return self._by_distinct(col, lambda c: self._mask_values(c, pii, strategy))
+        # a value to mask counts as a masked cell even when the strategy leaves it as it was
+        # (an e-mail partial of a cell with no "@", a year generalised): see _mask_values
+        return self._by_distinct(
+            col,
+            lambda c: self._mask_values(c, pii, strategy),
+            counted=lambda before, _: pending(before, ALREADY_MASKED),
+        )
 
     def _by_distinct(
         self,
         col: pd.Series[Any],
         work: Callable[[pd.Series[Any]], tuple[pd.Series[Any], int]],
+        counted: Callable[[pa.Array, pa.ChunkedArray], Bools] | None = None,
     ) -> tuple[pd.Series[Any], int]:
         """``work(col)``, done on each distinct value once when ``col`` repeats its values
         (cities, statuses, e-mails of a join), then spread back to the rows.
 
-        Every step of masking depends on a cell's value alone, so the result is the same;
-        the cells reported are the rows whose value changed, as ``work`` counts them.
+        Every step of masking depends on a cell's value alone, so the result is the same.
+        The cells reported are those ``work`` counts: the rows whose distinct value
+        ``counted(values, masked)`` selects, by default those whose value changed.
         """
         arrow = arrow_strings(col) if len(col) >= _DISTINCT_MIN_ROWS else None
         if arrow is None:
@@ -822,12 +830,15 @@ class Masker:
         after = arrow_strings(masked)
         if after is None or len(after) != len(uniques):
             return work(col)  # an output that is not strings: the plain way
-        changed = pc.fill_null(pc.not_equal(encoded.dictionary, after), True)
-        changed_np = changed.to_numpy(zero_copy_only=False)
+        if counted is None:
+            changed = pc.fill_null(pc.not_equal(encoded.dictionary, after), True)
+            which = changed.to_numpy(zero_copy_only=False)
+        else:
+            which = counted(encoded.dictionary, after)
         indices = encoded.indices
         valid = indices.is_valid().to_numpy(zero_copy_only=False)
         counts = np.bincount(indices.fill_null(0).to_numpy()[valid], minlength=len(uniques))
-        cells = int(counts[changed_np].sum())
+        cells = int(counts[which].sum())
         if cells == 0:
             return col, 0
         return to_series(pc.take(after, indices), col.index), cells

@@ -8,6 +8,7 @@ type must be what masking row by row gives.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -104,3 +105,41 @@ def test_a_column_of_distinct_values_is_not_encoded(monkeypatch: pytest.MonkeyPa
     masked, _ = masker.mask_dataframe(frame)
     assert not encoded
     assert masked["cpf"].str.startswith("***.***.***-").all()
+
+
+def test_values_a_strategy_leaves_as_they_were_count_as_row_by_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # partial keeps an e-mail's domain, so a cell with no "@" comes out as it went in;
+    # generalize keeps a year as it is and an address it cannot read: row by row each such
+    # cell still counts as masked, and so it does when masked once per distinct value
+    fake = Faker("pt_BR")
+    Faker.seed(5)
+    rng = random.Random(5)
+    pools = {
+        "email": [fake.email() for _ in range(20)] + ["sem e-mail", "nao informado", None],
+        "ip": [fake.ipv4() for _ in range(20)] + ["desconhecido", ""],
+        "data_nascimento": [str(rng.randint(1940, 2005)) for _ in range(20)] + ["1985-03-15"],
+    }
+    frame = pd.DataFrame(
+        {name: [rng.choice(pool) for _ in range(ROWS)] for name, pool in pools.items()}
+    ).astype("str")
+    masker = Masker(
+        MaskingRules(
+            columns={"email": "partial", "ip": "generalize", "data_nascimento": "generalize"}
+        ),
+        key=KEY,
+    )
+    encoded = _spy_on_encoding(monkeypatch)
+    by_distinct, report = masker.mask_dataframe(frame)
+    assert len(encoded) == 3
+    monkeypatch.setattr(engine, "_DISTINCT_MIN_ROWS", 10**12)
+    row_by_row, row_report = masker.mask_dataframe(frame)
+    pd.testing.assert_frame_equal(by_distinct, row_by_row)
+    assert report == row_report
+    cells = {c.column: c.cells_masked for c in report.columns}
+    assert cells["email"] == int((frame["email"].fillna("") != "").sum())
+    # with chunks smaller than the column, each chunk is counted alike
+    chunked = Masker(replace(masker.rules, chunk_rows=5_000), key=KEY)
+    monkeypatch.setattr(engine, "_DISTINCT_MIN_ROWS", 4_096)
+    assert chunked.mask_dataframe(frame)[1] == row_report
