@@ -9,6 +9,7 @@ script's path), the key block written first on its standard input.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import subprocess
 import sys
@@ -76,17 +77,26 @@ def ask_helper(process: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
 
 
 def stop_helper(process: subprocess.Popen[bytes]) -> None:
-    """Close the helper's input (which ends it) and wait for it; kill it if it lingers."""
+    """Close the helper's pipes and wait for it to end; kill it if it lingers.
+
+    The end of its input ends a helper; closing its output first also ends one that is
+    still writing an answer nobody will read (the task failed or was interrupted while it
+    read), which would otherwise wait on a full pipe. Whatever happens meanwhile (an
+    interrupt), the helper does not outlive the call.
+    """
     try:
-        if process.stdin is not None:
-            process.stdin.close()
+        for pipe in (process.stdout, process.stdin):
+            if pipe is not None:
+                # (an error closing the input: data the helper, already ended, did not read)
+                with contextlib.suppress(OSError):
+                    pipe.close()
         process.wait(timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        process.kill()
-        process.wait()
+    except subprocess.TimeoutExpired:
+        pass
     finally:
-        if process.stdout is not None:
-            process.stdout.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def _widen(process: subprocess.Popen[bytes]) -> None:

@@ -15,6 +15,8 @@ trail length> <trail> <u64 links length> <links>; end of input ends the process.
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import struct
 import sys
 from itertools import chain
@@ -145,5 +147,20 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
             return
 
 
+def main() -> None:
+    """Serve the task on standard input and output, as its helper.
+
+    Ctrl-C, which reaches the whole process group, is left to the task: it ends the helper
+    by closing its input. A task that stops reading an answer (an error or an interrupt
+    while it read) closes the helper's output too, and the helper then ends quietly.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        serve(sys.stdin.buffer, sys.stdout.buffer)
+    except BrokenPipeError:
+        # the rest of the answer has no reader: it goes nowhere, without a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 if __name__ == "__main__":
-    serve(sys.stdin.buffer, sys.stdout.buffer)
+    main()

@@ -21,6 +21,8 @@ end of input ends the process. The key and the values travel only through the pi
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 import struct
 import sys
 from typing import BinaryIO
@@ -98,5 +100,20 @@ def serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
             return
 
 
+def main() -> None:
+    """Serve the task on standard input and output, as its helper.
+
+    Ctrl-C, which reaches the whole process group, is left to the task: it ends the helper
+    by closing its input. A task that stops reading an answer (an error or an interrupt
+    while it read) closes the helper's output too, and the helper then ends quietly.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        serve(sys.stdin.buffer, sys.stdout.buffer)
+    except BrokenPipeError:
+        # the rest of the answer has no reader: it goes nowhere, without a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 if __name__ == "__main__":
-    serve(sys.stdin.buffer, sys.stdout.buffer)
+    main()

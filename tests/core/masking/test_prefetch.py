@@ -18,6 +18,7 @@ from faker import Faker
 
 from lgpd_tasks.audit import AuditStore
 from lgpd_tasks.connection import connect
+from lgpd_tasks.helper_process import ask_helper
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.masking import Masker, MaskingRules
 from lgpd_tasks.masking.prefetch import BATCH_ROWS, START_AFTER, HmacPrefetch
@@ -252,3 +253,46 @@ def test_known_digests_are_taken_for_the_very_key() -> None:
     masked, _ = masker.mask_dataframe(frame, known=lambda: marked)
     assert masked["cpf"].tolist()[0] == "hmac:cpf:" + "0" * 24
     assert masked["cpf"].tolist()[1] == masker.mask_dataframe(frame)[0]["cpf"].tolist()[1]
+
+
+def _digit_rows(count: int) -> list[tuple[Any, ...]]:
+    return [(i, "Ana", f"{i:011d}", None) for i in range(count)]
+
+
+def test_a_helper_whose_answer_is_not_read_ends_at_once(capfd: pytest.CaptureFixture[str]) -> None:
+    # the masker asked for the digests, then failed or was interrupted before it read them:
+    # the answer (megabytes, more than a pipe holds) has no reader, and closing the helper
+    # must end it rather than wait for it and kill it
+    masker = Masker(RULES, key=KEY)
+    with _prefetched(masker, _digit_rows(200_000)) as prefetch:
+        process = prefetch._process
+        assert process is not None
+        assert process.stdin is not None
+        process.stdin.write(b"F")
+        process.stdin.flush()
+    assert process.returncode == 0, "the helper ended by itself, not killed after a wait"
+    assert process.stdout is not None
+    assert process.stdout.closed
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_ctrl_c_is_left_to_the_task(capfd: pytest.CaptureFixture[str]) -> None:
+    # Ctrl-C in a terminal reaches the helper too; the task decides what happens (its
+    # own KeyboardInterrupt closes the helper), so the helper carries on meanwhile
+    import os
+    import signal
+
+    masker = Masker(RULES, key=KEY)
+    rows = _digit_rows(START_AFTER + 2 * BATCH_ROWS)
+    with _prefetched(masker, rows[: START_AFTER + BATCH_ROWS]) as prefetch:
+        process = prefetch._process
+        assert process is not None
+        first, _ = ask_helper(process)  # it is running: it answered
+        assert first.count(b"\n") == 2 * BATCH_ROWS - 1
+        os.kill(process.pid, signal.SIGINT)
+        prefetch.feed(rows[START_AFTER + BATCH_ROWS :])
+        known = prefetch.known()
+    assert known is not None
+    assert len(known.messages) == BATCH_ROWS
+    assert process.returncode == 0
+    assert "KeyboardInterrupt" not in capfd.readouterr().err
