@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -112,11 +112,12 @@ class HmacKey:
 @dataclass(frozen=True, eq=False)
 class KnownDigests:
     """Digests a helper process computed with ``key``: ``digests[i]`` is that of
-    ``messages[i]`` (see :mod:`lgpd_tasks.masking.hmac_worker`)."""
+    ``messages[i]`` (see :mod:`lgpd_tasks.masking.hmac_worker`). The messages are personal
+    values (``cpf:52998224725``): its repr shows neither them nor their digests."""
 
     key: HmacKey
-    messages: pa.Array
-    digests: Bytes
+    messages: pa.Array = field(repr=False)
+    digests: Bytes = field(repr=False)
 
 
 #: Where digests computed beforehand come from; asked only when a value is to be hashed.

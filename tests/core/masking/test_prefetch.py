@@ -99,6 +99,7 @@ def test_prefetched_tokens_are_the_masker_s_own() -> None:
     alone, alone_report = masker.mask_dataframe(_frame(rows))
     pd.testing.assert_frame_equal(masked, alone)
     assert report == alone_report
+    assert not any(c.isdigit() for c in repr(known)), "a repr (a log, a traceback) shows no CPF"
     # the helper saw the batches after the first START_AFTER rows, in their ASCII spellings
     tokens = {m for m in known.messages.to_pylist() if m.startswith("cpf:")}
     assert len(tokens) > BATCH_ROWS
