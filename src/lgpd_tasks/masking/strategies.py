@@ -23,7 +23,14 @@ import pyarrow.compute as pc
 from pydantic import TypeAdapter, ValidationError
 
 from lgpd_tasks.errors import MaskingError
-from lgpd_tasks.masking.columnar import STRING, Bytes, arrow_strings, constant, to_series
+from lgpd_tasks.masking.columnar import (
+    STRING,
+    Bytes,
+    arrow_strings,
+    constant,
+    fixed_width_bytes,
+    to_series,
+)
 from lgpd_tasks.masking.detect import HALF_WIDTH, PiiType
 
 Strings = "pd.Series[str]"
@@ -100,9 +107,11 @@ class HmacKey:
         known = None if source is None else source()
         if known is None or known.key is not self or not len(known.messages):
             return self.digests(pc.cast(messages, pa.large_binary()).to_pylist())
-        found = pc.index_in(messages, value_set=known.messages)
-        matrix: Bytes = known.digests[found.fill_null(0).to_numpy()]
-        missing = np.flatnonzero(~found.is_valid().to_numpy(zero_copy_only=False))
+        found = known.find(messages)
+        hit = found >= 0
+        matrix: Bytes = np.empty((len(found), hashlib.sha256().digest_size), dtype=np.uint8)
+        matrix[hit] = known.digests[found[hit]]
+        missing = np.flatnonzero(~hit)
         if len(missing):
             rest = pc.cast(messages.take(pa.array(missing)), pa.large_binary()).to_pylist()
             matrix[missing] = self.digests(rest)
@@ -118,6 +127,89 @@ class KnownDigests:
     key: HmacKey
     messages: pa.Array = field(repr=False)
     digests: Bytes = field(repr=False)
+    _sorted: dict[int, _Sorted | None] = field(default_factory=dict, init=False, repr=False)
+
+    def find(self, messages: pa.Array) -> Positions:
+        """The position of each of ``messages`` (Arrow strings) among the known ones, by
+        exact bytes, or -1.
+
+        A masker asks chunk by chunk (``chunk_rows``), so the known messages are sorted
+        once (by length, then by a 64-bit key of their bytes) and each chunk is looked up
+        by binary search: a hash lookup would hash every known message again for each
+        chunk, which costs more than hashing the chunk's own values once the helper knows
+        millions. Keys only narrow the search: the bytes are compared.
+
+        >>> known = KnownDigests(None, pa.array(["cpf:1", "cpf:22", "cpf:3"]), None)  # type: ignore[arg-type]
+        >>> known.find(pa.array(["cpf:3", "cpf:33", "cpf:22", "cpf:1", "x"])).tolist()
+        [2, -1, 1, 0, -1]
+        """
+        out: Positions = np.full(len(messages), -1, dtype=np.int64)
+        sizes = pc.fill_null(pc.binary_length(messages), 0).to_numpy(zero_copy_only=False)
+        for width in np.unique(sizes).tolist():
+            table = self._of_width(width)
+            if table is None:
+                continue
+            at = np.flatnonzero(sizes == width)
+            rows = _fixed_rows(messages.take(pa.array(at)), width)
+            keys = _keys(rows)
+            order = np.argsort(keys)  # probes in order: the search walks the table once
+            where = np.searchsorted(table.keys, keys[order])
+            where[where == len(table.keys)] = 0
+            hit = (table.rows[where] == rows[order]).all(axis=1)
+            out[at[order[hit]]] = table.positions[where[hit]]
+        return out
+
+    def _of_width(self, width: int) -> _Sorted | None:
+        """The known messages of ``width`` bytes, sorted by key; ``None`` when there are none."""
+        if width in self._sorted:
+            return self._sorted[width]
+        positions = np.flatnonzero(self._sizes == width)
+        table = None
+        if width and len(positions):
+            rows = _fixed_rows(self.messages.take(pa.array(positions)), width)
+            keys = _keys(rows)
+            order = np.argsort(keys)
+            table = _Sorted(keys[order], rows[order], positions[order])
+        self._sorted[width] = table
+        return table
+
+    @functools.cached_property
+    def _sizes(self) -> Positions:
+        sizes: Positions = pc.binary_length(self.messages).to_numpy(zero_copy_only=False)
+        return sizes
+
+
+Positions = np.ndarray[Any, np.dtype[np.int64]]
+Keys = np.ndarray[Any, np.dtype[np.uint64]]
+
+
+@dataclass(frozen=True)
+class _Sorted:
+    """Messages of one length: their keys in order, their bytes and their positions."""
+
+    keys: Keys
+    rows: Bytes
+    positions: Positions
+
+
+def _fixed_rows(messages: pa.Array, width: int) -> Bytes:
+    """Messages of ``width`` bytes each as a (count, width) byte matrix."""
+    return np.ascontiguousarray(fixed_width_bytes(messages, width))
+
+
+def _keys(rows: Bytes) -> Keys:
+    """A 64-bit key of each row's bytes (equal rows, equal keys; unequal rows seldom
+    collide, and :meth:`KnownDigests.find` compares the bytes anyway)."""
+    keys: Keys = np.zeros(len(rows), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for column in range(rows.shape[1]):
+            keys *= np.uint64(_KEY_FACTOR)
+            keys += rows[:, column]
+    return keys
+
+
+#: An odd multiplier for :func:`_keys` (the 64-bit FNV prime).
+_KEY_FACTOR = 0x100000001B3
 
 
 #: Where digests computed beforehand come from; asked only when a value is to be hashed.

@@ -9,6 +9,7 @@ end in the tokens the masker computes alone.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -297,3 +298,41 @@ def test_ctrl_c_is_left_to_the_task(capfd: pytest.CaptureFixture[str]) -> None:
     assert len(known.messages) == BATCH_ROWS
     assert process.returncode == 0
     assert "KeyboardInterrupt" not in capfd.readouterr().err
+
+
+def test_lookups_match_exact_bytes_chunk_by_chunk() -> None:
+    # a result larger than chunk_rows is masked chunk by chunk, each chunk looking its
+    # messages up among all the known ones: only a message of the very same bytes takes a
+    # known digest (digests forged as zeros show any other match)
+    import numpy as np
+    import pyarrow as pa
+
+    masker = Masker(replace(RULES, chunk_rows=3_000), key=KEY)
+    key = masker._ctx.hmac_key
+    assert key is not None
+    rows = _digit_rows(10_000)
+    real = [f"cpf:{i:011d}" for i in range(0, 10_000, 2)]  # every other row
+    lookalikes = [
+        "cep:00000000001",  # same length, another tag
+        "cpf:0000000000",  # one digit short
+        "cpf:000000000011",  # one digit more
+        "cpf:00000000003\n",
+        "cpf:0000000000\x005",
+    ]
+    messages = pa.array(real + lookalikes, pa.large_string())
+    digests = np.vstack(
+        [key.digests(m.encode() for m in real), np.zeros((len(lookalikes), 32), np.uint8)]
+    )
+    known = KnownDigests(key, messages, digests)
+    masked, report = masker.mask_dataframe(_frame(rows), known=lambda: known)
+    alone, alone_report = masker.mask_dataframe(_frame(rows))
+    pd.testing.assert_frame_equal(masked, alone)
+    assert report == alone_report
+    assert known.find(pa.array(["cpf:00000000001", *lookalikes])).tolist() == [
+        -1,
+        5000,
+        5001,
+        5002,
+        5003,
+        5004,
+    ]
