@@ -192,8 +192,10 @@ class _Sorted:
     positions: Positions
 
 
-def _fixed_rows(messages: pa.Array, width: int) -> Bytes:
+def _fixed_rows(messages: pa.Array | pa.ChunkedArray, width: int) -> Bytes:
     """Messages of ``width`` bytes each as a (count, width) byte matrix."""
+    if isinstance(messages, pa.ChunkedArray):
+        messages = messages.combine_chunks()
     return np.ascontiguousarray(fixed_width_bytes(messages, width))
 
 

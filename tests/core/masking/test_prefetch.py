@@ -336,3 +336,7 @@ def test_lookups_match_exact_bytes_chunk_by_chunk() -> None:
         5003,
         5004,
     ]
+    # Arrow arrays in chunks, on either side, are looked up alike
+    chunked = KnownDigests(key, pa.chunked_array([messages[:100], messages[100:]]), digests)
+    probe = pa.chunked_array([pa.array(["cpf:00000000004"]), pa.array(lookalikes[:1])])
+    assert chunked.find(probe).tolist() == [2, 5000]
