@@ -27,7 +27,6 @@ import psycopg
 from lgpd_tasks_dagster import GuardedDatabaseResource, MaskingIOManager
 
 from lgpd_tasks.masking import Masker, MaskingRules
-from lgpd_tasks.masking.prefetch import HmacPrefetch
 
 DSN = os.environ.get("LGPD_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -82,18 +81,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument(
-        "--hmac-helper",
-        action="store_true",
-        help="set the policy's masking.hmac_helper (hash the CPFs in a helper process)",
-    )
     args = parser.parse_args()
     os.environ.setdefault("LGPD_MASKING_KEY", "benchmark-key-0123456789abcdef")
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="lgpd_dagster_bench_"))
     policy = work / "policy.yaml"
-    helper = "\n  hmac_helper: true" if args.hmac_helper else ""
-    policy.write_text(POLICY.format(schema=schema).rstrip("\n") + helper + "\n")
+    policy.write_text(POLICY.format(schema=schema))
     sql = f'SELECT id, nome, cpf, email, cidade, valor FROM "{schema}".people'
     sql_plain_columns = f'SELECT id, cidade, valor FROM "{schema}".people'
 
@@ -131,15 +124,6 @@ def main() -> None:
     compute: dict[str, list[float]] = {name: [] for name in names}
     wall: dict[str, list[float]] = {name: [] for name in names}
 
-    helpers: list[bool] = []
-    start_helper = HmacPrefetch._start
-
-    def counted_start(prefetch: HmacPrefetch) -> object:
-        process = start_helper(prefetch)
-        helpers.append(process is not None)
-        return process
-
-    HmacPrefetch._start = counted_start  # type: ignore[method-assign,assignment]
     seed(schema, args.rows)
     try:
         lgpd = GuardedDatabaseResource(
@@ -181,10 +165,6 @@ def main() -> None:
     line("materialize() wall time", wall, "plain_people", "guarded_people")
     line("asset body (query -> df)", compute, "plain_people", "guarded_people")
     line("materialize(), non-personal columns only", wall, "plain_places", "guarded_places")
-    print(
-        f"hmac helper process started in {sum(helpers)} of {len(helpers)} guarded reads "
-        "(with --hmac-helper, and only when a core is free: see README, Masking)"
-    )
     print(f"masking the {args.rows:,} rows outside Dagster (median):")
     for label, seconds in masking.items():
         print(f"  {label:<50} {seconds:>9.3f} s")

@@ -8,7 +8,6 @@ If the intent cannot be written the statement does not run.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sqlite3
@@ -44,7 +43,6 @@ from lgpd_tasks.errors import (
 from lgpd_tasks.evidence.subjects import StatementTrail, SubjectTrail
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.masking import Masker, MaskingReport
-from lgpd_tasks.masking.prefetch import BATCH_ROWS, HmacPrefetch
 from lgpd_tasks.policy import Policy, Scope, load_policy
 from lgpd_tasks.redaction import (
     explicit_aliases,
@@ -237,10 +235,8 @@ class GuardedCursor:
         return self._mask(rows)
 
     def fetchall(self) -> list[tuple[Any, ...]]:
-        prefetch = self._prefetch()
-        with prefetch or contextlib.nullcontext():
-            rows = self._fetch_rest(prefetch)
-            masked = self._mask(rows, prefetch) if rows else []
+        rows = self._fetch(self._raw.fetchall)
+        masked = self._mask(rows) if rows else []
         self._finish()
         return masked
 
@@ -259,37 +255,15 @@ class GuardedCursor:
         """
         import pandas as pd
 
+        rows = self._fetch(self._raw.fetchall)
+        self._observe(rows)
+        frame = pd.DataFrame.from_records(rows, columns=self._columns, coerce_float=False)
         masker = self._conn._masker
-        prefetch = self._prefetch()
-        with prefetch or contextlib.nullcontext():
-            rows = self._fetch_rest(prefetch)
-            self._observe(rows)
-            frame = pd.DataFrame.from_records(rows, columns=self._columns, coerce_float=False)
-            if masker is not None and len(frame):
-                known = None if prefetch is None else prefetch.known
-                frame, report = masker.mask_dataframe(frame, sources=self._sources, known=known)
-                self._note(report)
+        if masker is not None and len(frame):
+            frame, report = masker.mask_dataframe(frame, sources=self._sources)
+            self._note(report)
         self._finish()
         return frame
-
-    def _prefetch(self) -> HmacPrefetch | None:
-        """A helper hashing the result's ``hmac`` columns while it is fetched, if it has any
-        (see :mod:`lgpd_tasks.masking.prefetch`)."""
-        masker = self._conn._masker
-        if masker is None or self._running is None:
-            return None
-        rowcount = int(self._raw.rowcount)
-        return masker.hmac_prefetch(self._columns, self._sources, expected_rows=rowcount)
-
-    def _fetch_rest(self, prefetch: HmacPrefetch | None) -> list[Any]:
-        """The rest of the result; batch by batch, each handed to ``prefetch``, if given."""
-        if prefetch is None:
-            return self._fetch(self._raw.fetchall)
-        rows: list[Any] = []
-        while batch := self._fetch(lambda: self._raw.fetchmany(BATCH_ROWS)):
-            rows += batch
-            prefetch.feed(batch)
-        return rows
 
     def _fetch(self, fetch: Callable[[], _T]) -> _T:
         """Call the driver's ``fetch``; its error fails the statement as ``execute``'s would.
@@ -338,14 +312,13 @@ class GuardedCursor:
                 key = f"{col.column} #{n}"
             running.masked.setdefault(key, {**how, "cells": 0})["cells"] += col.cells_masked
 
-    def _mask(self, rows: list[Any], prefetch: HmacPrefetch | None = None) -> list[tuple[Any, ...]]:
+    def _mask(self, rows: list[Any]) -> list[tuple[Any, ...]]:
         self._observe(rows)
         masker = self._conn._masker
         if masker is None:
             return rows
-        known = None if prefetch is None else prefetch.known
         masked, report = masker.mask_rows(
-            self._columns, rows, sources=self._sources, known=known, scalar_columns=self._scalars
+            self._columns, rows, sources=self._sources, scalar_columns=self._scalars
         )
         self._note(report)
         return masked

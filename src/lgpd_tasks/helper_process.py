@@ -1,9 +1,8 @@
 """Helper processes that hash beside the task: started from a fixed script, fed by a pipe.
 
-The subject trail (:mod:`lgpd_tasks.evidence.digests`) and ``hmac`` masking
-(:mod:`lgpd_tasks.masking.prefetch`) hand large batches of values to a second process, so
-that hashing overlaps the fetch instead of adding to it. Both start their script the same
-way: ``python -I -S script.py`` (no site-packages, no environment, no argument but the
+The subject trail (:mod:`lgpd_tasks.evidence.digests`) hands large batches of identifiers
+to a second process, so that hashing overlaps the fetch instead of adding to it. The script
+runs as ``python -I -S script.py`` (no site-packages, no environment, no argument but the
 script's path), the key block written first on its standard input.
 """
 

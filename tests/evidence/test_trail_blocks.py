@@ -82,6 +82,46 @@ def test_a_dead_helper_fails_closed() -> None:
         feed_and_collect()
 
 
+def test_a_helper_whose_answer_is_not_read_ends_at_once(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # the statement asked for the digests, then failed or was interrupted before it read
+    # them: the answer (megabytes, more than a pipe holds) has no reader, and closing the
+    # helper must end it rather than wait ten seconds and kill it
+    digester = Digester(b"k", helper_after=0)
+    digester.add(SUBJECT, [f"{n:011d}" for n in range(200_000)])
+    process = digester._process
+    assert process is not None
+    assert process.stdin is not None
+    process.stdin.write(b"F")
+    process.stdin.flush()
+    digester.close()
+    assert process.returncode == 0, "the helper ended by itself, not killed after a wait"
+    assert process.stdout is not None
+    assert process.stdout.closed
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_ctrl_c_is_left_to_the_task(capfd: pytest.CaptureFixture[str]) -> None:
+    # Ctrl-C in a terminal reaches the helper too; the task decides what happens (its own
+    # KeyboardInterrupt closes the helper), so the helper carries on meanwhile
+    import os
+    import signal
+
+    digester = Digester(b"k", helper_after=0)
+    digester.add(SUBJECT, ["1", "2"])
+    trail, _ = digester.take()  # it is running: it answered
+    assert len(trail) == 32
+    process = digester._process
+    assert process is not None
+    os.kill(process.pid, signal.SIGINT)
+    digester.add(SUBJECT, ["3"])
+    trail, _ = digester.take()
+    digester.close()
+    assert len(trail) == 16
+    assert "Traceback" not in capfd.readouterr().err
+
+
 @pytest.fixture
 def crm(tmp_path: Path) -> tuple[Path, list[tuple[int, str, str]]]:
     fake = Faker("pt_BR")

@@ -48,22 +48,18 @@ from lgpd_tasks.masking.detect import (
     type_from_name,
     whole_numbers,
 )
-from lgpd_tasks.masking.prefetch import HmacPrefetch
 from lgpd_tasks.masking.report import ColumnReport, MaskingReport
 from lgpd_tasks.masking.strategies import (
     ALREADY_MASKED,
-    HASHED_BY_DIGITS,
     Drop,
     Generalize,
     Hmac,
     HmacKey,
-    KnownSource,
     MaskContext,
     Null,
     Partial,
     Redact,
     Strategy,
-    known_digests,
     strategy_from_spec,
 )
 from lgpd_tasks.masking.text import SPAN_GATE, SPAN_GATE_RE, TextScrubber
@@ -106,9 +102,7 @@ class MaskingRules:
     to a strategy, ``types`` overrides the default strategy of a detected type. With
     ``detect`` off only the listed columns are masked; with it on, columns are also
     recognised by name and by the content of a sample of ``sample_size`` values, where a
-    type needs ``threshold`` of the sample to validate. With ``hmac_helper``,
-    :meth:`Masker.hmac_prefetch` gives a helper process that hashes ``hmac`` columns while
-    a result is fetched (see :mod:`lgpd_tasks.masking.prefetch`).
+    type needs ``threshold`` of the sample to validate.
     """
 
     columns: Mapping[str, StrategyLike] = field(default_factory=dict)
@@ -119,7 +113,6 @@ class MaskingRules:
     sample_size: int = 1000
     threshold: float = 0.8
     chunk_rows: int = 250_000
-    hmac_helper: bool = False
 
 
 @dataclass(frozen=True)
@@ -211,7 +204,6 @@ class Masker:
                 sample_size=spec.sample_size,
                 threshold=spec.threshold,
                 chunk_rows=spec.chunk_rows,
-                hmac_helper=spec.hmac_helper,
             ),
             key=key,
         )
@@ -448,44 +440,11 @@ class Masker:
         out.index = out.index.set_names(self.mask_labels(list(out.index.names)))
         return out
 
-    def hmac_prefetch(
-        self,
-        labels: Sequence[object],
-        sources: Sequence[Collection[str]] | None = None,
-        *,
-        expected_rows: int = -1,
-    ) -> HmacPrefetch | None:
-        """A helper that hashes, while a result is fetched, the columns whose names (or
-        ``sources``) the policy masks with ``hmac`` and whose values are digits once
-        normalised (CPF, phone, card, CEP); ``None`` when the result has no such column or
-        the rules do not ask for it (``hmac_helper``).
-
-        Feed it the fetched rows, then pass :meth:`HmacPrefetch.known` to
-        :meth:`mask_dataframe`: the tokens are the same, computed sooner.
-        """
-        key = self._ctx.hmac_key
-        if key is None or not self.rules.hmac_helper:
-            return None
-        origins = _sources_for(sources, len(labels))
-        columns = []
-        for j, name in enumerate(labels):
-            plan = self._plan_by_name(j, name, origins[j])
-            if (
-                plan is not None
-                and isinstance(plan.strategy, Hmac)
-                and plan.pii_type in HASHED_BY_DIGITS
-            ):
-                columns.append((j, f"{plan.pii_type.value}:".encode()))
-        if not columns:
-            return None
-        return HmacPrefetch(key, columns, expected_rows=expected_rows)
-
     def mask_dataframe(
         self,
         df: pd.DataFrame,
         *,
         sources: Sequence[Collection[str]] | None = None,
-        known: KnownSource | None = None,
     ) -> tuple[pd.DataFrame, MaskingReport]:
         """Mask ``df`` into a new frame; ``df`` itself is never modified.
 
@@ -503,16 +462,12 @@ class Masker:
         :meth:`_mask_nested`). ``df.attrs`` is not carried over: free text in it could hold
         a name that no rule finds.
 
-        ``known`` gives ``hmac`` digests computed beforehand (:meth:`hmac_prefetch`'s
-        ``known``), asked for when the first value is to be hashed; values it does not
-        hold are hashed here.
         """
         if not isinstance(df, pd.DataFrame):
             raise MaskingError(
                 f"mask_dataframe expects a pandas DataFrame, got {type(df).__name__}"
             )
-        with known_digests(known):
-            return self._mask_dataframe(df, sources)
+        return self._mask_dataframe(df, sources)
 
     def _mask_dataframe(
         self, df: pd.DataFrame, sources: Sequence[Collection[str]] | None
@@ -989,7 +944,6 @@ class Masker:
         rows: list[Any],
         *,
         sources: Sequence[Collection[str]] | None = None,
-        known: KnownSource | None = None,
         scalar_columns: Collection[int] = (),
     ) -> tuple[list[Any], MaskingReport]:
         """Mask DB-API result rows; returns ``rows`` itself when no column needs masking.
@@ -997,16 +951,14 @@ class Masker:
         Names are planned once per column-name tuple; content is checked on a sample of
         up to 64 rows of each call, and text columns that get no type from it are still
         scrubbed cell by cell. A dropped column keeps its place with nulls, since a
-        cursor's description fixes the shape. ``sources`` and ``known`` are as for
-        :meth:`mask_dataframe`.
+        cursor's description fixes the shape. ``sources`` is as for :meth:`mask_dataframe`.
 
         A column holding dicts or lists (jsonb, arrays) is masked leaf by leaf. Every
         column is read whole for them unless its sample holds a type JSON never gives
         (a date, a decimal) or it is among ``scalar_columns``, the positions whose database
         type the caller knows holds no containers (a text or integer column).
         """
-        with known_digests(known):
-            return self._mask_rows(tuple(column_names), rows, sources, frozenset(scalar_columns))
+        return self._mask_rows(tuple(column_names), rows, sources, frozenset(scalar_columns))
 
     def _mask_rows(
         self,

@@ -10,10 +10,8 @@ from __future__ import annotations
 import functools
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,14 +21,7 @@ import pyarrow.compute as pc
 from pydantic import TypeAdapter, ValidationError
 
 from lgpd_tasks.errors import MaskingError
-from lgpd_tasks.masking.columnar import (
-    STRING,
-    Bytes,
-    arrow_strings,
-    constant,
-    fixed_width_bytes,
-    to_series,
-)
+from lgpd_tasks.masking.columnar import STRING, Bytes, arrow_strings, constant, to_series
 from lgpd_tasks.masking.detect import HALF_WIDTH, PiiType
 
 Strings = "pd.Series[str]"
@@ -65,13 +56,8 @@ class HmacKey:
         if len(key) > block:
             key = hashlib.sha256(key).digest()
         key = key.ljust(block, b"\0")
-        self.block = key
-        """The key as one 64-byte block (RFC 2104), for a helper process's pipe only."""
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
-
-    def __repr__(self) -> str:
-        return "HmacKey(...)"
 
     def hexdigest(self, message: bytes) -> str:
         inner = self._inner.copy()
@@ -99,136 +85,6 @@ class HmacKey:
         size = hashlib.sha256().digest_size
         matrix: Bytes = np.frombuffer(b"".join(out), dtype=np.uint8).reshape(len(out), size)
         return matrix
-
-    def digests_of(self, messages: pa.Array) -> Bytes:
-        """:meth:`digests` of Arrow strings, taking those a helper process already computed
-        (see :func:`known_digests`) and hashing the rest here."""
-        source = _KNOWN.get()
-        known = None if source is None else source()
-        if known is None or known.key is not self or not len(known.messages):
-            return self.digests(pc.cast(messages, pa.large_binary()).to_pylist())
-        found = known.find(messages)
-        hit = found >= 0
-        matrix: Bytes = np.empty((len(found), hashlib.sha256().digest_size), dtype=np.uint8)
-        matrix[hit] = known.digests[found[hit]]
-        missing = np.flatnonzero(~hit)
-        if len(missing):
-            rest = pc.cast(messages.take(pa.array(missing)), pa.large_binary()).to_pylist()
-            matrix[missing] = self.digests(rest)
-        return matrix
-
-
-@dataclass(frozen=True, eq=False)
-class KnownDigests:
-    """Digests a helper process computed with ``key``: ``digests[i]`` is that of
-    ``messages[i]`` (see :mod:`lgpd_tasks.masking.hmac_worker`). The messages are personal
-    values (``cpf:52998224725``): its repr shows neither them nor their digests."""
-
-    key: HmacKey
-    messages: pa.Array = field(repr=False)
-    digests: Bytes = field(repr=False)
-    _sorted: dict[int, _Sorted | None] = field(default_factory=dict, init=False, repr=False)
-
-    def find(self, messages: pa.Array) -> Positions:
-        """The position of each of ``messages`` (Arrow strings) among the known ones, by
-        exact bytes, or -1.
-
-        A masker asks chunk by chunk (``chunk_rows``), so the known messages are sorted
-        once (by length, then by a 64-bit key of their bytes) and each chunk is looked up
-        by binary search: a hash lookup would hash every known message again for each
-        chunk, which costs more than hashing the chunk's own values once the helper knows
-        millions. Keys only narrow the search: the bytes are compared.
-
-        >>> known = KnownDigests(None, pa.array(["cpf:1", "cpf:22", "cpf:3"]), None)  # type: ignore[arg-type]
-        >>> known.find(pa.array(["cpf:3", "cpf:33", "cpf:22", "cpf:1", "x"])).tolist()
-        [2, -1, 1, 0, -1]
-        """
-        out: Positions = np.full(len(messages), -1, dtype=np.int64)
-        sizes = pc.fill_null(pc.binary_length(messages), 0).to_numpy(zero_copy_only=False)
-        for width in np.unique(sizes).tolist():
-            table = self._of_width(width)
-            if table is None:
-                continue
-            at = np.flatnonzero(sizes == width)
-            rows = _fixed_rows(messages.take(pa.array(at)), width)
-            keys = _keys(rows)
-            order = np.argsort(keys)  # probes in order: the search walks the table once
-            where = np.searchsorted(table.keys, keys[order])
-            where[where == len(table.keys)] = 0
-            hit = (table.rows[where] == rows[order]).all(axis=1)
-            out[at[order[hit]]] = table.positions[where[hit]]
-        return out
-
-    def _of_width(self, width: int) -> _Sorted | None:
-        """The known messages of ``width`` bytes, sorted by key; ``None`` when there are none."""
-        if width in self._sorted:
-            return self._sorted[width]
-        positions = np.flatnonzero(self._sizes == width)
-        table = None
-        if width and len(positions):
-            rows = _fixed_rows(self.messages.take(pa.array(positions)), width)
-            keys = _keys(rows)
-            order = np.argsort(keys)
-            table = _Sorted(keys[order], rows[order], positions[order])
-        self._sorted[width] = table
-        return table
-
-    @functools.cached_property
-    def _sizes(self) -> Positions:
-        sizes: Positions = pc.binary_length(self.messages).to_numpy(zero_copy_only=False)
-        return sizes
-
-
-Positions = np.ndarray[Any, np.dtype[np.int64]]
-Keys = np.ndarray[Any, np.dtype[np.uint64]]
-
-
-@dataclass(frozen=True)
-class _Sorted:
-    """Messages of one length: their keys in order, their bytes and their positions."""
-
-    keys: Keys
-    rows: Bytes
-    positions: Positions
-
-
-def _fixed_rows(messages: pa.Array | pa.ChunkedArray, width: int) -> Bytes:
-    """Messages of ``width`` bytes each as a (count, width) byte matrix."""
-    if isinstance(messages, pa.ChunkedArray):
-        messages = messages.combine_chunks()
-    return np.ascontiguousarray(fixed_width_bytes(messages, width))
-
-
-def _keys(rows: Bytes) -> Keys:
-    """A 64-bit key of each row's bytes (equal rows, equal keys; unequal rows seldom
-    collide, and :meth:`KnownDigests.find` compares the bytes anyway)."""
-    keys: Keys = np.zeros(len(rows), dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for column in range(rows.shape[1]):
-            keys *= np.uint64(_KEY_FACTOR)
-            keys += rows[:, column]
-    return keys
-
-
-#: An odd multiplier for :func:`_keys` (the 64-bit FNV prime).
-_KEY_FACTOR = 0x100000001B3
-
-
-#: Where digests computed beforehand come from; asked only when a value is to be hashed.
-KnownSource = Callable[[], KnownDigests | None]
-
-_KNOWN: ContextVar[KnownSource | None] = ContextVar("lgpd_tasks_known_digests", default=None)
-
-
-@contextmanager
-def known_digests(source: KnownSource | None) -> Iterator[None]:
-    """Within the block, ``hmac`` takes the digests ``source()`` returns (asked once it has
-    values to hash, so a helper has the longest time to compute them) before computing any."""
-    token = _KNOWN.set(source)
-    try:
-        yield
-    finally:
-        _KNOWN.reset(token)
 
 
 @dataclass(frozen=True)
@@ -454,7 +310,7 @@ class Hmac(Strategy):
         messages = pc.binary_join_element_wise(
             pa.scalar(tag, STRING), pa.array(uniques, type=STRING), pa.scalar("", STRING)
         )
-        digests = ctx.hmac_key.digests_of(messages)
+        digests = ctx.hmac_key.digests(pc.cast(messages, pa.large_binary()).to_pylist())
         tokens = _tokens(digests, f"hmac:{tag}", self.length)
         return to_series(tokens.take(pa.array(codes)), values.index)
 
@@ -480,14 +336,9 @@ def _tokens(digests: Bytes, prefix: str, length: int) -> pa.Array:
     )
 
 
-#: Types whose values are hashed by their digits alone (a helper process can hash them
-#: before the masker sees them: :mod:`lgpd_tasks.masking.hmac_worker`).
-HASHED_BY_DIGITS = frozenset({PiiType.CPF, PiiType.PHONE, PiiType.CARD, PiiType.CEP})
-
-
 def normalise_for_join(values: pd.Series[str], pii: PiiType) -> pd.Series[str]:
     """One spelling per value, so ``529.982.247-25`` and ``52998224725`` hash alike."""
-    if pii in HASHED_BY_DIGITS:
+    if pii in (PiiType.CPF, PiiType.PHONE, PiiType.CARD, PiiType.CEP):
         return _digits(values)
     if pii is PiiType.CNPJ:
         return _alnum(values)

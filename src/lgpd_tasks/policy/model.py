@@ -148,8 +148,7 @@ class MaskingSpec(_Strict):
     detected type (``cpf``, ``email``, ``phone``...); ``detect`` also finds personal columns
     by name and content; ``mask_all_cpf_shaped`` masks CPF-shaped numbers in free text even
     with wrong check digits; ``sample_size`` and ``threshold`` tune content detection;
-    ``chunk_rows`` bounds the rows masked at once; ``hmac_helper`` lets a guarded fetch of
-    10,000 rows or more hash its ``hmac`` columns in a helper process while it fetches.
+    ``chunk_rows`` bounds the rows masked at once.
     """
 
     columns: dict[str, StrategySpec] = Field(default_factory=dict)
@@ -160,7 +159,6 @@ class MaskingSpec(_Strict):
     sample_size: PositiveInt = 1000
     threshold: float = Field(default=0.8, gt=0, le=1)
     chunk_rows: PositiveInt = 250_000
-    hmac_helper: bool = False
 
 
 AsymmetricAlgorithm = Literal["EdDSA", "ES256", "RS256"]
