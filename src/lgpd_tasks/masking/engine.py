@@ -441,10 +441,7 @@ class Masker:
         return out
 
     def mask_dataframe(
-        self,
-        df: pd.DataFrame,
-        *,
-        sources: Sequence[Collection[str]] | None = None,
+        self, df: pd.DataFrame, *, sources: Sequence[Collection[str]] | None = None
     ) -> tuple[pd.DataFrame, MaskingReport]:
         """Mask ``df`` into a new frame; ``df`` itself is never modified.
 
@@ -461,7 +458,6 @@ class Masker:
         Cells holding dicts, lists, tuples, sets or arrays are masked leaf by leaf (see
         :meth:`_mask_nested`). ``df.attrs`` is not carried over: free text in it could hold
         a name that no rule finds.
-
         """
         if not isinstance(df, pd.DataFrame):
             raise MaskingError(
@@ -958,15 +954,7 @@ class Masker:
         (a date, a decimal) or it is among ``scalar_columns``, the positions whose database
         type the caller knows holds no containers (a text or integer column).
         """
-        return self._mask_rows(tuple(column_names), rows, sources, frozenset(scalar_columns))
-
-    def _mask_rows(
-        self,
-        names: tuple[object, ...],
-        rows: list[Any],
-        sources: Sequence[Collection[str]] | None,
-        scalars: frozenset[int],
-    ) -> tuple[list[Any], MaskingReport]:
+        names = tuple(column_names)
         if not rows:
             return rows, MaskingReport(rows=0)
         origins = _sources_for(sources, len(names))
@@ -980,7 +968,7 @@ class Masker:
         positions = list(sample_positions(len(rows), ROWS_SAMPLE))
         width = len(names)
         try:
-            nested = self._nested_positions(rows, positions, by_name, scalars)
+            nested = self._nested_positions(rows, positions, by_name, frozenset(scalar_columns))
         except IndexError:
             nested = [width]  # a short row: refused below, with every row's width checked
         plans: list[ColumnPlan] = []
