@@ -81,6 +81,20 @@ def _policy(dialect: str, table: str) -> Policy:
     )
 
 
+def _guarded(url: str, dialect: str, table: str, audit: str, masked: bool) -> Any:
+    """A GuardedConnection to ``url`` allowed to read ``table``, as the benchmark's task."""
+    from lgpd_tasks.connection import connect
+
+    return connect(
+        url,
+        policy=_policy(dialect, table),
+        scope="bench.read",
+        identity=TaskIdentity(orchestrator="bench", pipeline="bench", task="read"),
+        audit=audit,
+        mask_results=masked,
+    )
+
+
 def _compare(label: str, bare: Any, guarded: Any, table: str) -> None:
     trivial = "SELECT 1"
     big = f"SELECT id, cidade, total FROM {table}"
@@ -110,9 +124,6 @@ def _compare(label: str, bare: Any, guarded: Any, table: str) -> None:
 
 def connection_overhead() -> None:
     """GuardedConnection vs the bare driver (audit on SQLite in a temporary folder)."""
-    from lgpd_tasks.connection import connect
-
-    identity = TaskIdentity(orchestrator="bench", pipeline="bench", task="read")
     print("GuardedConnection vs bare driver (results unmasked / masked)")
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "source.db"
@@ -125,14 +136,7 @@ def connection_overhead() -> None:
         raw.commit()
         audit = f"sqlite:///{tmp}/audit.db"
         for masked in (False, True):
-            guarded = connect(
-                f"sqlite:///{source}",
-                policy=_policy("sqlite", "big"),
-                scope="bench.read",
-                identity=identity,
-                audit=audit,
-                mask_results=masked,
-            )
+            guarded = _guarded(f"sqlite:///{source}", "sqlite", "big", audit, masked)
             _compare("sqlite" + (" m" if masked else ""), raw, guarded, "big")
             guarded.close()
         raw.close()
@@ -155,14 +159,7 @@ def connection_overhead() -> None:
                 f"FROM generate_series(0, {ROWS - 1}) AS i"
             )
             for masked in (False, True):
-                guarded = connect(
-                    POSTGRES_DSN,
-                    policy=_policy("postgres", f"{schema}.big"),
-                    scope="bench.read",
-                    identity=identity,
-                    audit=audit,
-                    mask_results=masked,
-                )
+                guarded = _guarded(POSTGRES_DSN, "postgres", f"{schema}.big", audit, masked)
                 _compare("postgres" + (" m" if masked else ""), pg, guarded, f"{schema}.big")
                 guarded.close()
         finally:
@@ -176,9 +173,6 @@ FETCHONE_ROWS = 2_000
 def fetchone_cost() -> None:
     """fetchone row by row over three text columns with digits but no personal data, through
     a bare SQLite connection and a GuardedConnection (results unmasked / masked)."""
-    from lgpd_tasks.connection import connect
-
-    identity = TaskIdentity(orchestrator="bench", pipeline="bench", task="read")
     sql = "SELECT descricao, cidade, obs FROM notas"
     print(f"fetchone over three text columns ({FETCHONE_ROWS} rows, SQLite)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -207,13 +201,8 @@ def fetchone_cost() -> None:
         bare = _best(rows(raw), 5)
         print(f"  bare              {bare / FETCHONE_ROWS * 1e6:8.1f} µs/row")
         for masked in (False, True):
-            guarded = connect(
-                f"sqlite:///{source}",
-                policy=_policy("sqlite", "notas"),
-                scope="bench.read",
-                identity=identity,
-                audit=f"sqlite:///{tmp}/audit.db",
-                mask_results=masked,
+            guarded = _guarded(
+                f"sqlite:///{source}", "sqlite", "notas", f"sqlite:///{tmp}/audit.db", masked
             )
             rows(guarded)()  # warm the guard's cache and the audit store
             g = _best(rows(guarded), 5)

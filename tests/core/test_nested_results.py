@@ -40,35 +40,42 @@ masking:
 WHO = TaskIdentity("airflow", "contractor", "extract", run_id="manual__1", attempt=1)
 
 
+def _create_clientes(dsn: str, schema: str, rows: list[tuple[Any, ...]]) -> None:
+    """The ``clientes`` table (jsonb, text[] and a jsonb of mixed kinds) with ``rows``."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(
+            f"CREATE TABLE {schema}.clientes (id int, dados jsonb, contatos text[], notas jsonb)"
+        )
+        with admin.cursor() as cur:
+            cur.executemany(f"INSERT INTO {schema}.clientes VALUES (%s, %s, %s, %s)", rows)
+
+
 @pytest.mark.postgres
 def test_jsonb_and_array_leaves_are_masked_on_postgres(
     pg_schema: str, postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import psycopg
     from psycopg.types.json import Jsonb
 
     monkeypatch.setenv("LGPD_MASKING_KEY", "test-key-not-secret")
     fake = Faker("pt_BR")
     Faker.seed(5)
     people = [(fake.name(), fake.cpf(), fake.email()) for _ in range(100)]
-    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-        admin.execute(
-            f"CREATE TABLE {pg_schema}.clientes (id int, dados jsonb, contatos text[], notas jsonb)"
-        )
-        with admin.cursor() as cur:
-            cur.executemany(
-                f"INSERT INTO {pg_schema}.clientes VALUES (%s, %s, %s, %s)",
-                [
-                    (
-                        i,
-                        Jsonb({"nome": nome, "cpf": cpf, "cidade": "Recife"}),
-                        [email, cpf],
-                        # a jsonb column mixing objects and strings
-                        Jsonb({"obs": f"ligar para {email}"} if i % 2 else "sem observações"),
-                    )
-                    for i, (nome, cpf, email) in enumerate(people)
-                ],
+    _create_clientes(
+        postgres_dsn,
+        pg_schema,
+        [
+            (
+                i,
+                Jsonb({"nome": nome, "cpf": cpf, "cidade": "Recife"}),
+                [email, cpf],
+                # a jsonb column mixing objects and strings
+                Jsonb({"obs": f"ligar para {email}"} if i % 2 else "sem observações"),
             )
+            for i, (nome, cpf, email) in enumerate(people)
+        ],
+    )
     policy = parse_policy(POLICY.format(schema=pg_schema))
     audit = AuditStore.from_url(f"sqlite:///{tmp_path}/audit.db")
     raw = [v for person in people for v in person]
@@ -96,7 +103,6 @@ def test_a_jsonb_column_sampled_as_strings_is_still_read_whole(
 ) -> None:
     """Rows are sampled (64 of them) to plan a fetch; a jsonb column holding strings in
     every sampled row and an object in one other row came back with that object raw."""
-    import psycopg
     from psycopg.types.json import Jsonb
 
     monkeypatch.setenv("LGPD_MASKING_KEY", "test-key-not-secret")
@@ -104,25 +110,21 @@ def test_a_jsonb_column_sampled_as_strings_is_still_read_whole(
     Faker.seed(6)
     nome, cpf, email = fake.name(), fake.cpf(), fake.email()
     hidden = 777  # not among the sampled positions of 1,000 rows
-    with psycopg.connect(postgres_dsn, autocommit=True) as admin:
-        admin.execute(
-            f"CREATE TABLE {pg_schema}.clientes (id int, dados jsonb, contatos text[], notas jsonb)"
-        )
-        with admin.cursor() as cur:
-            cur.executemany(
-                f"INSERT INTO {pg_schema}.clientes VALUES (%s, %s, %s, %s)",
-                [
-                    (
-                        i,
-                        Jsonb("sem dados"),
-                        None,
-                        Jsonb({"contato": {"nome": nome, "cpf": cpf}, "obs": email})
-                        if i == hidden
-                        else Jsonb(f"nota {i}"),
-                    )
-                    for i in range(1_000)
-                ],
+    _create_clientes(
+        postgres_dsn,
+        pg_schema,
+        [
+            (
+                i,
+                Jsonb("sem dados"),
+                None,
+                Jsonb({"contato": {"nome": nome, "cpf": cpf}, "obs": email})
+                if i == hidden
+                else Jsonb(f"nota {i}"),
             )
+            for i in range(1_000)
+        ],
+    )
     policy = parse_policy(POLICY.format(schema=pg_schema))
     audit = AuditStore.from_url(f"sqlite:///{tmp_path}/audit.db")
     sql = f"SELECT id, dados, contatos, notas FROM {pg_schema}.clientes ORDER BY id"
