@@ -11,7 +11,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check uv
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -e ".[all,dev]"
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -e ".[all,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -46,7 +46,7 @@ bench: $(STAMP)
 
 # Needs the bench extra (Presidio, spaCy); the default venv and `make test` do not.
 bench-masking: $(STAMP)
-	$(VENV)/bin/uv pip install --quiet --python $(PY) -e ".[all,dev,bench]"
+	$(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -e ".[all,dev,bench]"
 	$(PY) benchmarks/masking.py
 
 clean:

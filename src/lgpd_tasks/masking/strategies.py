@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from pydantic import TypeAdapter, ValidationError
 
 from lgpd_tasks.errors import MaskingError
+from lgpd_tasks.masking import fast_hmac
 from lgpd_tasks.masking.columnar import STRING, Bytes, arrow_strings, constant, to_series
 from lgpd_tasks.masking.detect import HALF_WIDTH, PiiType
 
@@ -49,15 +50,26 @@ ALREADY_MASKED = "^(?:" + "|".join(MASKED_SHAPES) + ")$"
 
 
 class HmacKey:
-    """HMAC-SHA256 with the inner and outer states computed once (twice as fast per value)."""
+    """HMAC-SHA256 with the inner and outer states computed once (twice as fast per value).
+
+    Large batches go to polars-hash when it is installed (:mod:`~lgpd_tasks.masking.fast_hmac`),
+    which needs the key as text: a key that is not UTF-8 is always hashed with hashlib.
+    """
 
     def __init__(self, key: bytes) -> None:
+        try:
+            self._text: str | None = key.decode("utf-8")
+        except UnicodeDecodeError:
+            self._text = None
         block = hashlib.sha256().block_size
         if len(key) > block:
             key = hashlib.sha256(key).digest()
         key = key.ljust(block, b"\0")
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def __repr__(self) -> str:
+        return "HmacKey(<hidden>)"
 
     def hexdigest(self, message: bytes) -> str:
         inner = self._inner.copy()
@@ -85,6 +97,39 @@ class HmacKey:
         size = hashlib.sha256().digest_size
         matrix: Bytes = np.frombuffer(b"".join(out), dtype=np.uint8).reshape(len(out), size)
         return matrix
+
+    def tokens(self, messages: pa.Array, prefix: str, length: int) -> pa.Array:
+        """``prefix`` and the first ``length`` hex digits of each message's HMAC, as Arrow
+        strings.
+
+        >>> key = HmacKey(b"0123456789abcdef")
+        >>> token = key.tokens(pa.array(["cpf:1"]), "hmac:cpf:", 8)[0].as_py()
+        >>> token == "hmac:cpf:" + key.hexdigest(b"cpf:1")[:8]
+        True
+        """
+        if self._text is not None:
+            fast = fast_hmac.tokens(self._text, messages, prefix, length)
+            if fast is not None and self._agrees(fast, messages, prefix, length):
+                return fast
+        # each distinct message is hashed once; tokens are built in numpy and Arrow, with no
+        # Python string per value
+        encoded = pc.dictionary_encode(messages)
+        distinct = pc.cast(encoded.dictionary, pa.large_binary()).to_pylist()
+        return _tokens(self.digests(distinct), prefix, length).take(encoded.indices)
+
+    def _agrees(self, tokens: pa.Array, messages: pa.Array, prefix: str, length: int) -> bool:
+        """Whether the first, middle and last of ``tokens`` are hashlib's (else the fast
+        path is turned off)."""
+        count = len(messages)
+        if len(tokens) == count:
+            for i in {0, count // 2, count - 1} if count else ():
+                expected = prefix + self.hexdigest(messages[i].as_py().encode())[:length]
+                if tokens[i].as_py() != expected:
+                    break
+            else:
+                return True
+        fast_hmac.turn_off("polars-hash gave tokens unlike hashlib's")
+        return False
 
 
 @dataclass(frozen=True)
@@ -301,18 +346,19 @@ class Hmac(Strategy):
         if ctx.hmac_key is None:
             raise MaskingError("strategy 'hmac' has no key; refusing to hash without one")
         normalised = normalise_for_join(values, pii)
-        # each distinct value is hashed once; tokens are built in numpy and Arrow, with no
-        # Python string per value
-        codes, uniques = pd.factorize(normalised)
-        if len(codes) and int(codes.min()) < 0:
+        arrow = arrow_strings(normalised)
+        if arrow is None:
+            arrow = pa.chunked_array(
+                [pa.array(normalised.to_numpy(dtype=object), type=STRING, from_pandas=True)]
+            )
+        if arrow.null_count:
             raise MaskingError("strategy 'hmac' was given a null value")  # the engine filters them
         tag = f"{pii.value}:"
         messages = pc.binary_join_element_wise(
-            pa.scalar(tag, STRING), pa.array(uniques, type=STRING), pa.scalar("", STRING)
+            pa.scalar(tag, STRING), arrow.cast(STRING), pa.scalar("", STRING)
         )
-        digests = ctx.hmac_key.digests(pc.cast(messages, pa.large_binary()).to_pylist())
-        tokens = _tokens(digests, f"hmac:{tag}", self.length)
-        return to_series(tokens.take(pa.array(codes)), values.index)
+        tokens = ctx.hmac_key.tokens(messages.combine_chunks(), f"hmac:{tag}", self.length)
+        return to_series(tokens, values.index)
 
 
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)

@@ -1,0 +1,151 @@
+"""``hmac`` tokens of large batches come from polars-hash: the same tokens as hashlib's.
+
+Tokens join masked data across runs and tasks, so the fast path must never change one: it
+is checked here against hashlib over generated messages and keys, in a fresh interpreter
+for when polars is imported, and against a fast path that goes wrong.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lgpd_tasks.masking import Masker, MaskingRules, fast_hmac
+from lgpd_tasks.masking.strategies import HmacKey
+
+pytest.importorskip("polars_hash", reason="the fast extra is not installed")
+
+
+@pytest.fixture
+def fast_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path on from the first value, as in a process that has hashed a lot."""
+    monkeypatch.setattr(fast_hmac, "IMPORT_AFTER", 0)
+    monkeypatch.setattr(fast_hmac._State, "off", False)
+    monkeypatch.setattr(fast_hmac._State, "hashed", 0)
+
+
+def _hashlib_tokens(key: bytes, messages: list[str], prefix: str, length: int) -> list[str]:
+    return [prefix + hmac.new(key, m.encode(), "sha256").hexdigest()[:length] for m in messages]
+
+
+KEYS = st.one_of(
+    st.text(min_size=1, max_size=100).map(str.encode),  # unicode, NUL, longer than a block
+    st.sampled_from([b"k", b"benchmark-key-0123456789abcdef", b"x" * 64, b"y" * 65]),
+)
+
+
+@pytest.mark.usefixtures("fast_now")
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(key=KEYS, messages=st.lists(st.text(max_size=80), max_size=40), length=st.integers(8, 64))
+def test_fast_tokens_are_hashlibs(key: bytes, messages: list[str], length: int) -> None:
+    hmac_key = HmacKey(key)
+    tokens = hmac_key.tokens(pa.array(messages, pa.large_string()), "hmac:cpf:", length)
+    assert tokens.type == pa.large_string()
+    assert tokens.to_pylist() == _hashlib_tokens(key, messages, "hmac:cpf:", length)
+    assert not fast_hmac._State.off, "the fast path was turned off: it disagreed or failed"
+
+
+@pytest.mark.usefixtures("fast_now")
+def test_masker_tokens_equal_with_and_without_the_fast_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from faker import Faker
+
+    fake = Faker("pt_BR")
+    Faker.seed(7)
+    frame = pd.DataFrame({"cpf": [fake.cpf() for _ in range(3_000)] + [None, ""]})
+    masker = Masker(MaskingRules(columns={"cpf": "hmac"}), key=b"k" * 40)
+    fast, fast_report = masker.mask_dataframe(frame)
+    assert fast_hmac._State.modules is not None  # it did run
+    monkeypatch.setattr(fast_hmac._State, "off", True)
+    slow, slow_report = masker.mask_dataframe(frame)
+    pd.testing.assert_frame_equal(fast, slow)
+    assert fast_report == slow_report
+    assert (
+        fast["cpf"].iloc[0]
+        == _hashlib_tokens(
+            b"k" * 40,
+            ["cpf:" + frame["cpf"].iloc[0].replace(".", "").replace("-", "")],
+            "hmac:cpf:",
+            24,
+        )[0]
+    )
+
+
+@pytest.mark.usefixtures("fast_now")
+def test_a_key_that_is_not_utf8_is_hashed_with_hashlib() -> None:
+    key = b"\xff\xfe-not-utf-8"
+    tokens = HmacKey(key).tokens(pa.array(["cpf:1", "cpf:2"]), "hmac:cpf:", 24)
+    assert tokens.to_pylist() == _hashlib_tokens(key, ["cpf:1", "cpf:2"], "hmac:cpf:", 24)
+
+
+@pytest.mark.usefixtures("fast_now")
+def test_wrong_fast_tokens_are_caught_and_the_fast_path_turned_off(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    right = fast_hmac.tokens
+
+    def swapped(key: str, messages: pa.Array, prefix: str, length: int) -> pa.Array | None:
+        out = right(key, messages, prefix, length)
+        assert out is not None
+        return pa.concat_arrays([out[1:], out[:1]])  # every token in the wrong row
+
+    monkeypatch.setattr(fast_hmac, "tokens", swapped)
+    messages = ["cpf:1", "cpf:2", "cpf:3"]
+    with caplog.at_level(logging.WARNING, logger="lgpd_tasks.masking.fast_hmac"):
+        tokens = HmacKey(b"k").tokens(pa.array(messages), "hmac:cpf:", 24)
+    assert tokens.to_pylist() == _hashlib_tokens(b"k", messages, "hmac:cpf:", 24)
+    assert fast_hmac._State.off
+    assert "unlike hashlib" in caplog.text
+    assert "cpf:" not in caplog.text  # no value in the log
+
+
+@pytest.mark.usefixtures("fast_now")
+def test_a_failing_fast_path_falls_back_without_quoting_the_key(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="lgpd_tasks.masking.fast_hmac"):
+        # polars-hash refuses integers: a real failure inside the plugin
+        assert fast_hmac.tokens("SEGREDO-DA-CHAVE", pa.array([1, 2]), "hmac:cpf:", 24) is None
+    assert fast_hmac._State.off
+    assert "polars-hash failed (ComputeError)" in caplog.text
+    assert "SEGREDO" not in caplog.text
+    assert "SEGREDO" not in repr(HmacKey(b"SEGREDO-DA-CHAVE"))
+
+
+def test_polars_is_imported_only_once_a_process_has_hashed_enough() -> None:
+    """A short task never pays for importing polars; a process that hashes a lot does, and
+    its tokens stay hashlib's."""
+    script = textwrap.dedent(
+        """
+        import hmac, sys
+        import pandas as pd
+        from lgpd_tasks.masking import Masker, MaskingRules, fast_hmac
+        masker = Masker(MaskingRules(columns={"doc": "hmac"}), key=b"chave-de-teste-0123456789")
+        small = pd.DataFrame({"doc": [f"doc {i}" for i in range(1_000)]})
+        masker.mask_dataframe(small)
+        print("polars" in sys.modules)
+        big = pd.DataFrame({"doc": [f"doc {i}" for i in range(fast_hmac.IMPORT_AFTER)]})
+        masked, _ = masker.mask_dataframe(big)
+        print("polars" in sys.modules, fast_hmac._State.off)
+        last = big["doc"].iloc[-1]
+        want = hmac.new(b"chave-de-teste-0123456789", f"other:{last}".encode(), "sha256").hexdigest()[:24]
+        print(masked["doc"].iloc[-1] == f"hmac:other:{want}")
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["False", "True", "False", "True"]
