@@ -51,6 +51,7 @@ def identity_from_context(context: dg.OpExecutionContext) -> TaskIdentity:
         partition=context.partition_key if context.has_partition_key else None,
         user=context.run.tags.get(USER_TAG) or None,
         extra=extra,
+        mapping_key=context.get_mapping_key(),
     )
 
 

@@ -894,6 +894,8 @@ def _identity_details(identity: TaskIdentity) -> dict[str, Any]:
     data: dict[str, Any] = {}
     if identity.map_index is not None:
         data["map_index"] = identity.map_index
+    if identity.mapping_key is not None:
+        data["mapping_key"] = identity.mapping_key
     if identity.partition is not None:
         data["partition"] = identity.partition
     if identity.user is not None:

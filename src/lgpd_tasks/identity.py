@@ -16,7 +16,9 @@ class TaskIdentity:
     ``orchestrator`` is ``airflow``, ``dagster`` or ``cli``; ``pipeline`` is the DAG id or
     job name; ``task`` the task id, op or asset key; ``attempt`` the try number.
     ``principal`` is the identity that approvals and reports name, such as
-    ``airflow:contractor_pipeline.extract`` or ``cli:maria``.
+    ``airflow:contractor_pipeline.extract`` or ``cli:maria``. A mapped task instance is told
+    apart by ``map_index`` (Airflow) or ``mapping_key`` (a Dagster op downstream of a
+    dynamic output): see :attr:`instance`.
 
     >>> ident = TaskIdentity("airflow", "contractor", "extract", run_id="manual__1", attempt=2)
     >>> ident.principal
@@ -34,6 +36,20 @@ class TaskIdentity:
     partition: str | None = None
     user: str | None = None
     extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    mapping_key: str | None = None
+
+    @property
+    def instance(self) -> str | None:
+        """Which mapped instance of the task this is, or None for a task that is not mapped.
+
+        >>> TaskIdentity("airflow", "d", "t", map_index=3).instance
+        '3'
+        >>> TaskIdentity("dagster", "j", "op", mapping_key="sp").instance
+        'sp'
+        """
+        if self.map_index is not None and self.map_index >= 0:
+            return str(self.map_index)
+        return self.mapping_key
 
     @property
     def principal(self) -> str:
@@ -47,6 +63,8 @@ class TaskIdentity:
         parts = [self.principal, self.run_id, str(self.attempt)]
         if self.map_index is not None and self.map_index >= 0:
             parts.append(f"m{self.map_index}")
+        if self.mapping_key is not None:
+            parts.append(f"k{self.mapping_key}")
         if self.partition:
             parts.append(f"p{self.partition}")
         return ":".join(parts)

@@ -158,3 +158,33 @@ def test_sensor_fails_when_its_statement_task_is_not_a_guarded_operator(env, cap
     run = env.run(dag)
     assert env.states(run) == {"gate": ("failed", 1)}
     assert "statement_task 'missing' is not an LgpdSqlOperator in this DAG" in _logs(capfd)
+
+
+def test_each_mapped_instance_asks_and_is_approved_on_its_own(env):
+    """Mapped instances run the same statement with other values: approving one instance's
+    request admits that instance only."""
+    from airflow.utils.session import create_session
+
+    purge = "DELETE FROM staging_orders WHERE created_at < :cutoff"
+    with DAG(env.dag_id, schedule=None, start_date=START) as dag:
+        LgpdSqlOperator.partial(
+            task_id="purge", conn_id="crm", scope="crm.purge", sql=purge
+        ).expand(parameters=[{"cutoff": "2023-03-01"}, {"cutoff": "2023-06-01"}])
+
+    def states(run):
+        with create_session() as session:
+            return {ti.map_index: str(ti.state) for ti in run.get_task_instances(session=session)}
+
+    when = datetime(2024, 5, 1, tzinfo=UTC)
+    first = env.run(dag, logical_date=when, run_after=when)
+    assert states(first) == {0: "failed", 1: "failed"}
+    requests = {r.instance: r for r in env.approvals().list_requests(pipeline=env.dag_id)}
+    assert set(requests) == {"0", "1"}
+    assert requests["0"].fingerprint == requests["1"].fingerprint  # the same statement
+
+    env.approvals().approve(requests["0"].id, Approver("ana.aprovadora"), "only the first")
+    second = env.run(dag, logical_date=when, run_after=when)
+    assert states(second) == {0: "success", 1: "failed"}
+    assert env.staging_rows() == 10 - 3  # rows of January and February 2023 only
+    assert env.approvals().get(requests["0"].id).consumed_at is not None
+    assert env.approvals().get(requests["1"].id).status is Status.PENDING

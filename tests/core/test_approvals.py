@@ -5,11 +5,13 @@ from __future__ import annotations
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from lgpd_tasks.approvals import ApprovalStore, Approver, NewRequest, Status
 from lgpd_tasks.audit import AuditStore, EntryFilter
+from lgpd_tasks.audit.schema import SCHEMA_VERSION
 from lgpd_tasks.errors import ApprovalError, Reason
 from lgpd_tasks.identity import TaskIdentity
 
@@ -258,15 +260,91 @@ def test_a_version_3_store_gains_the_partition_column(tmp_path: Path) -> None:
     old = store.request(ASKER, _new())
     with sqlite3.connect(tmp_path / "old.db") as raw:
         raw.execute("ALTER TABLE lgpd_approval_requests DROP COLUMN partition_key")
+        raw.execute("ALTER TABLE lgpd_approval_requests DROP COLUMN map_key")
         raw.execute("UPDATE lgpd_meta SET value = '3' WHERE key = 'schema_version'")
     from lgpd_tasks.audit import dispose_engines
 
     dispose_engines()
     again = ApprovalStore.from_url(url)
-    assert again.audit.init() == 4
+    assert again.audit.init() == SCHEMA_VERSION
     assert again.get(old.id).partition is None
     from dataclasses import replace
 
     new = again.request(replace(ASKER, partition="p1"), _new())
     assert again.get(new.id).partition == "p1"
     assert again.audit.verify().ok
+
+
+def test_a_version_4_store_gains_the_mapped_instance_column(tmp_path: Path) -> None:
+    import sqlite3
+    from dataclasses import replace
+
+    from lgpd_tasks.audit import dispose_engines
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    old = ApprovalStore.from_url(url).request(ASKER, _new())
+    with sqlite3.connect(tmp_path / "old.db") as raw:
+        raw.execute("ALTER TABLE lgpd_approval_requests DROP COLUMN map_key")
+        raw.execute("UPDATE lgpd_meta SET value = '4' WHERE key = 'schema_version'")
+    dispose_engines()
+    again = ApprovalStore.from_url(url)
+    assert again.audit.init() == SCHEMA_VERSION == 5
+    assert again.get(old.id).instance is None
+    found = again.find(old.fingerprint, ASKER)
+    assert found is not None
+    assert found.id == old.id
+    mapped = again.request(replace(ASKER, map_index=2), _new())
+    assert again.get(mapped.id).instance == "2"
+    assert again.audit.verify().ok
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ({"map_index": 0}, {"map_index": 1}),
+        ({"map_index": 0}, {}),
+        ({}, {"map_index": 0}),
+        ({"mapping_key": "sp"}, {"mapping_key": "rj"}),
+        ({"mapping_key": "0"}, {"map_index": 1}),
+    ],
+    ids=["airflow-other-index", "airflow-unmapped", "airflow-mapped", "dagster-other-key", "mixed"],
+)
+def test_an_approval_admits_only_the_mapped_instance_that_asked(
+    tmp_path: Path, first: dict[str, Any], second: dict[str, Any]
+) -> None:
+    """Mapped instances of one task run the same statement; approving one must not admit
+    the others (each asks, and is approved, on its own)."""
+    from dataclasses import replace
+
+    store = ApprovalStore.from_url(f"sqlite:///{tmp_path}/a.db")
+    asker, other = replace(ASKER, **first), replace(ASKER, **second)
+    request = store.request(asker, _new())
+    assert request.instance == asker.instance
+    store.approve(request.id, Approver("ana"), "ok")
+    assert store.find(request.fingerprint, other) is None
+    found = store.find(request.fingerprint, asker)
+    assert found is not None
+    assert found.id == request.id
+    assert found.usable
+    theirs = store.request(other, _new())
+    assert theirs.id != request.id
+    assert theirs.status is Status.PENDING
+    assert theirs.instance == other.instance
+    (record,) = [
+        r.entry
+        for r in store.audit.records(EntryFilter(kind="approval"))
+        if r.entry.details.get("request_id") == theirs.id
+        and r.entry.details.get("event") == "requested"
+    ]
+    assert record.details["instance"] == other.instance
+
+
+def test_mapped_instances_get_distinct_attempt_keys() -> None:
+    """Per-attempt database roles are named from the attempt key: two mapped instances
+    running at once must not share one."""
+    keys = {
+        TaskIdentity("dagster", "job", "op", run_id="r", mapping_key=k).attempt_key
+        for k in ("sp", "rj", None)
+    }
+    keys |= {TaskIdentity("airflow", "d", "t", run_id="r", map_index=i).attempt_key for i in (0, 1)}
+    assert len(keys) == 5

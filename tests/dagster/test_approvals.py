@@ -290,3 +290,62 @@ def test_a_signed_decision_is_retried_while_the_audit_store_is_down(
     assert not result.success
     events = [e.event_type_value for e in result.all_events]
     assert "STEP_UP_FOR_RETRY" in events  # like an unsigned decision, not a plain failure
+
+
+def test_each_dynamically_mapped_op_asks_and_is_approved_on_its_own(
+    contractor: Contractor,
+) -> None:
+    """Ops downstream of a dynamic output run the same statement; an approval given to one
+    mapping key admits that one only."""
+
+    @dg.op(out=dg.DynamicOut(str))
+    def cutoffs():  # type: ignore[no-untyped-def]
+        for year in ("2021", "2022"):
+            yield dg.DynamicOutput(f"{year}-01-01", mapping_key=f"y{year}")
+
+    @dg.op
+    def purge(lgpd: GuardedDatabaseResource, cutoff: str) -> int:
+        return lgpd.execute(
+            "DELETE FROM payments WHERE paid_at < :cutoff",
+            {"cutoff": cutoff},
+            scope="contractor.purge",
+        )
+
+    @dg.job
+    def mapped_purge():  # type: ignore[no-untyped-def]
+        cutoffs().map(purge)
+
+    def run() -> dg.ExecuteInProcessResult:
+        return mapped_purge.execute_in_process(
+            instance=contractor.instance,
+            resources={"lgpd": contractor.lgpd},
+            raise_on_error=False,
+            tags={"lgpd/user": "ana.costa"},
+        )
+
+    assert not run().success
+    store = ApprovalStore.from_url(contractor.audit_url)
+    requests = {r.instance: r for r in store.list_requests(pipeline="mapped_purge")}
+    assert set(requests) == {"y2021", "y2022"}
+    assert requests["y2021"].fingerprint == requests["y2022"].fingerprint
+    assert requests["y2021"].id != requests["y2022"].id
+    assert _decide(contractor, requests["y2021"].id, "approve", "maria.souza").success
+    approved = store.get(requests["y2021"].id)
+    assert approved.status is Status.APPROVED
+    assert approved.instance == "y2021"
+    # the other mapping key's statement finds its own request, still pending
+    theirs = store.find(approved.fingerprint, _identity_of(approved, "y2022"))
+    assert theirs is not None
+    assert theirs.id == requests["y2022"].id
+    assert theirs.status is Status.PENDING
+    found = store.find(approved.fingerprint, _identity_of(approved, "y2021"))
+    assert found is not None
+    assert found.id == approved.id
+
+
+def _identity_of(request, mapping_key):  # type: ignore[no-untyped-def]
+    from lgpd_tasks.identity import TaskIdentity
+
+    return TaskIdentity(
+        "dagster", request.pipeline, request.task, run_id=request.run_id, mapping_key=mapping_key
+    )

@@ -257,7 +257,7 @@ def test_an_older_store_is_upgraded_in_place(audit_url: str) -> None:
             raw.execute(f"DROP TABLE {table}")
         raw.execute("UPDATE lgpd_meta SET value = '1' WHERE key = 'schema_version'")
     again = AuditStore(store.engine, url=audit_url)
-    assert again.init() == SCHEMA_VERSION == 4
+    assert again.init() == SCHEMA_VERSION == 5
     with sqlite3.connect(audit_url.removeprefix("sqlite:///")) as raw:
         assert raw.execute("SELECT value FROM lgpd_meta").fetchone() == (str(SCHEMA_VERSION),)
         assert raw.execute("SELECT count(*) FROM lgpd_exports").fetchone() == (0,)

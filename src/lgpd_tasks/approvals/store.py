@@ -82,6 +82,8 @@ class ApprovalRequest:
     consumed_by: str | None
     decisions: tuple[DecisionRecord, ...] = ()
     partition: str | None = None
+    instance: str | None = None
+    """The mapped task instance that asked (Airflow's map index, Dagster's mapping key)."""
 
     @property
     def usable(self) -> bool:
@@ -109,6 +111,7 @@ class ApprovalRequest:
             "task": self.task,
             "run_id": self.run_id,
             "partition": self.partition,
+            "instance": self.instance,
             "scope": self.scope,
             "purpose": self.purpose,
             "statement_kind": self.statement_kind,
@@ -158,8 +161,9 @@ class ApprovalStore:
     def request(self, identity: TaskIdentity, new: NewRequest) -> ApprovalRequest:
         """Open a pending request for this statement and task, or return the open one.
 
-        Requests are deduplicated by fingerprint + pipeline + task + run + partition; the
-        request records the identity's partition, and only a run of that partition finds it.
+        Requests are deduplicated by fingerprint + pipeline + task + run + partition + mapped
+        instance; the request records the identity's partition and mapped instance, and only
+        that partition's and that instance's run finds it.
         """
         self.expire_due()
         existing = self.find(new.fingerprint, identity)
@@ -174,6 +178,7 @@ class ApprovalStore:
             "task": identity.task,
             "run_id": identity.run_id,
             "partition_key": identity.partition,
+            "map_key": identity.instance,
             "scope": new.scope,
             "purpose": new.purpose,
             "statement_kind": new.statement_kind,
@@ -198,6 +203,7 @@ class ApprovalStore:
                 "request_id": request_id,
                 "event": "requested",
                 "partition": identity.partition,
+                "instance": identity.instance,
                 "statement_kind": new.statement_kind,
                 "normalized": new.normalized,
                 "reasons": [r.to_dict() for r in new.reasons],
@@ -210,7 +216,8 @@ class ApprovalStore:
         return created
 
     def find(self, fingerprint: str, identity: TaskIdentity) -> ApprovalRequest | None:
-        """The newest request for this statement, pipeline, task, run and partition, if any."""
+        """The newest request for this statement, pipeline, task, run, partition and mapped
+        instance, if any."""
         query = (
             select(approval_requests)
             .where(
@@ -223,6 +230,11 @@ class ApprovalStore:
                         approval_requests.c.partition_key.is_(None)
                         if identity.partition is None
                         else approval_requests.c.partition_key == identity.partition
+                    ),
+                    (
+                        approval_requests.c.map_key.is_(None)
+                        if identity.instance is None
+                        else approval_requests.c.map_key == identity.instance
                     ),
                 )
             )
@@ -523,6 +535,7 @@ class ApprovalStore:
             consumed_at=row["consumed_at"],
             consumed_by=row["consumed_by"],
             partition=row.get("partition_key"),
+            instance=row.get("map_key"),
             decisions=tuple(
                 DecisionRecord(
                     approver=d["approver"],

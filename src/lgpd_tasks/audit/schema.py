@@ -17,10 +17,11 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """1: log, approvals, meta. 2: subject trail and export positions (tables added, none changed).
 3: subject digests and links packed in blocks (the version 2 trail tables are folded in).
-4: approval requests record the partition they were asked for (``partition_key``)."""
+4: approval requests record the partition they were asked for (``partition_key``).
+5: and the mapped task instance (``map_key``: Airflow's map index, Dagster's mapping key)."""
 
 metadata = MetaData()
 
@@ -88,6 +89,8 @@ approval_requests = Table(
     Column("consumed_by", String(500)),
     # version 4: the partition of the run that asked; an approval admits that partition only
     Column("partition_key", String(250)),
+    # version 5: the mapped instance that asked; an approval admits that instance only
+    Column("map_key", String(250)),
 )
 Index(
     "ix_lgpd_approval_key",

@@ -70,13 +70,15 @@ HASHED_FIELDS = (
 _FOLD_BLOCK = 65_536
 
 
-def _add_request_partition(conn: Connection) -> None:
-    """Version 4: approval requests name their partition (older requests have none)."""
+def _add_request_columns(conn: Connection) -> None:
+    """Versions 4 and 5: approval requests name their partition and mapped instance (older
+    requests have neither)."""
     present = {c["name"] for c in inspect(conn).get_columns(approval_requests.name)}
-    if "partition_key" not in present:
-        conn.execute(
-            text(f"ALTER TABLE {approval_requests.name} ADD COLUMN partition_key VARCHAR(250)")
-        )
+    for name in ("partition_key", "map_key"):
+        if name not in present:
+            conn.execute(
+                text(f"ALTER TABLE {approval_requests.name} ADD COLUMN {name} VARCHAR(250)")
+            )
 
 
 def _fold_v2_trail(conn: Connection) -> None:
@@ -353,10 +355,10 @@ class AuditStore:
                     )
                 elif int(found) < SCHEMA_VERSION:
                     # 2 only added tables, which create_all has just made; 3 packs the
-                    # version 2 subject trail into blocks; 4 adds a column to the requests
+                    # version 2 subject trail into blocks; 4 and 5 add columns to the requests
                     if int(found) < 3:
                         _fold_v2_trail(conn)
-                    _add_request_partition(conn)
+                    _add_request_columns(conn)
                     conn.execute(
                         meta.update()
                         .where(meta.c.key == "schema_version")

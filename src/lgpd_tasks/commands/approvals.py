@@ -98,7 +98,7 @@ def run_list(args: argparse.Namespace) -> int:
                 r.id,
                 r.status.value,
                 r.requested_at[:19].replace("T", " "),
-                r.requested_by,
+                r.requested_by if r.instance is None else f"{r.requested_by} [{r.instance}]",
                 r.scope,
                 r.normalized[:80],
             ]
