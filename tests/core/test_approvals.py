@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -195,7 +196,6 @@ def test_a_used_approval_does_not_expire(approvals: ApprovalStore) -> None:
 
 
 def test_a_request_is_bound_to_its_partition(approvals: ApprovalStore) -> None:
-    from dataclasses import replace
 
     january = replace(ASKER, partition="2023-01-01")
     request = approvals.request(january, _new())
@@ -268,7 +268,6 @@ def test_a_version_3_store_gains_the_partition_column(tmp_path: Path) -> None:
     again = ApprovalStore.from_url(url)
     assert again.audit.init() == SCHEMA_VERSION
     assert again.get(old.id).partition is None
-    from dataclasses import replace
 
     new = again.request(replace(ASKER, partition="p1"), _new())
     assert again.get(new.id).partition == "p1"
@@ -277,7 +276,6 @@ def test_a_version_3_store_gains_the_partition_column(tmp_path: Path) -> None:
 
 def test_a_version_4_store_gains_the_mapped_instance_column(tmp_path: Path) -> None:
     import sqlite3
-    from dataclasses import replace
 
     from lgpd_tasks.audit import dispose_engines
 
@@ -314,8 +312,6 @@ def test_an_approval_admits_only_the_mapped_instance_that_asked(
 ) -> None:
     """Mapped instances of one task run the same statement; approving one must not admit
     the others (each asks, and is approved, on its own)."""
-    from dataclasses import replace
-
     store = ApprovalStore.from_url(f"sqlite:///{tmp_path}/a.db")
     asker, other = replace(ASKER, **first), replace(ASKER, **second)
     request = store.request(asker, _new())
@@ -348,3 +344,29 @@ def test_mapped_instances_get_distinct_attempt_keys() -> None:
     }
     keys |= {TaskIdentity("airflow", "d", "t", run_id="r", map_index=i).attempt_key for i in (0, 1)}
     assert len(keys) == 5
+
+
+@pytest.mark.postgres
+def test_a_version_3_store_on_postgres_gains_both_request_columns(
+    postgres_dsn: str, pg_schema: str
+) -> None:
+    import psycopg
+
+    from lgpd_tasks.audit import dispose_engines
+
+    url = f"{postgres_dsn}?options=-csearch_path%3D{pg_schema}"
+    old = ApprovalStore.from_url(url).request(ASKER, _new())
+    with psycopg.connect(postgres_dsn, autocommit=True) as raw:
+        raw.execute(f'ALTER TABLE "{pg_schema}".lgpd_approval_requests DROP COLUMN partition_key')
+        raw.execute(f'ALTER TABLE "{pg_schema}".lgpd_approval_requests DROP COLUMN map_key')
+        raw.execute(
+            f"UPDATE \"{pg_schema}\".lgpd_meta SET value = '3' WHERE key = 'schema_version'"
+        )
+    dispose_engines()
+    again = ApprovalStore.from_url(url)
+    assert again.audit.init() == SCHEMA_VERSION
+    assert again.get(old.id).instance is None
+    mapped = again.request(replace(ASKER, map_index=1, partition="2024-05"), _new())
+    stored = again.get(mapped.id)
+    assert (stored.instance, stored.partition) == ("1", "2024-05")
+    assert again.audit.verify().ok
