@@ -463,7 +463,15 @@ class Masker:
             raise MaskingError(
                 f"mask_dataframe expects a pandas DataFrame, got {type(df).__name__}"
             )
-        return self._mask_dataframe(df, sources)
+        try:
+            return self._mask_dataframe(df, sources)
+        except UnicodeEncodeError:
+            # the error quotes the whole value: say where it is, outside this block so that
+            # the new error carries no context holding it
+            where = self._surrogate_cell(
+                list(df.columns), (df.iloc[:, j] for j in range(df.shape[1]))
+            )
+        raise _invalid_unicode(where)
 
     def _mask_dataframe(
         self, df: pd.DataFrame, sources: Sequence[Collection[str]] | None
@@ -954,6 +962,30 @@ class Masker:
         (a date, a decimal) or it is among ``scalar_columns``, the positions whose database
         type the caller knows holds no containers (a text or integer column).
         """
+        try:
+            return self._mask_rows(column_names, rows, sources, scalar_columns)
+        except UnicodeEncodeError:
+            columns = list(column_names)
+            where = self._surrogate_cell(
+                columns, ([row[j] for row in rows] for j in range(len(columns)))
+            )
+        raise _invalid_unicode(where)
+
+    def _surrogate_cell(self, labels: list[Any], columns: Iterator[Any]) -> str:
+        """Where the first text holding a lone surrogate is (labels masked as text)."""
+        for j, values in enumerate(columns):
+            for i, value in enumerate(values):
+                if _holds_surrogate(value):
+                    return f"column {self.mask_text(str(labels[j]))!r}, row {i}"
+        return "a value"
+
+    def _mask_rows(
+        self,
+        column_names: Sequence[object],
+        rows: list[Any],
+        sources: Sequence[Collection[str]] | None,
+        scalar_columns: Collection[int],
+    ) -> tuple[list[Any], MaskingReport]:
         names = tuple(column_names)
         if not rows:
             return rows, MaskingReport(rows=0)
@@ -1156,6 +1188,28 @@ _ITEM = object()
 
 #: Identifiers stored as numbers, and their width once the lost leading zeros are back.
 _NUMERIC_IDS: Mapping[PiiType, int] = MappingProxyType({PiiType.CPF: 11, PiiType.CNPJ: 14})
+
+
+def _holds_surrogate(value: object) -> bool:
+    """Whether ``value`` (or a leaf of it) is text that UTF-8 cannot encode."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, Mapping):
+        return any(_holds_surrogate(k) or _holds_surrogate(v) for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return any(_holds_surrogate(v) for v in value)
+    return False
+
+
+def _invalid_unicode(where: str) -> MaskingError:
+    return MaskingError(
+        f"{where}: text holding a lone surrogate (not valid Unicode) cannot be masked; "
+        "decode the source with errors='replace', or clean the value first"
+    )
 
 
 def _numbers_of(col: pd.Series[Any]) -> pd.Series[Any]:
