@@ -22,6 +22,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, TaskGroup, conf
 from airflow.sdk.exceptions import AirflowFailException
 
 from lgpd_tasks.approvals import ApprovalRequest, ApprovalStore, NewRequest, Status
+from lgpd_tasks.approvals.values import statement_values
 from lgpd_tasks.audit.store import isotime, utcnow
 from lgpd_tasks.errors import StatementBlocked
 from lgpd_tasks.identity import TaskIdentity
@@ -97,7 +98,9 @@ class LgpdApprovalSensor(BaseSensorOperator):
                 if decision.action == "block":
                     raise _blocked(decision, settings.scope.name)
                 if decision.action == "approve":
-                    requests.append(_request_for(approvals, decision, identity, settings))
+                    # hook.run hands each statement the same parameters
+                    values = statement_values(statement, op.parameters)
+                    requests.append(_request_for(approvals, decision, values, identity, settings))
         return requests
 
     # -- reschedule / poke ---------------------------------------------------------------
@@ -189,12 +192,13 @@ def _blocked(decision: Decision, scope: str) -> AirflowFailException:
 def _request_for(
     approvals: ApprovalStore,
     decision: Decision,
+    values: bytes,
     identity: TaskIdentity,
     settings: GuardSettings,
 ) -> ApprovalRequest:
-    """The newest usable or pending request for this statement, or a new one."""
+    """The newest usable or pending request for this statement and its values, or a new one."""
     ttl = settings.policy.approvals.ttl
-    existing = approvals.find(decision.fingerprint, identity)
+    existing = approvals.find(decision.fingerprint, identity, values)
     if existing is not None:
         existing = approvals.get(existing.id)  # find() does not expire; get() does
         if existing.status is Status.PENDING or existing.usable:
@@ -218,6 +222,7 @@ def _request_for(
             reasons=decision.reasons,
             ttl=ttl,
             min_approvers=settings.policy.approvals.min_approvers,
+            values=values,
         ),
     )
 

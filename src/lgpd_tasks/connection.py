@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Self, TypeVar
 
 from lgpd_tasks.approvals import ApprovalStore, NewRequest, Status
+from lgpd_tasks.approvals.values import statement_values
 from lgpd_tasks.audit import AuditStore, NewEntry, parse_db_url, redact_url
 from lgpd_tasks.audit.store import isotime, utcnow
 from lgpd_tasks.credentials import (
@@ -567,7 +568,7 @@ class GuardedConnection:
                 self._record_refusal(decision, "block")
                 raise _blocked(decision, self.scope)
             if decision.action == "approve":
-                approval_id = self._approval(decision)
+                approval_id = self._approval(decision, statement_values(sql, parameters, many))
         entry = self._statement_entry(decision, approval_id, parameters, many)
         try:
             stored = self.audit.append(entry)
@@ -594,10 +595,11 @@ class GuardedConnection:
             is_query=False,
         )
 
-    def _approval(self, decision: Decision) -> str:
+    def _approval(self, decision: Decision, values: bytes) -> str:
         store = self.approvals
         ttl = self.policy.approvals.ttl
-        existing = store.find(decision.fingerprint, self.identity)
+        # a request made for other literal values or parameters is not this statement's
+        existing = store.find(decision.fingerprint, self.identity, values)
         if existing is not None:
             # claimed before the statement runs, so one approval admits one run; a
             # statement that then fails gives it back (see _complete)
@@ -626,6 +628,7 @@ class GuardedConnection:
                 reasons=decision.reasons,
                 ttl=ttl,
                 min_approvers=self.policy.approvals.min_approvers,
+                values=values,
             ),
         )
         self._record_refusal(decision, "approve", request.id, "pending")

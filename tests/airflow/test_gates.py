@@ -188,3 +188,36 @@ def test_each_mapped_instance_asks_and_is_approved_on_its_own(env):
     assert env.staging_rows() == 10 - 3  # rows of January and February 2023 only
     assert env.approvals().get(requests["0"].id).consumed_at is not None
     assert env.approvals().get(requests["1"].id).status is Status.PENDING
+
+
+def test_an_approval_does_not_admit_values_changed_after_it(env, monkeypatch):
+    """The cutoff comes from a Variable; it is changed after the approval and before the
+    task is cleared: the approved request does not admit the new value."""
+    monkeypatch.setenv("AIRFLOW_VAR_PURGE_CUTOFF", "2023-03-01")
+    with DAG(env.dag_id, schedule=None, start_date=START) as dag:
+        LgpdSqlOperator(
+            task_id="purge",
+            conn_id="crm",
+            scope="crm.purge",
+            sql="DELETE FROM staging_orders WHERE created_at < :cutoff",
+            parameters={"cutoff": "{{ var.value.purge_cutoff }}"},
+        )
+    when = datetime(2024, 5, 1, tzinfo=UTC)
+    first = env.run(dag, logical_date=when, run_after=when)
+    assert env.states(first) == {"purge": ("failed", 1)}
+    (asked,) = env.approvals().list_requests(pipeline=env.dag_id)
+    env.approvals().approve(asked.id, Approver("ana.aprovadora"), "January and February")
+
+    monkeypatch.setenv("AIRFLOW_VAR_PURGE_CUTOFF", "2099-01-01")
+    second = env.run(dag, logical_date=when, run_after=when)
+    assert env.states(second)["purge"][0] == "failed"
+    assert env.staging_rows() == 10
+    requests = env.approvals().list_requests(pipeline=env.dag_id)
+    assert len(requests) == 2
+    assert env.approvals().get(asked.id).consumed_at is None
+
+    monkeypatch.setenv("AIRFLOW_VAR_PURGE_CUTOFF", "2023-03-01")
+    third = env.run(dag, logical_date=when, run_after=when)
+    assert env.states(third)["purge"][0] == "success"
+    assert env.staging_rows() == 10 - 3
+    assert env.approvals().get(asked.id).consumed_at is not None

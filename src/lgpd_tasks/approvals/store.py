@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from lgpd_tasks.approvals.values import admits, bind
 from lgpd_tasks.audit.schema import approval_decisions, approval_requests
 from lgpd_tasks.audit.store import AuditStore, NewEntry, isotime, utcnow
 from lgpd_tasks.errors import ApprovalError, Reason
@@ -84,6 +85,8 @@ class ApprovalRequest:
     partition: str | None = None
     instance: str | None = None
     """The mapped task instance that asked (Airflow's map index, Dagster's mapping key)."""
+    bound_values: str | None = field(default=None, repr=False)
+    """Salted digest of the statement text and parameters asked for (:mod:`.values`)."""
 
     @property
     def usable(self) -> bool:
@@ -112,6 +115,7 @@ class ApprovalRequest:
             "run_id": self.run_id,
             "partition": self.partition,
             "instance": self.instance,
+            "values_bound": self.bound_values is not None,
             "scope": self.scope,
             "purpose": self.purpose,
             "statement_kind": self.statement_kind,
@@ -142,6 +146,15 @@ class NewRequest:
     reasons: Sequence[Reason]
     ttl: timedelta
     min_approvers: int = 1
+    values: bytes | None = None
+    """:func:`~lgpd_tasks.approvals.values.statement_values` of the statement asked for;
+    the request then admits a statement with these values only."""
+
+
+#: Requests of one statement and task run compared with a run's values, newest first (each
+#: comparison is one scrypt): an older request made for these values is still found after
+#: runs with other values asked for theirs.
+_VALUE_CANDIDATES = 16
 
 
 class ApprovalStore:
@@ -166,7 +179,7 @@ class ApprovalStore:
         that partition's and that instance's run finds it.
         """
         self.expire_due()
-        existing = self.find(new.fingerprint, identity)
+        existing = self.find(new.fingerprint, identity, new.values)
         if existing is not None and existing.status is Status.PENDING:
             return existing
         now = utcnow()
@@ -179,6 +192,7 @@ class ApprovalStore:
             "run_id": identity.run_id,
             "partition_key": identity.partition,
             "map_key": identity.instance,
+            "bound_values": None if new.values is None else bind(new.values),
             "scope": new.scope,
             "purpose": new.purpose,
             "statement_kind": new.statement_kind,
@@ -215,9 +229,12 @@ class ApprovalStore:
         created = self.get(request_id)
         return created
 
-    def find(self, fingerprint: str, identity: TaskIdentity) -> ApprovalRequest | None:
+    def find(
+        self, fingerprint: str, identity: TaskIdentity, values: bytes | None = None
+    ) -> ApprovalRequest | None:
         """The newest request for this statement, pipeline, task, run, partition and mapped
-        instance, if any."""
+        instance, if any; with ``values``, the newest of those made for these values
+        (:func:`~lgpd_tasks.approvals.values.statement_values`)."""
         query = (
             select(approval_requests)
             .where(
@@ -239,13 +256,14 @@ class ApprovalStore:
                 )
             )
             .order_by(approval_requests.c.requested_at.desc())
-            .limit(1)
+            .limit(1 if values is None else _VALUE_CANDIDATES)
         )
-        rows = self._select(query)
-        if not rows:
-            return None
-        # a pending request past its TTL is expired here, so nobody is told it still waits
-        return self.get(str(rows[0]["id"]))
+        for row in self._select(query):
+            if values is None or admits(row.get("bound_values"), values):
+                # a pending request past its TTL is expired here, so nobody is told it
+                # still waits
+                return self.get(str(row["id"]))
+        return None
 
     def get(self, request_id: str) -> ApprovalRequest:
         rows = self._select(select(approval_requests).where(approval_requests.c.id == request_id))
@@ -536,6 +554,7 @@ class ApprovalStore:
             consumed_by=row["consumed_by"],
             partition=row.get("partition_key"),
             instance=row.get("map_key"),
+            bound_values=row.get("bound_values"),
             decisions=tuple(
                 DecisionRecord(
                     approver=d["approver"],

@@ -21,7 +21,8 @@ SCHEMA_VERSION = 5
 """1: log, approvals, meta. 2: subject trail and export positions (tables added, none changed).
 3: subject digests and links packed in blocks (the version 2 trail tables are folded in).
 4: approval requests record the partition they were asked for (``partition_key``).
-5: and the mapped task instance (``map_key``: Airflow's map index, Dagster's mapping key)."""
+5: and the mapped task instance (``map_key``: Airflow's map index, Dagster's mapping key),
+   and a salted digest of the values they were asked for (``bound_values``)."""
 
 metadata = MetaData()
 
@@ -91,6 +92,8 @@ approval_requests = Table(
     Column("partition_key", String(250)),
     # version 5: the mapped instance that asked; an approval admits that instance only
     Column("map_key", String(250)),
+    # version 5: scrypt digest of the statement text and parameters (approvals/values.py)
+    Column("bound_values", String(200)),
 )
 Index(
     "ix_lgpd_approval_key",

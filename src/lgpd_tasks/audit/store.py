@@ -71,10 +71,10 @@ _FOLD_BLOCK = 65_536
 
 
 def _add_request_columns(conn: Connection) -> None:
-    """Versions 4 and 5: approval requests name their partition and mapped instance (older
-    requests have neither)."""
+    """Versions 4 and 5: approval requests name their partition and mapped instance and bind
+    their values (older requests have none of these)."""
     present = {c["name"] for c in inspect(conn).get_columns(approval_requests.name)}
-    for name in ("partition_key", "map_key"):
+    for name in ("partition_key", "map_key", "bound_values"):
         if name not in present:
             conn.execute(
                 text(f"ALTER TABLE {approval_requests.name} ADD COLUMN {name} VARCHAR(250)")
