@@ -112,6 +112,7 @@ def signed_in(client: TestClient, token: str) -> Iterator[TestClient]:
 @pytest.fixture
 def store_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     url = f"sqlite:///{tmp_path}/audit.db"
+    AuditStore.from_url(url).init()  # as `lgpd-tasks db init` or a first task would
     monkeypatch.setenv("LGPD_AUDIT_URL", url)
     monkeypatch.delenv("LGPD_POLICY_FILE", raising=False)
     monkeypatch.setenv("LGPD_MASKING_KEY", "test-key-not-secret")
@@ -309,6 +310,24 @@ def test_unknown_request_is_404_and_bad_status_is_422(
     bad = client.get("/lgpd/api/approvals?status=maybe", headers=bearer(tokens["alice"]))
     assert bad.status_code == 422
     assert "pending" in bad.json()["detail"]
+
+
+def test_a_store_that_does_not_exist_is_not_created_by_the_pages(
+    client: TestClient,
+    tokens: dict[str, str],
+    store_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A mistyped audit URL must not turn into an empty store that shows no approvals."""
+    monkeypatch.setenv("LGPD_AUDIT_URL", f"sqlite:///{tmp_path}/typo.db")
+    page = client.get("/lgpd/approvals", headers=bearer(tokens["alice"]))
+    assert page.status_code == 503
+    assert "no such file" in page.text
+    assert "lgpd-tasks db init" in page.text
+    api = client.get("/lgpd/api/approvals", headers=bearer(tokens["alice"]))
+    assert api.status_code == 503
+    assert not (tmp_path / "typo.db").exists()
 
 
 def test_requests_from_outside_airflow_are_not_listed(

@@ -50,7 +50,9 @@ def approval_store() -> ApprovalStore:
     with _LOCK:
         audit = _STORES.get(url)
         if audit is None:
-            audit = AuditStore.from_url(url)
+            # the pages read and decide; they never create a store: a mistyped URL would
+            # otherwise show an empty list of approvals and an intact chain of 0 records
+            audit = AuditStore.open_existing(url)
             _STORES[url] = audit
     return ApprovalStore(audit, approval_rules())
 
