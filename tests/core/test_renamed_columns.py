@@ -71,6 +71,10 @@ def _redacted(v: Any) -> bool:
     return v == "[REDACTED]"
 
 
+def _com(v: Any) -> bool:
+    return v == "com"
+
+
 def _count(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -96,6 +100,12 @@ CASES: list[tuple[str, tuple[Check, ...]]] = [
     ("SELECT nome || ' ' || email AS combo FROM {t}", (_redacted,)),
     ("SELECT * FROM {t}", (_count, _name, _hmac, _partial_email, lambda v: "@" not in v)),
     ("SELECT cidade AS c, count(nome) AS n FROM {t} GROUP BY cidade", (lambda v: True, _count)),
+    # columns only tested carry no value: a count of e-mails is not an e-mail
+    ("SELECT sum(CASE WHEN email LIKE '%@%' THEN 1 ELSE 0 END) AS total FROM {t}", (_count,)),
+    ("SELECT count(*) FILTER (WHERE cpf IS NOT NULL) AS preenchidos FROM {t}", (_count,)),
+    ("SELECT CASE WHEN cpf IS NULL THEN 'sem' ELSE 'com' END AS tem FROM {t}", (_com,)),
+    # a value carried next to a tested column: masked under the most protective of both
+    ("SELECT CASE WHEN cpf IS NULL THEN 'sem' ELSE nome END AS quem FROM {t}", (_redacted,)),
 ]
 
 

@@ -257,22 +257,56 @@ def _statement(
     )
 
 
-#: Top-level projections whose value is a count, a length or a truth value: they read their
-#: columns but carry none of their values into the result.
+#: Expressions whose value is a count, a length or a truth value: they read their columns
+#: but carry none of their values into the result.
 _VALUELESS = (exp.Count, exp.Length, exp.Predicate, exp.Not, exp.And, exp.Or)
 
 
 def _carried(
     tree: exp.Expr, outputs: list[tuple[str, frozenset[str]]]
 ) -> tuple[frozenset[str], ...]:
-    """Each output's sources, but none for a top-level ``count``/``length``/comparison."""
+    """Each output's sources, but none for a top-level projection that carries no value of
+    its columns (see :func:`carries_values`)."""
     carried = [sources for _, sources in outputs]
     if isinstance(tree, exp.Select) and len(tree.expressions) == len(outputs):
         for i, projection in enumerate(tree.expressions):
             value = projection.this if isinstance(projection, exp.Alias) else projection
-            if isinstance(value, _VALUELESS):
+            if not carries_values(value):
                 carried[i] = frozenset()
     return tuple(carried)
+
+
+def carries_values(node: exp.Expr) -> bool:
+    """Whether a column's value (or part of it) can reach the value of ``node``.
+
+    Columns only tested (a ``WHEN`` condition, an ``IF`` condition, an aggregate's
+    ``FILTER``, a window's ``PARTITION BY``/``ORDER BY``), counted or measured carry none:
+    ``sum(CASE WHEN email LIKE '%@gmail.com' THEN 1 ELSE 0 END)`` is a number, not an
+    e-mail. Anything else that holds a column, a star or a subquery carries values.
+
+    >>> from sqlglot import parse_one
+    >>> carries_values(parse_one("SELECT sum(CASE WHEN email LIKE '%x' THEN 1 ELSE 0 END)")
+    ...     .expressions[0])
+    False
+    >>> carries_values(parse_one("SELECT CASE WHEN email LIKE '%x' THEN email END")
+    ...     .expressions[0])
+    True
+    """
+    if isinstance(node, (exp.Column, exp.Star, exp.Query, exp.Subquery)):
+        return True
+    if isinstance(node, _VALUELESS):
+        return False
+    if isinstance(node, exp.Case):
+        # CASE x WHEN ... compares x too: only the branches' values are carried
+        ifs = node.args.get("ifs") or []
+        branches = [i.args.get("true") for i in ifs] + [node.args.get("default")]
+        return any(carries_values(b) for b in branches if isinstance(b, exp.Expr))
+    if isinstance(node, exp.If):
+        branches = [node.args.get("true"), node.args.get("false")]
+        return any(carries_values(b) for b in branches if isinstance(b, exp.Expr))
+    if isinstance(node, (exp.Filter, exp.Window)):
+        return carries_values(node.this)
+    return any(carries_values(child) for child in node.iter_expressions())
 
 
 def _walk_other(walker: Walker, tree: exp.Expr) -> None:
