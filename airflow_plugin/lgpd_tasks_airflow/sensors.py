@@ -99,7 +99,9 @@ class LgpdApprovalSensor(BaseSensorOperator):
                     raise _blocked(decision, settings.scope.name)
                 if decision.action == "approve":
                     # hook.run hands each statement the same parameters
-                    values = statement_values(statement, op.parameters)
+                    values = statement_values(
+                        statement, op.parameters, dialect=settings.policy.dialect
+                    )
                     requests.append(_request_for(approvals, decision, values, identity, settings))
         return requests
 

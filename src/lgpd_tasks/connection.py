@@ -568,7 +568,8 @@ class GuardedConnection:
                 self._record_refusal(decision, "block")
                 raise _blocked(decision, self.scope)
             if decision.action == "approve":
-                approval_id = self._approval(decision, statement_values(sql, parameters, many))
+                values = statement_values(sql, parameters, many, self.policy.dialect)
+                approval_id = self._approval(decision, values)
         entry = self._statement_entry(decision, approval_id, parameters, many)
         try:
             stored = self.audit.append(entry)

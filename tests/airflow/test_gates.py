@@ -221,3 +221,18 @@ def test_an_approval_does_not_admit_values_changed_after_it(env, monkeypatch):
     assert env.states(third)["purge"][0] == "success"
     assert env.staging_rows() == 10 - 3
     assert env.approvals().get(asked.id).consumed_at is not None
+
+
+def test_a_query_tag_rendered_per_task_does_not_split_the_gate_from_its_task(env):
+    """The gate renders the task's SQL in its own context: a comment naming the task
+    instance differs between the two, yet the approval is the task's."""
+    tagged = PURGE + " /* {{ ti.task_id }} try {{ ti.try_number }} */"
+    with DAG(env.dag_id, schedule=None, start_date=START) as dag:
+        gated_sql("purge", tagged, "crm.purge", conn_id="crm", poke_interval=1)
+    with env.approver("approve", "janela de manutenção") as decided:
+        run = env.run(dag)
+    assert env.states(run) == {"purge_approval": ("success", 1), "purge": ("success", 1)}
+    assert env.staging_rows() == 10 - OLD_ROWS
+    (request_id,) = decided
+    assert env.approvals().get(request_id).consumed_at is not None
+    assert len(env.approvals().list_requests(pipeline=env.dag_id)) == 1

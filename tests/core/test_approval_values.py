@@ -140,3 +140,63 @@ def test_values_tell_types_and_structure_apart() -> None:
     assert admits(bound, statement_values(sql, {"a": 1}))
     assert not admits(bound.replace("scrypt", "sha256"), statement_values(sql, {"a": 1}))
     assert not admits("garbage", statement_values(sql, {"a": 1}))
+
+
+def test_parameters_whose_text_is_abridged_are_told_apart_or_refused() -> None:
+    """psycopg's Jsonb and numpy arrays print abridged: two different values must still
+    give two digests; a type that cannot be rendered exactly is refused, not guessed."""
+    import numpy as np
+    from psycopg.types.json import Jsonb
+
+    from lgpd_tasks.errors import ApprovalError
+
+    sql = "DELETE FROM t WHERE id = ANY(%s)"
+    ids = list(range(101, 111))
+    other = [*ids[:8], 999, 888]
+    assert str(Jsonb({"ids": ids})) == str(Jsonb({"ids": other}))  # what fooled a str()
+    assert statement_values(sql, [Jsonb({"ids": ids})]) != statement_values(
+        sql, [Jsonb({"ids": other})]
+    )
+    big, changed = np.arange(10_000), np.arange(10_000)
+    changed[5_000] = -1
+    assert str(big) == str(changed)
+    assert statement_values(sql, [big]) != statement_values(sql, [changed])
+    with pytest.raises(ApprovalError, match="type set cannot be bound"):
+        statement_values(sql, [{101, 102}])
+
+
+def test_comments_and_layout_do_not_change_the_values() -> None:
+    tagged = "DELETE FROM t  WHERE d < '2023-01-01' /* task: purge_approval */"
+    assert statement_values(tagged, None, dialect="sqlite") == statement_values(
+        "DELETE FROM t WHERE d < '2023-01-01' -- task: purge", None, dialect="sqlite"
+    )
+    assert statement_values(tagged, None, dialect="sqlite") != statement_values(
+        "DELETE FROM t WHERE d < '2023-01-02'", None, dialect="sqlite"
+    )
+
+
+def test_an_approval_is_found_among_many_requests_for_other_values(
+    setup: tuple[str, Policy, AuditStore, list[str]],
+) -> None:
+    sql = "DELETE FROM customers WHERE created_at < ?"
+    approvals = ApprovalStore(setup[2])
+    asked = _asks(setup, sql, ("2021-06-01",))
+    approvals.approve(asked, Approver("joao"), "two old rows")
+    for day in range(1, 21):  # later runs with other values, each asking for its own
+        _asks(setup, sql, (f"2022-01-{day:02d}",))
+    assert _run(setup, sql, ("2021-06-01",)) == 4
+
+
+def test_a_request_made_before_binding_admits_no_values(
+    setup: tuple[str, Policy, AuditStore, list[str]],
+) -> None:
+    """Requests of a store upgraded in place have no binding: their runs ask again."""
+    sql = "DELETE FROM customers WHERE created_at < ?"
+    approvals = ApprovalStore(setup[2])
+    asked = _asks(setup, sql, ("2021-06-01",))
+    approvals.approve(asked, Approver("joao"), "two old rows")
+    with sqlite3.connect(str(setup[2].url).removeprefix("sqlite:///")) as db:
+        db.execute("UPDATE lgpd_approval_requests SET bound_values = NULL")
+    again = _asks(setup, sql, ("2021-06-01",))
+    assert again != asked
+    assert _rows(setup) == 10

@@ -261,6 +261,7 @@ def test_a_version_3_store_gains_the_partition_column(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "old.db") as raw:
         raw.execute("ALTER TABLE lgpd_approval_requests DROP COLUMN partition_key")
         raw.execute("ALTER TABLE lgpd_approval_requests DROP COLUMN map_key")
+        raw.execute("ALTER TABLE lgpd_approval_requests DROP COLUMN bound_values")
         raw.execute("UPDATE lgpd_meta SET value = '3' WHERE key = 'schema_version'")
     from lgpd_tasks.audit import dispose_engines
 
@@ -283,10 +284,14 @@ def test_a_version_4_store_gains_the_mapped_instance_column(tmp_path: Path) -> N
     old = ApprovalStore.from_url(url).request(ASKER, _new())
     with sqlite3.connect(tmp_path / "old.db") as raw:
         raw.execute("ALTER TABLE lgpd_approval_requests DROP COLUMN map_key")
+        raw.execute("ALTER TABLE lgpd_approval_requests DROP COLUMN bound_values")
         raw.execute("UPDATE lgpd_meta SET value = '4' WHERE key = 'schema_version'")
     dispose_engines()
     again = ApprovalStore.from_url(url)
     assert again.audit.init() == SCHEMA_VERSION == 5
+    with sqlite3.connect(tmp_path / "old.db") as raw:
+        kinds = {r[1]: r[2] for r in raw.execute("PRAGMA table_info(lgpd_approval_requests)")}
+    assert (kinds["map_key"], kinds["bound_values"]) == ("VARCHAR(250)", "VARCHAR(200)")
     assert again.get(old.id).instance is None
     found = again.find(old.fingerprint, ASKER)
     assert found is not None
@@ -359,6 +364,7 @@ def test_a_version_3_store_on_postgres_gains_both_request_columns(
     with psycopg.connect(postgres_dsn, autocommit=True) as raw:
         raw.execute(f'ALTER TABLE "{pg_schema}".lgpd_approval_requests DROP COLUMN partition_key')
         raw.execute(f'ALTER TABLE "{pg_schema}".lgpd_approval_requests DROP COLUMN map_key')
+        raw.execute(f'ALTER TABLE "{pg_schema}".lgpd_approval_requests DROP COLUMN bound_values')
         raw.execute(
             f"UPDATE \"{pg_schema}\".lgpd_meta SET value = '3' WHERE key = 'schema_version'"
         )

@@ -10,7 +10,7 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import Connection, and_, case, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from lgpd_tasks.approvals.values import admits, bind
@@ -151,10 +151,18 @@ class NewRequest:
     the request then admits a statement with these values only."""
 
 
-#: Requests of one statement and task run compared with a run's values, newest first (each
-#: comparison is one scrypt): an older request made for these values is still found after
-#: runs with other values asked for theirs.
+#: Requests of one statement and task run compared with a run's values (each comparison
+#: is one scrypt): approved and unused ones first, then pending ones, each newest first, so
+#: an approval is still found after runs with other values asked for theirs.
 _VALUE_CANDIDATES = 16
+
+
+def _candidates_first(values: bytes | None) -> list[Any]:
+    if values is None:
+        return []
+    c = approval_requests.c
+    usable = and_(c.status == Status.APPROVED.value, c.consumed_at.is_(None))
+    return [case((usable, 0), (c.status == Status.PENDING.value, 1), else_=2)]
 
 
 class ApprovalStore:
@@ -255,7 +263,7 @@ class ApprovalStore:
                     ),
                 )
             )
-            .order_by(approval_requests.c.requested_at.desc())
+            .order_by(*_candidates_first(values), approval_requests.c.requested_at.desc())
             .limit(1 if values is None else _VALUE_CANDIDATES)
         )
         for row in self._select(query):

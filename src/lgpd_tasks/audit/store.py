@@ -76,9 +76,8 @@ def _add_request_columns(conn: Connection) -> None:
     present = {c["name"] for c in inspect(conn).get_columns(approval_requests.name)}
     for name in ("partition_key", "map_key", "bound_values"):
         if name not in present:
-            conn.execute(
-                text(f"ALTER TABLE {approval_requests.name} ADD COLUMN {name} VARCHAR(250)")
-            )
+            kind = approval_requests.c[name].type.compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {approval_requests.name} ADD COLUMN {name} {kind}"))
 
 
 def _fold_v2_trail(conn: Connection) -> None:

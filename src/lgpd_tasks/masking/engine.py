@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import re
@@ -11,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from operator import itemgetter
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -140,6 +141,30 @@ class ColumnPlan:
             confidence=self.confidence,
             detected_by=self.detected_by,
         )
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _refusing_lone_surrogates(
+    method: Callable[Concatenate[Masker, _P], _R],
+) -> Callable[Concatenate[Masker, _P], _R]:
+    """Turn the UnicodeEncodeError of a lone surrogate into a MaskingError naming the cell.
+
+    Python's error holds the whole value (a CPF with a stray byte): it is dropped, and the
+    new error is raised outside the handler so that it carries no context holding it.
+    """
+
+    @functools.wraps(method)
+    def refusing(self: Masker, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except UnicodeEncodeError:
+            where = self._surrogate_cell(args)
+        raise _invalid_unicode(where)
+
+    return refusing
 
 
 class Masker:
@@ -341,6 +366,7 @@ class Masker:
                 return picked.tolist()
         return _sample_of(_first_values(col, self.rules.sample_size))
 
+    @_refusing_lone_surrogates
     def plan(
         self,
         df: pd.DataFrame,
@@ -415,6 +441,7 @@ class Masker:
             return tuple(self._mask_label(part) for part in label)
         return label
 
+    @_refusing_lone_surrogates
     def mask_frame(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, MaskingReport]:
         """A DataFrame masked in its columns, its index and its column labels.
 
@@ -463,16 +490,9 @@ class Masker:
             raise MaskingError(
                 f"mask_dataframe expects a pandas DataFrame, got {type(df).__name__}"
             )
-        try:
-            return self._mask_dataframe(df, sources)
-        except UnicodeEncodeError:
-            # the error quotes the whole value: say where it is, outside this block so that
-            # the new error carries no context holding it
-            where = self._surrogate_cell(
-                list(df.columns), (df.iloc[:, j] for j in range(df.shape[1]))
-            )
-        raise _invalid_unicode(where)
+        return self._mask_dataframe(df, sources)
 
+    @_refusing_lone_surrogates
     def _mask_dataframe(
         self, df: pd.DataFrame, sources: Sequence[Collection[str]] | None
     ) -> tuple[pd.DataFrame, MaskingReport]:
@@ -690,6 +710,7 @@ class Masker:
             and arrow_strings(df.iloc[:, j]) is array
         }
 
+    @_refusing_lone_surrogates
     def apply(
         self, df: pd.DataFrame, plans: Sequence[ColumnPlan]
     ) -> tuple[pd.DataFrame, MaskingReport]:
@@ -962,23 +983,30 @@ class Masker:
         (a date, a decimal) or it is among ``scalar_columns``, the positions whose database
         type the caller knows holds no containers (a text or integer column).
         """
-        try:
-            return self._mask_rows(column_names, rows, sources, scalar_columns)
-        except UnicodeEncodeError:
-            columns = list(column_names)
-            where = self._surrogate_cell(
-                columns, ([row[j] for row in rows] for j in range(len(columns)))
-            )
-        raise _invalid_unicode(where)
+        return self._mask_rows(column_names, rows, sources, scalar_columns)
 
-    def _surrogate_cell(self, labels: list[Any], columns: Iterator[Any]) -> str:
-        """Where the first text holding a lone surrogate is (labels masked as text)."""
+    def _surrogate_cell(self, data: tuple[Any, ...]) -> str:
+        """Where the first text holding a lone surrogate is in a method's arguments: a
+        frame, or column names and rows (labels masked as text)."""
+        if data and isinstance(data[0], pd.DataFrame):
+            frame = data[0]
+            levels = [frame.index.get_level_values(i) for i in range(frame.index.nlevels)]
+            labels: list[Any] = [f"index {n}" for n in frame.index.names] + list(frame.columns)
+            columns: Iterator[Any] = iter(
+                [*levels, *(frame.iloc[:, j] for j in range(frame.shape[1]))]
+            )
+        elif len(data) >= 2 and isinstance(data[1], list):
+            labels = list(data[0])
+            columns = ([row[j] for row in data[1]] for j in range(len(labels)))
+        else:
+            return "a value"
         for j, values in enumerate(columns):
             for i, value in enumerate(values):
                 if _holds_surrogate(value):
                     return f"column {self.mask_text(str(labels[j]))!r}, row {i}"
         return "a value"
 
+    @_refusing_lone_surrogates
     def _mask_rows(
         self,
         column_names: Sequence[object],

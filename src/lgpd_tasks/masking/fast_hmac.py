@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from typing import Any
 
 import pyarrow as pa
@@ -49,7 +50,9 @@ def tokens(key: str, messages: pa.Array, prefix: str, length: int) -> pa.Array |
         frame = pl.DataFrame({"m": pl.from_arrow(messages)})
         out: pa.Array = frame.select(pl.lit(prefix) + hexed).to_series().to_arrow()
         return out.cast(pa.large_string())
-    except Exception as error:  # any failure: hashlib instead
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as error:  # any failure, a Rust panic too: hashlib instead
         # the type only: a message could quote the expression it ran
         turn_off(f"polars-hash failed ({type(error).__name__})")
         return None
@@ -60,6 +63,17 @@ def turn_off(why: str) -> None:
     if not _State.off:
         _State.off = True
         _log.warning("HMAC tokens: %s; hashing with hashlib from now on", why)
+
+
+def _forked() -> None:
+    """In a child forked after polars started its threads, polars may deadlock: the child
+    hashes with hashlib (a child of a process that never loaded polars may still load it)."""
+    if _State.modules is not None:
+        _State.modules = None
+        _State.off = True
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def _load() -> bool:

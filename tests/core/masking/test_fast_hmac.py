@@ -149,3 +149,32 @@ def test_polars_is_imported_only_once_a_process_has_hashed_enough() -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["False", "True", "False", "True"]
+
+
+def test_a_child_forked_after_polars_started_hashes_with_hashlib() -> None:
+    """polars may deadlock in a child forked after its threads started: such a child must
+    not use it (and still give the same tokens)."""
+    script = textwrap.dedent(
+        """
+        import os, sys
+        import pandas as pd
+        from lgpd_tasks.masking import Masker, MaskingRules, fast_hmac
+        fast_hmac.IMPORT_AFTER = 0
+        masker = Masker(MaskingRules(columns={"doc": "hmac"}), key=b"chave-de-teste-0123456789")
+        frame = pd.DataFrame({"doc": [f"doc {i}" for i in range(50_000)]})
+        parent, _ = masker.mask_dataframe(frame)
+        assert fast_hmac._State.modules is not None
+        pid = os.fork()
+        if pid == 0:
+            child, _ = masker.mask_dataframe(frame)
+            same = child.equals(parent) and fast_hmac._State.off
+            os._exit(0 if same else 3)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), fast_hmac._State.off)
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["0", "False"]

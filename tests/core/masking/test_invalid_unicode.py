@@ -58,3 +58,18 @@ def test_free_text_with_a_lone_surrogate_is_scrubbed() -> None:
     assert masker.mask_dataframe(frame)[0]["obs"].tolist() == ["ok", "CPF [CPF] \udcff Maria"]
     rows, _ = masker.mask_rows(["obs"], [("ok",), (BROKEN,)])
     assert rows[1] == ("CPF [CPF] \udcff Maria",)
+
+
+@pytest.mark.parametrize("how", ["mask_frame", "mask_frame-index", "plan-apply"])
+def test_every_way_into_the_masker_refuses_without_the_value(how: str) -> None:
+    """mask_frame (the XCom backend, the IO manager) and plan/apply (``lgpd-tasks mask``)."""
+    frame = pd.DataFrame({"id": [1, 2], "cpf": ["111", CPF + "\udcff"]}, dtype=object)
+    masker = Masker()
+    if how == "mask_frame":
+        error = _refusal(lambda: masker.mask_frame(frame))
+    elif how == "mask_frame-index":
+        error = _refusal(lambda: masker.mask_frame(frame.set_index("cpf")))
+    else:
+        error = _refusal(lambda: masker.apply(frame, masker.plan(frame)))
+    assert "cpf" in str(error)
+    assert "row 1" in str(error)
