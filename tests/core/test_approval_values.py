@@ -175,13 +175,21 @@ def test_comments_and_layout_do_not_change_the_values() -> None:
     )
 
 
+PURGE = "DELETE FROM customers WHERE created_at < ?"
+
+
+def _approved(setup: tuple[str, Policy, AuditStore, list[str]]) -> str:
+    """A request for PURGE with the cutoff 2021-06-01 (4 rows), approved."""
+    asked = _asks(setup, PURGE, ("2021-06-01",))
+    ApprovalStore(setup[2]).approve(asked, Approver("joao"), "four old rows")
+    return asked
+
+
 def test_an_approval_is_found_among_many_requests_for_other_values(
     setup: tuple[str, Policy, AuditStore, list[str]],
 ) -> None:
-    sql = "DELETE FROM customers WHERE created_at < ?"
-    approvals = ApprovalStore(setup[2])
-    asked = _asks(setup, sql, ("2021-06-01",))
-    approvals.approve(asked, Approver("joao"), "two old rows")
+    sql = PURGE
+    _approved(setup)
     for day in range(1, 21):  # later runs with other values, each asking for its own
         _asks(setup, sql, (f"2022-01-{day:02d}",))
     assert _run(setup, sql, ("2021-06-01",)) == 4
@@ -191,10 +199,8 @@ def test_a_request_made_before_binding_admits_no_values(
     setup: tuple[str, Policy, AuditStore, list[str]],
 ) -> None:
     """Requests of a store upgraded in place have no binding: their runs ask again."""
-    sql = "DELETE FROM customers WHERE created_at < ?"
-    approvals = ApprovalStore(setup[2])
-    asked = _asks(setup, sql, ("2021-06-01",))
-    approvals.approve(asked, Approver("joao"), "two old rows")
+    sql = PURGE
+    asked = _approved(setup)
     with sqlite3.connect(str(setup[2].url).removeprefix("sqlite:///")) as db:
         db.execute("UPDATE lgpd_approval_requests SET bound_values = NULL")
     again = _asks(setup, sql, ("2021-06-01",))
