@@ -130,3 +130,24 @@ def test_renamed_table_columns_carry_their_real_sources() -> None:
         "cpf": ("crm.customers.cpf",),
         "cidade": ("crm.customers.cidade",),
     }
+
+
+def _carried(sql: str) -> tuple[frozenset[str], ...]:
+    [statement] = analyze(sql, "postgres", catalog=CATALOG)
+    return statement.output_sources
+
+
+def test_columns_only_tested_carry_no_value_into_the_result() -> None:
+    nome, cpf = "crm.customers.nome", "crm.customers.cpf"
+    assert (
+        _carried(
+            "SELECT sum(CASE WHEN cpf LIKE '5%' THEN 1 ELSE 0 END), count(*) FILTER (WHERE cpf > ''),"
+            " row_number() OVER (PARTITION BY cpf ORDER BY nome), CASE cpf WHEN '1' THEN 'a' END"
+            " FROM crm.customers"
+        )
+        == (frozenset(),) * 4
+    )
+    assert _carried(
+        "SELECT CASE WHEN cpf IS NULL THEN '' ELSE nome END, first_value(nome) OVER (PARTITION BY"
+        " cpf), any(cpf), percentile_disc(0.5) WITHIN GROUP (ORDER BY cpf) FROM crm.customers"
+    ) == (frozenset({cpf, nome}), frozenset({cpf, nome}), frozenset({cpf}), frozenset({cpf}))

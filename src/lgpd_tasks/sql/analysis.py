@@ -260,6 +260,9 @@ def _statement(
 #: Expressions whose value is a count, a length or a truth value: they read their columns
 #: but carry none of their values into the result.
 _VALUELESS = (exp.Count, exp.Length, exp.Predicate, exp.Not, exp.And, exp.Or)
+#: ``ANY(x)``/``ALL(x)`` are predicates only inside a comparison (which is valueless itself);
+#: on their own, some engines read ``any(cpf)`` as an aggregate returning a CPF.
+_VALUED_PREDICATES = (exp.Any, exp.All)
 
 
 def _carried(
@@ -294,7 +297,7 @@ def carries_values(node: exp.Expr) -> bool:
     """
     if isinstance(node, (exp.Column, exp.Star, exp.Query, exp.Subquery)):
         return True
-    if isinstance(node, _VALUELESS):
+    if isinstance(node, _VALUELESS) and not isinstance(node, _VALUED_PREDICATES):
         return False
     if isinstance(node, exp.Case):
         # CASE x WHEN ... compares x too: only the branches' values are carried
