@@ -81,6 +81,14 @@ def _count(v: Any) -> bool:
 
 Check = Callable[[Any], bool]
 
+#: A CPF rebuilt digit by digit from one CASE per position, each branch a constant.
+_DIGIT_BY_DIGIT = " || ' ' || ".join(
+    f"CASE substr(cpf, {i}, 1) "
+    + " ".join(f"WHEN '{d}' THEN '{d}'" for d in "0123456789")
+    + " ELSE '' END"
+    for i in range(1, 15)
+)
+
 #: A query (``{t}`` is the table) and how each of its result columns must come back.
 CASES: list[tuple[str, tuple[Check, ...]]] = [
     (
@@ -106,6 +114,8 @@ CASES: list[tuple[str, tuple[Check, ...]]] = [
     ("SELECT CASE WHEN cpf IS NULL THEN 'sem' ELSE 'com' END AS tem FROM {t}", (_com,)),
     # a value carried next to a tested column: masked under the most protective of both
     ("SELECT CASE WHEN cpf IS NULL THEN 'sem' ELSE nome END AS quem FROM {t}", (_redacted,)),
+    # tests put together rebuild the value: masked as the column they test
+    ("SELECT " + _DIGIT_BY_DIGIT + " AS x FROM {t}", (_hmac,)),
 ]
 
 
@@ -197,3 +207,17 @@ def test_masker_sources_parameter() -> None:
     assert untouched == [("Maria Souza",)]
     with pytest.raises(MaskingError, match="sources"):
         masker.mask_rows(["a", "b"], [(1, 2)], sources=[()])
+
+
+def test_a_name_rebuilt_from_lengths_is_masked(sqlite_conn: GuardedConnection) -> None:
+    """``length(...)`` of anything but a plain column can encode a value: masked."""
+    letters = ", ".join(
+        f"length(zeroblob(unicode(substr(nome || '                    ', {i}, 1))))"
+        for i in range(1, 21)
+    )
+    raw = {p[1] for p in _people()}
+    for how in FETCH_WAYS:
+        rows = _rows(fetch(sqlite_conn, f"SELECT char({letters}) AS x FROM customers", how))
+        assert rows
+        assert all(_name(v) for (v,) in rows), how
+        assert not raw & {str(v).strip() for (v,) in rows}

@@ -137,17 +137,28 @@ def _carried(sql: str) -> tuple[frozenset[str], ...]:
     return statement.output_sources
 
 
-def test_columns_only_tested_carry_no_value_into_the_result() -> None:
+def test_counts_and_bits_carry_no_value_into_the_result() -> None:
     nome, cpf = "crm.customers.nome", "crm.customers.cpf"
     assert (
         _carried(
             "SELECT sum(CASE WHEN cpf LIKE '5%' THEN 1 ELSE 0 END), count(*) FILTER (WHERE cpf > ''),"
-            " row_number() OVER (PARTITION BY cpf ORDER BY nome), CASE cpf WHEN '1' THEN 'a' END"
-            " FROM crm.customers"
+            " CASE cpf WHEN '1' THEN 'a' END, length(nome), cpf IS NULL FROM crm.customers"
         )
-        == (frozenset(),) * 4
+        == (frozenset(),) * 5
     )
+    # values can be rebuilt from bits and lengths put together: masked as their columns
     assert _carried(
-        "SELECT CASE WHEN cpf IS NULL THEN '' ELSE nome END, first_value(nome) OVER (PARTITION BY"
-        " cpf), any(cpf), percentile_disc(0.5) WITHIN GROUP (ORDER BY cpf) FROM crm.customers"
-    ) == (frozenset({cpf, nome}), frozenset({cpf, nome}), frozenset({cpf}), frozenset({cpf}))
+        "SELECT CASE WHEN cpf IS NULL THEN '' ELSE nome END,"
+        " CASE substr(cpf, 1, 1) WHEN '0' THEN 0 WHEN '1' THEN 1 END,"
+        " chr(length(repeat('x', ascii(substr(nome, 1, 1))))),"
+        " length(repeat('x', ascii(nome))), sum(CASE WHEN cpf > '' THEN 1 END) * 2 + 1,"
+        " row_number() OVER (PARTITION BY cpf), any(cpf) FROM crm.customers"
+    ) == (
+        frozenset({cpf, nome}),
+        frozenset({cpf}),
+        frozenset({nome}),
+        frozenset({nome}),
+        frozenset({cpf}),
+        frozenset({cpf}),
+        frozenset({cpf}),
+    )

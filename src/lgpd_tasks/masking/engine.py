@@ -452,6 +452,7 @@ class Masker:
         masked, report = self._mask_dataframe(flat, level_sources(flat, levels))
         return self.mask_frame_labels(columns_to_index(masked, levels)), report
 
+    @_refusing_lone_surrogates
     def mask_frame_labels(self, frame: pd.DataFrame) -> pd.DataFrame:
         """``frame`` with personal data masked in its column labels and index names.
 

@@ -257,12 +257,15 @@ def _statement(
     )
 
 
-#: Expressions whose value is a count, a length or a truth value: they read their columns
+#: Top-level projections whose value is a count or a truth value: they read their columns
 #: but carry none of their values into the result.
-_VALUELESS = (exp.Count, exp.Length, exp.Predicate, exp.Not, exp.And, exp.Or)
+_VALUELESS = (exp.Count, exp.Predicate, exp.Not, exp.And, exp.Or)
 #: ``ANY(x)``/``ALL(x)`` are predicates only inside a comparison (which is valueless itself);
 #: on their own, some engines read ``any(cpf)`` as an aggregate returning a CPF.
 _VALUED_PREDICATES = (exp.Any, exp.All)
+#: Aggregates that keep a one-bit value one bit (or make it a count) over a group.
+_BIT_AGGREGATES = (exp.Sum, exp.Avg, exp.Max, exp.Min)
+_CONSTANTS = (exp.Literal, exp.Null, exp.Boolean)
 
 
 def _carried(
@@ -280,36 +283,58 @@ def _carried(
 
 
 def carries_values(node: exp.Expr) -> bool:
-    """Whether a column's value (or part of it) can reach the value of ``node``.
+    """Whether a top-level projection can carry more of its columns than a count or a bit.
 
-    Columns only tested (a ``WHEN`` condition, an ``IF`` condition, an aggregate's
-    ``FILTER``, a window's ``PARTITION BY``/``ORDER BY``), counted or measured carry none:
-    ``sum(CASE WHEN email LIKE '%@gmail.com' THEN 1 ELSE 0 END)`` is a number, not an
-    e-mail. Anything else that holds a column, a star or a subquery carries values.
+    Valueless, and so left unmasked: ``count(...)``; ``length(col)`` of a plain column; a
+    comparison or other truth value; a one-bit ``CASE``/``IIF`` (one ``WHEN``, constant
+    branches); ``sum``/``avg``/``max``/``min`` of such a bit, so ``sum(CASE WHEN email LIKE
+    '%@gmail.com' THEN 1 ELSE 0 END)`` is a count, not an e-mail; and any of these narrowed
+    by ``FILTER (WHERE ...)``. Everything else carries its columns: functions and arithmetic
+    over bits or lengths can rebuild a value (``chr(length(repeat('x', ascii(...))))``, a
+    ``CASE`` with a branch per digit), so they are masked under their columns' rules.
 
     >>> from sqlglot import parse_one
-    >>> carries_values(parse_one("SELECT sum(CASE WHEN email LIKE '%x' THEN 1 ELSE 0 END)")
-    ...     .expressions[0])
+    >>> def carries(sql): return carries_values(parse_one(sql).expressions[0])
+    >>> carries("SELECT sum(CASE WHEN email LIKE '%x' THEN 1 ELSE 0 END)")
     False
-    >>> carries_values(parse_one("SELECT CASE WHEN email LIKE '%x' THEN email END")
-    ...     .expressions[0])
+    >>> carries("SELECT CASE WHEN email LIKE '%x' THEN email END")
+    True
+    >>> carries("SELECT CASE substr(cpf, 1, 1) WHEN '0' THEN 0 WHEN '1' THEN 1 END")
     True
     """
-    if isinstance(node, (exp.Column, exp.Star, exp.Query, exp.Subquery)):
-        return True
-    if isinstance(node, _VALUELESS) and not isinstance(node, _VALUED_PREDICATES):
-        return False
-    if isinstance(node, exp.Case):
-        # CASE x WHEN ... compares x too: only the branches' values are carried
-        ifs = node.args.get("ifs") or []
-        branches = [i.args.get("true") for i in ifs] + [node.args.get("default")]
-        return any(carries_values(b) for b in branches if isinstance(b, exp.Expr))
-    if isinstance(node, exp.If):
-        branches = [node.args.get("true"), node.args.get("false")]
-        return any(carries_values(b) for b in branches if isinstance(b, exp.Expr))
-    if isinstance(node, (exp.Filter, exp.Window)):
+    if isinstance(node, exp.Paren):
         return carries_values(node.this)
-    return any(carries_values(child) for child in node.iter_expressions())
+    if isinstance(node, exp.Length):
+        return not isinstance(node.this, exp.Column)
+    if isinstance(node, exp.Filter):
+        return carries_values(node.this)  # FILTER (WHERE ...) only narrows the rows counted
+    if isinstance(node, _BIT_AGGREGATES) and _one_bit(node.this):
+        return False
+    return not _one_bit(node) and not (
+        isinstance(node, _VALUELESS) and not isinstance(node, _VALUED_PREDICATES)
+    )
+
+
+def _one_bit(node: exp.Expr) -> bool:
+    """A truth value, or a choice between two constants on one condition."""
+    if isinstance(node, exp.Paren):
+        return _one_bit(node.this)
+    if isinstance(node, (exp.Predicate, exp.Not, exp.And, exp.Or)):
+        return not isinstance(node, _VALUED_PREDICATES)
+    if isinstance(node, exp.Case):
+        ifs = node.args.get("ifs") or []
+        default = node.args.get("default")
+        return (
+            len(ifs) == 1
+            and isinstance(ifs[0].args.get("true"), _CONSTANTS)
+            and (default is None or isinstance(default, _CONSTANTS))
+        )
+    if isinstance(node, exp.If):
+        false = node.args.get("false")
+        return isinstance(node.args.get("true"), _CONSTANTS) and (
+            false is None or isinstance(false, _CONSTANTS)
+        )
+    return False
 
 
 def _walk_other(walker: Walker, tree: exp.Expr) -> None:

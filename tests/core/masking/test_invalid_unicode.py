@@ -73,3 +73,9 @@ def test_every_way_into_the_masker_refuses_without_the_value(how: str) -> None:
         error = _refusal(lambda: masker.apply(frame, masker.plan(frame)))
     assert "cpf" in str(error)
     assert "row 1" in str(error)
+
+
+def test_a_label_with_a_lone_surrogate_is_refused_without_it() -> None:
+    frame = pd.DataFrame([[1]], columns=pd.Index(["Maria Souza\udc80"], dtype=object))
+    error = _refusal(lambda: Masker().mask_frame_labels(frame))
+    assert "lone surrogate" in str(error)
