@@ -9,6 +9,8 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from lgpd_tasks.approvals import ApprovalRequest, ApprovalStore, Status
+from lgpd_tasks.audit import AuditStore
+from lgpd_tasks.errors import AuditStoreUnusable
 from lgpd_tasks.masking import Masker
 
 
@@ -71,13 +73,20 @@ class ApprovalTrigger(BaseTrigger):
         )
 
     def _read(self) -> list[ApprovalRequest]:
-        store = ApprovalStore.from_url(self.audit_url)
+        # the sensor opened its requests there: a store that does not exist is a wrong URL,
+        # never one to create and wait on
+        store = ApprovalStore(AuditStore.open_existing(self.audit_url))
         return [store.get(request_id) for request_id in self.request_ids]
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         while True:
             try:
                 requests = await asyncio.to_thread(self._read)
+            except AuditStoreUnusable as err:  # a wrong URL: waiting cannot mend it
+                yield TriggerEvent(  # type: ignore[no-untyped-call]
+                    {"status": "error", "message": str(err), "request_ids": self.request_ids}
+                )
+                return
             except Exception as err:  # the store is down: keep waiting, never approve
                 self.log.warning("approvals store unreadable, polling again: %s", err)
             else:

@@ -236,3 +236,23 @@ def test_a_query_tag_rendered_per_task_does_not_split_the_gate_from_its_task(env
     (request_id,) = decided
     assert env.approvals().get(request_id).consumed_at is not None
     assert len(env.approvals().list_requests(pipeline=env.dag_id)) == 1
+
+
+def test_the_trigger_ends_at_once_on_a_store_that_does_not_exist(tmp_path):
+    """A wrong audit URL in the trigger is not a store to create and wait on."""
+    import asyncio
+
+    from lgpd_tasks_airflow.triggers import ApprovalTrigger
+
+    url = f"sqlite:///{tmp_path}/typo.db"
+    trigger = ApprovalTrigger(request_ids=["apr_0123"], audit_url=url, poll_interval=0.1)
+
+    async def first_event():
+        async for event in trigger.run():
+            return event
+        return None
+
+    event = asyncio.run(asyncio.wait_for(first_event(), timeout=30))
+    assert event.payload["status"] == "error"
+    assert "no such file" in event.payload["message"]
+    assert not (tmp_path / "typo.db").exists()

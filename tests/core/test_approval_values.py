@@ -163,6 +163,9 @@ def test_parameters_whose_text_is_abridged_are_told_apart_or_refused() -> None:
     assert statement_values(sql, [big]) != statement_values(sql, [changed])
     with pytest.raises(ApprovalError, match="type set cannot be bound"):
         statement_values(sql, [{101, 102}])
+    # a custom dumps decides the text sent: it is not what the digest would have read
+    with pytest.raises(ApprovalError, match="type Jsonb cannot be bound"):
+        statement_values(sql, [Jsonb({"ids": ids}, dumps=lambda obj: "{}")])
 
 
 def test_comments_and_layout_do_not_change_the_values() -> None:

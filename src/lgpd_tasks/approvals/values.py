@@ -117,7 +117,11 @@ def _plain(value: Any) -> Any:
             else str(value)
         }
     kind = type(value)
-    if kind.__module__.startswith("psycopg") and kind.__name__ in ("Json", "Jsonb"):
+    if (
+        kind.__module__.startswith("psycopg")
+        and kind.__name__ in ("Json", "Jsonb")
+        and getattr(value, "dumps", None) is None  # a custom dumps could send other text
+    ):
         return {kind.__name__: _plain(value.obj)}
     if kind.__module__ == "numpy" and hasattr(value, "tolist"):
         return {f"numpy.{getattr(value, 'dtype', '')}": _plain(value.tolist())}
