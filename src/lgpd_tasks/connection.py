@@ -13,7 +13,6 @@ import os
 import sqlite3
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -209,7 +208,7 @@ class GuardedCursor:
         if description is not None:
             running.is_query = True
             self._columns = labels
-            self._sources = _result_sources(running.decision, columns)
+            self._sources = _result_sources(running.decision, len(columns))
             self._scalars = _scalar_columns(self._conn.driver, description)
             self._running = running
             # a result never fetched to its end still gets its outcome when the connection closes
@@ -776,42 +775,21 @@ class ColumnDescription(NamedTuple):
     null_ok: Any
 
 
-def _result_sources(decision: Decision, columns: Sequence[str]) -> list[frozenset[str]]:
-    """The names of the columns each result column (named as in ``columns``) takes its
-    values from.
+def _result_sources(decision: Decision, width: int) -> list[frozenset[str]]:
+    """The names of the columns each of a result's ``width`` columns takes its values from.
 
     A renamed column (``nome AS quem``, ``max(nome)``, through CTEs, subqueries and UNION)
     is then masked under the rules of ``nome``. When the guard's outputs do not line up
-    with the result (several statements, a ``*`` over a set-returning function whose
-    columns the guard cannot list), a result column whose name is unique both in the result
-    and among the guard's outputs takes that output's sources, and every other column gets
-    every source: masking by the most protective rule, not by none.
+    with the result (several statements, an unexpanded ``*``), every column gets every
+    source: masking by the most protective rule, not by none.
     """
-    width = len(columns)
     selects = [s for s in decision.statements if s.output_sources]
     if len(selects) == 1 and len(selects[0].output_sources) == width:
         per_column = list(selects[0].output_sources)
     else:
         every = frozenset().union(*(o for s in selects for o in s.output_sources))
         per_column = [every] * width
-        if len(selects) == 1 and len(selects[0].output_columns) == len(selects[0].output_sources):
-            named = _unique_by_name(selects[0].output_columns, selects[0].output_sources)
-            in_result = Counter(c.casefold() for c in columns)
-            per_column = [
-                named.get(c.casefold(), every) if in_result[c.casefold()] == 1 else every
-                for c in columns
-            ]
     return [frozenset(src.rpartition(".")[2] for src in srcs) for srcs in per_column]
-
-
-def _unique_by_name(
-    names: Sequence[str], sources: Sequence[frozenset[str]]
-) -> dict[str, frozenset[str]]:
-    """Sources by output name (case-folded), for the names only one output has."""
-    counts = Counter(n.casefold() for n in names)
-    return {
-        n.casefold(): s for n, s in zip(names, sources, strict=True) if counts[n.casefold()] == 1
-    }
 
 
 #: PostgreSQL types psycopg returns as dicts, lists or tuples (besides every array type).

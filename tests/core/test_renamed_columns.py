@@ -221,39 +221,3 @@ def test_a_name_rebuilt_from_lengths_is_masked(sqlite_conn: GuardedConnection) -
         assert rows
         assert all(_name(v) for (v,) in rows), how
         assert not raw & {str(v).strip() for (v,) in rows}
-
-
-def test_a_star_over_a_set_returning_function_keeps_each_known_column_its_rule(
-    tmp_path: Path,
-) -> None:
-    """The guard cannot list json_each's columns, so the result is wider than its outputs:
-    the table's columns, unique by name, keep their own rules; the others get the most
-    protective (here ``drop``), never none. It used to null every column."""
-    path = tmp_path / "source.db"
-    with sqlite3.connect(path) as db:
-        db.execute(
-            "CREATE TABLE customers (id INTEGER, nome TEXT, cpf TEXT, email TEXT, cidade TEXT)"
-        )
-        db.executemany("INSERT INTO customers VALUES (?, ?, ?, ?, ?)", _people())
-    policy = parse_policy(
-        POLICY.format(dialect="sqlite", schema="").replace(
-            "{cpf: hmac, email: partial, nome: redact}", "{cpf: hmac, email: drop, nome: redact}"
-        ),
-        "policy.yaml",
-    )
-    audit = AuditStore.from_url(f"sqlite:///{tmp_path}/audit.db")
-    with connect(
-        f"sqlite:///{path}", policy=policy, scope="extract", identity=WHO, audit=audit
-    ) as conn:
-        cur = conn.execute("SELECT * FROM customers, json_each('[10, 20]') AS j")
-        names = [d[0] for d in cur.description]
-        rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-    assert names[:5] == ["id", "nome", "cpf", "email", "cidade"]
-    assert len(rows) == 2 * len(_people())
-    cities = {p[4] for p in _people()}
-    for row in rows:
-        assert row["nome"] == "[NAME]"
-        assert _hmac(row["cpf"])
-        assert row["email"] is None  # its own rule: drop
-        assert row["cidade"] in cities  # no rule: as it is
-        assert (row["value"], row["key"]) == (None, None)  # json_each's: most protective
