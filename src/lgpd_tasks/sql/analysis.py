@@ -274,7 +274,12 @@ def _carried(
     """Each output's sources, but none for a top-level projection that carries no value of
     its columns (see :func:`carries_values`)."""
     carried = [sources for _, sources in outputs]
-    if isinstance(tree, exp.Select) and len(tree.expressions) == len(outputs):
+    stars = any(
+        isinstance(p, exp.Star) or (isinstance(p, exp.Column) and isinstance(p.this, exp.Star))
+        for p in tree.expressions
+    )
+    # a star stands for any number of outputs: projections and outputs no longer line up
+    if isinstance(tree, exp.Select) and len(tree.expressions) == len(outputs) and not stars:
         for i, projection in enumerate(tree.expressions):
             value = projection.this if isinstance(projection, exp.Alias) else projection
             if not carries_values(value):

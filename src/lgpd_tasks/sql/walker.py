@@ -64,6 +64,9 @@ class Relation:
     #: ``FROM t AS x(a, b)``: each visible name and the table column it renames, by
     #: position (``*`` when the catalogue does not know the table's column order).
     renames: tuple[tuple[str, str], ...] = ()
+    #: A function in FROM (``json_each(c.nome)``, ``unnest(...)``): the columns its
+    #: arguments read, which every column it returns may carry.
+    carries: frozenset[str] = frozenset()
 
     def definitely_has(self, name: str, granted: frozenset[str] | None) -> bool:
         if self.table is not None:
@@ -349,11 +352,11 @@ class Walker:
         alias = self.ident(alias_node.this) if isinstance(alias_node, exp.TableAlias) else ""
         if isinstance(node, exp.Table):
             if not isinstance(node.this, exp.Identifier):
-                self.function_source(node, sources, env)
+                carried = self.function_source(node, sources, env)
                 columns = alias_node.args.get("columns") if alias_node else None
-                outputs = [(self.ident(c), frozenset[str]()) for c in columns or []]
+                outputs = [(self.ident(c), carried) for c in columns or []]
                 fallback = node.this.name.lower() if node.this is not None else ""
-                sources[alias or fallback] = Relation(outputs=outputs or None)
+                sources[alias or fallback] = Relation(outputs=outputs or None, carries=carried)
             else:
                 name = self.ident(node.this)
                 if not node.args.get("db") and name in env.ctes:
@@ -384,28 +387,37 @@ class Walker:
                 outputs = self.query(inner, env.inner(sources))
                 sources[alias] = Relation(outputs=self.renamed(outputs, alias_node))
             else:
-                self.expr(inner, sources, env)
-                sources[alias] = Relation()
+                sources[alias] = Relation(carries=self.expr(inner, sources, env))
             self.rest(node, _LATERAL_ARGS, sources, env)
             return
         if isinstance(node, exp.Values):
             sources[alias] = Relation(outputs=self.query(node, env))
             return
-        # UNNEST, table functions, anything else: walk it, its columns stay unknown
-        self.expr(node, sources, env)
-        sources[alias or node.alias_or_name.lower()] = Relation()
+        # UNNEST, table functions, anything else: walk it; its columns, unknown, carry what
+        # its arguments read (``unnest(ARRAY[c.nome]) AS u(x)``: x is a name)
+        carried = self.expr(node, sources, env)
+        columns = alias_node.args.get("columns") if isinstance(alias_node, exp.TableAlias) else None
+        outputs = [(self.ident(c), carried) for c in columns or []]
+        sources[alias or node.alias_or_name.lower()] = Relation(
+            outputs=outputs or None, carries=carried
+        )
 
-    def function_source(self, node: exp.Table, sources: dict[str, Relation], env: Env) -> None:
-        """A function in FROM, or each of ``ROWS FROM (f(...), g(...))``: walk the calls."""
+    def function_source(
+        self, node: exp.Table, sources: dict[str, Relation], env: Env
+    ) -> frozenset[str]:
+        """A function in FROM, or each of ``ROWS FROM (f(...), g(...))``: walk the calls;
+        the columns their arguments read."""
+        found: set[str] = set()
         for call in node.args.get("rows_from") or [node]:
             if not isinstance(call, exp.Table):
-                self.expr(call, sources, env)
+                found |= self.expr(call, sources, env)
                 continue
             if isinstance(call.this, exp.Func) and call.args.get("db") is not None:
                 self.function(call.this, call.args["db"])
-            self.expr(call.this, sources, env)
+            found |= self.expr(call.this, sources, env)
             if call is not node:
                 self.rest(call, _TABLE_ARGS, sources, env)
+        return frozenset(found)
 
     def join(self, join: exp.Join, sources: dict[str, Relation], env: Env) -> None:
         """A join inside a FROM item (``FROM (a JOIN b ON ...)``): its table and condition."""
@@ -471,7 +483,10 @@ class Walker:
     def every_column(self, rel: Relation) -> list[Output]:
         """``rel.*`` or a whole-row reference to ``rel``: each of its columns is read."""
         if rel.table is None:
-            return list(rel.outputs or [])
+            if rel.outputs is None:
+                # a function's columns, unknown: one entry standing for them all
+                return [(ALL, rel.carries)]
+            return list(rel.outputs)
         cols = self.catalog_columns(rel.table)
         if cols is None:
             self.read(rel.table, ALL)
@@ -608,7 +623,7 @@ class Walker:
                 self.read(rel.table, column)
             return frozenset(f"{rel.table}.{c}" for c in rel.table_columns(name))
         if rel.outputs is None:
-            return frozenset()
+            return rel.carries
         for out_name, srcs in rel.outputs:
             if out_name == name:
                 return srcs
