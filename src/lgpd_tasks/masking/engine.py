@@ -502,8 +502,9 @@ class Masker:
         done = [(p.position, p.report(0)) for p in trusted.values() if p is not None and not p.scan]
         if nested:
             df = df.copy(deep=False)
+            origins = _sources_for(sources, df.shape[1])
             for j in nested:
-                column, reports = self._mask_nested(df.iloc[:, j], df.columns[j])
+                column, reports = self._mask_nested(df.iloc[:, j], df.columns[j], origins[j])
                 df.isetitem(j, column)  # type: ignore[arg-type]  # stubs omit Series
                 done += [(j, r) for r in reports]
         plans = self.plan(df, skip={*trusted, *nested}, sources=sources)
@@ -585,7 +586,7 @@ class Masker:
         return found
 
     def _mask_nested(
-        self, col: pd.Series[Any], name: object
+        self, col: pd.Series[Any], name: object, sources: Collection[str] = ()
     ) -> tuple[pd.Series[Any], list[ColumnReport]]:
         """A column whose cells hold dicts and lists, masked leaf by leaf.
 
@@ -593,17 +594,34 @@ class Masker:
         masked together as a column: under the rule of the innermost key that names one (or
         the column's own name), else by their content. Dict keys holding personal data are
         masked; keys of one dict that would merge are refused.
+
+        A query's column built from columns with a rule (``array_agg(nome)``,
+        ``json_build_object('k', nome)``, ``jsonb_object_agg(nome, id)``: ``sources``) is
+        masked under their rules whole: every leaf, and every key that is not one of their
+        names, since keys and values can hold any of them.
         """
         values = col.tolist()
+        forced = (
+            self._plan_by_name(0, name, sources)
+            if any(self._name_rule(s) is not None for s in sources)
+            else None
+        )
+        if forced is not None and isinstance(forced.strategy, Drop):
+            forced = replace(forced, strategy=Null())  # a leaf keeps its place, as a null
+        known = frozenset(str(s) for s in sources)
         labels: dict[tuple[type, object], _Part] = {}
         groups: dict[tuple[Any, ...], list[Any]] = {}
         for value in values:
-            self._collect(value, (), groups, labels)
+            self._collect(value, (), groups, labels, forced, known)
         reports: list[ColumnReport] = []
         masked: dict[tuple[Any, ...], Iterator[Any]] = {}
         column_label = self._label(name)
         for path, leaves in groups.items():
-            plan = self._plan_leaves(name, path, leaves, column_label)
+            plan = (
+                self._plan_leaves(name, path, leaves, column_label)
+                if forced is None
+                else replace(forced, column=column_label + _path_label(path))
+            )
             if plan is None:
                 masked[path] = iter(leaves)
                 continue
@@ -616,12 +634,28 @@ class Masker:
         rebuilt = [self._rebuild(value, (), masked, labels) for value in values]
         return pd.Series(rebuilt, index=col.index, dtype=object, name=col.name), reports
 
-    def _part(self, key: object, labels: dict[tuple[type, object], _Part]) -> _Part:
+    def _part(
+        self,
+        key: object,
+        labels: dict[tuple[type, object], _Part],
+        forced: ColumnPlan | None = None,
+        known: frozenset[str] = frozenset(),
+    ) -> _Part:
         part = labels.get((type(key), key))
         if part is None:
-            label = self._mask_label(key)
+            if forced is not None and str(key) not in known:
+                label = self._mask_key(key, forced)
+            else:
+                label = self._mask_label(key)
             part = labels[(type(key), key)] = _Part(label, label != key)
         return part
+
+    def _mask_key(self, key: object, plan: ColumnPlan) -> object:
+        """A dict key masked under ``plan`` (a key cannot be null: nulling rules redact)."""
+        if isinstance(plan.strategy, Null):
+            plan = replace(plan, strategy=Redact(token="[REDACTED]"))  # noqa: S106 - a mask token
+        out, _ = self._apply_column(pd.Series([str(key)], dtype=object), plan)
+        return "[REDACTED]" if out is None else out.iloc[0]
 
     def _collect(
         self,
@@ -629,13 +663,16 @@ class Masker:
         path: tuple[Any, ...],
         groups: dict[tuple[Any, ...], list[Any]],
         labels: dict[tuple[type, object], _Part],
+        forced: ColumnPlan | None = None,
+        known: frozenset[str] = frozenset(),
     ) -> None:
         if isinstance(value, Mapping):
             for key, item in value.items():
-                self._collect(item, (*path, self._part(key, labels)), groups, labels)
+                part = self._part(key, labels, forced, known)
+                self._collect(item, (*path, part), groups, labels, forced, known)
         elif isinstance(value, _SEQUENCES):
             for item in value:
-                self._collect(item, (*path, _ITEM), groups, labels)
+                self._collect(item, (*path, _ITEM), groups, labels, forced, known)
         else:
             groups.setdefault(path, []).append(value)
 
@@ -672,7 +709,7 @@ class Masker:
         self, name: object, path: tuple[Any, ...], leaves: list[Any], column_label: str
     ) -> ColumnPlan | None:
         """How the values at one path of a nested column are masked."""
-        label = column_label + "".join("[]" if part is _ITEM else f".{part.label}" for part in path)
+        label = column_label + _path_label(path)
         plan = self._plan_by_name(0, name)
         for part in path:
             if part is not _ITEM and not part.personal:
@@ -1063,7 +1100,7 @@ class Masker:
             for j in nested:
                 # a jsonb or array column: its leaves are masked as columns of their own
                 values = pd.Series(list(map(itemgetter(j), rows)), dtype=object)
-                column, column_reports = self._mask_nested(values, names[j])
+                column, column_reports = self._mask_nested(values, names[j], origins[j])
                 replaced[j] = _nulls_to_none(column)
                 reports += column_reports
             for plan in plans:
@@ -1217,6 +1254,11 @@ _ITEM = object()
 
 #: Identifiers stored as numbers, and their width once the lost leading zeros are back.
 _NUMERIC_IDS: Mapping[PiiType, int] = MappingProxyType({PiiType.CPF: 11, PiiType.CNPJ: 14})
+
+
+def _path_label(path: tuple[Any, ...]) -> str:
+    """``.contato.cpf`` or ``[]`` for a nested value's path."""
+    return "".join("[]" if part is _ITEM else f".{part.label}" for part in path)
 
 
 def _holds_surrogate(value: object) -> bool:

@@ -277,10 +277,16 @@ class Walker:
         env = Env(dict(env.ctes), env.outer)
         for cte in with_.expressions:
             name = self.ident(cte.args["alias"].this)
-            if with_.args.get("recursive"):
+            recursive = bool(with_.args.get("recursive"))
+            if recursive:
                 env.ctes[name] = Relation()  # the self-reference: outputs unknown
-            outputs = self.query(cte.this, env)
-            env.ctes[name] = Relation(outputs=self.renamed(outputs, cte.args.get("alias")))
+            outputs = self.renamed(self.query(cte.this, env), cte.args.get("alias"))
+            if recursive:
+                # each iteration may move a value to another column (SELECT b, a FROM r):
+                # every column may carry what any of them does
+                merged = frozenset().union(*(s for _, s in outputs))
+                outputs = [(n, merged) for n, _ in outputs]
+            env.ctes[name] = Relation(outputs=outputs)
         return env
 
     def renamed(self, outputs: list[Output], alias: exp.Expr | None) -> list[Output]:
@@ -293,12 +299,18 @@ class Walker:
         return [(n, outputs[i][1]) for i, n in enumerate(names)] + outputs[len(names) :]
 
     def values(self, node: exp.Values, env: Env) -> list[Output]:
-        width = 0
+        """``VALUES`` rows: each column carries what its items read (``VALUES ((SELECT nome
+        ...))``, ``LATERAL (VALUES (c.nome))``)."""
+        columns: list[set[str]] = []
         for row in node.expressions:
-            self.expr(row, {}, env)
-            width = max(width, len(row.expressions) if isinstance(row, exp.Tuple) else 1)
+            items = row.expressions if isinstance(row, exp.Tuple) else [row]
+            while len(columns) < len(items):
+                columns.append(set())
+            for i, item in enumerate(items):
+                columns[i] |= self.expr(item, {}, env)
         return self.renamed(
-            [(f"column{i + 1}", frozenset()) for i in range(width)], node.args.get("alias")
+            [(f"column{i + 1}", frozenset(c)) for i, c in enumerate(columns)],
+            node.args.get("alias"),
         )
 
     def select(self, node: exp.Select, env: Env, clauses: Sequence[Clause] = ()) -> list[Output]:
