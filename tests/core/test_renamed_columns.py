@@ -150,6 +150,8 @@ POSTGRES_CASES: list[tuple[str, tuple[Check, ...]]] = [
     ("SELECT s FROM (SELECT nome FROM {t}) s", (lambda v: tuple(v) == ("[NAME]",),)),
     ("SELECT ARRAY[nome, cidade] AS a FROM {t}", (lambda v: len(v) == 2,)),
     ("SELECT x FROM {t} c, LATERAL (VALUES (c.nome)) v(x)", (_name,)),
+    # two functions without an alias: each keeps its own lineage
+    ("SELECT unnest FROM {t} c, unnest(ARRAY[c.nome]), generate_series(1, 1)", (_name,)),
     ("SELECT u.x FROM {t} c, unnest(ARRAY[c.nome]) AS u(x)", (_name,)),
     (
         "SELECT j.value FROM {t} c, jsonb_array_elements_text(jsonb_build_array(c.nome)) j(value)",
@@ -274,3 +276,20 @@ def test_a_name_rebuilt_from_lengths_is_masked(sqlite_conn: GuardedConnection) -
         assert rows
         assert all(_name(v) for (v,) in rows), how
         assert not raw & {str(v).strip() for (v,) in rows}
+
+
+def test_from_items_without_an_alias_keep_their_own_lineage(
+    sqlite_conn: GuardedConnection,
+) -> None:
+    """Two subqueries without an alias share no entry: the first one's name column used to
+    drop out of the lineage and come back raw."""
+    raw = {p[1] for p in _people()}
+    for sql in (
+        "SELECT * FROM (SELECT nome AS x FROM customers), (SELECT 1 AS y)",
+        "SELECT cidade FROM (SELECT * FROM (SELECT nome AS cidade FROM customers), "
+        "(SELECT cidade FROM customers))",
+    ):
+        for how in FETCH_WAYS:
+            rows = _rows(fetch(sqlite_conn, sql, how))
+            assert rows, sql
+            assert not any(r in repr(rows) for r in raw), (sql, how, rows[:2])

@@ -368,20 +368,17 @@ class Walker:
                 columns = alias_node.args.get("columns") if alias_node else None
                 outputs = [(self.ident(c), carried) for c in columns or []]
                 fallback = node.this.name.lower() if node.this is not None else ""
-                sources[alias or fallback] = Relation(outputs=outputs or None, carries=carried)
+                _put(sources, alias or fallback, Relation(outputs=outputs or None, carries=carried))
             else:
                 name = self.ident(node.this)
                 if not node.args.get("db") and name in env.ctes:
                     rel = env.ctes[name]
-                    sources[alias or name] = Relation(
-                        outputs=self.renamed(rel.outputs, alias_node)
-                        if rel.outputs
-                        else rel.outputs
-                    )
+                    renamed = self.renamed(rel.outputs, alias_node) if rel.outputs else rel.outputs
+                    _put(sources, alias or name, Relation(outputs=renamed))
                 else:
                     table = self.table_name(node)
                     self.tables_read.add(table)
-                    sources[alias or name] = self.real(table, alias_node)
+                    _put(sources, alias or name, self.real(table, alias_node))
             for join in node.args.get("joins") or []:
                 self.join(join, sources, env)
             self.rest(node, _TABLE_ARGS, sources, env)
@@ -391,27 +388,29 @@ class Walker:
                 self.join_tree(node, alias, sources, env)
                 return
             outputs = self.query(node, env.inner(sources))
-            sources[alias] = Relation(outputs=self.renamed(outputs, alias_node))
+            _put(sources, alias, Relation(outputs=self.renamed(outputs, alias_node)))
             return
         if isinstance(node, exp.Lateral):
             inner = node.this
             if isinstance(inner, exp.Subquery):
                 outputs = self.query(inner, env.inner(sources))
-                sources[alias] = Relation(outputs=self.renamed(outputs, alias_node))
+                _put(sources, alias, Relation(outputs=self.renamed(outputs, alias_node)))
             else:
-                sources[alias] = Relation(carries=self.expr(inner, sources, env))
+                _put(sources, alias, Relation(carries=self.expr(inner, sources, env)))
             self.rest(node, _LATERAL_ARGS, sources, env)
             return
         if isinstance(node, exp.Values):
-            sources[alias] = Relation(outputs=self.query(node, env))
+            _put(sources, alias, Relation(outputs=self.query(node, env)))
             return
         # UNNEST, table functions, anything else: walk it; its columns, unknown, carry what
         # its arguments read (``unnest(ARRAY[c.nome]) AS u(x)``: x is a name)
         carried = self.expr(node, sources, env)
         columns = alias_node.args.get("columns") if isinstance(alias_node, exp.TableAlias) else None
         outputs = [(self.ident(c), carried) for c in columns or []]
-        sources[alias or node.alias_or_name.lower()] = Relation(
-            outputs=outputs or None, carries=carried
+        _put(
+            sources,
+            alias or node.alias_or_name.lower(),
+            Relation(outputs=outputs or None, carries=carried),
         )
 
     def function_source(
@@ -459,7 +458,7 @@ class Walker:
         self.rest(node, _SUBQUERY_ARGS, inner, env)
         if alias:
             outputs = self.star(ALL, inner)
-            sources[alias] = Relation(outputs=self.renamed(outputs, node.args.get("alias")))
+            _put(sources, alias, Relation(outputs=self.renamed(outputs, node.args.get("alias"))))
 
     def natural(self, left: list[Relation], right: list[Relation]) -> None:
         """``NATURAL JOIN`` compares every column the two sides share: each is read."""
@@ -636,9 +635,10 @@ class Walker:
             return frozenset(f"{rel.table}.{c}" for c in rel.table_columns(name))
         if rel.outputs is None:
             return rel.carries
-        for out_name, srcs in rel.outputs:
-            if out_name == name:
-                return srcs
+        same = [srcs for out_name, srcs in rel.outputs if out_name == name]
+        if same:
+            # a derived table may repeat a name (SELECT * over two subqueries): any of them
+            return frozenset().union(*same)
         found: set[str] = set()
         for out_name, srcs in rel.outputs:
             if out_name == ALL:
@@ -862,6 +862,18 @@ class Walker:
             table = node.args.get("table")
             return self.ident(table) if table is not None else ALL
         return None
+
+
+def _put(sources: dict[str, Relation], key: str, relation: Relation) -> None:
+    """Make a FROM item visible under ``key``. Items that share a key (two subqueries or
+    functions without an alias: ``FROM (SELECT nome ...), (SELECT 1)``) each keep an entry
+    of their own, so neither's lineage is lost; only the first answers to the name."""
+    if key in sources:
+        n = 2
+        while f"{key}\0{n}" in sources:
+            n += 1
+        key = f"{key}\0{n}"
+    sources[key] = relation
 
 
 def _names(relations: Iterable[Relation]) -> set[str] | None:
