@@ -293,3 +293,20 @@ def test_from_items_without_an_alias_keep_their_own_lineage(
             rows = _rows(fetch(sqlite_conn, sql, how))
             assert rows, sql
             assert not any(r in repr(rows) for r in raw), (sql, how, rows[:2])
+
+
+def test_a_column_its_derived_table_does_not_have_is_blocked(
+    sqlite_conn: GuardedConnection,
+) -> None:
+    """PostgreSQL cuts names at 63 bytes: ``s.<63 a>y`` is the ``<63 a>x`` that holds
+    ``nome``. A qualified column a derived table does not have is unresolved: blocked."""
+    from lgpd_tasks.errors import StatementBlocked
+
+    long = "a" * 63
+    for sql in (
+        f"SELECT s.{long}y FROM (SELECT nome AS {long}x FROM customers) s",
+        f"WITH w AS (SELECT nome AS {long}x FROM customers) SELECT w.{long}y FROM w",
+    ):
+        assert sqlite_conn.check(sql).action == "block"
+        with pytest.raises(StatementBlocked):
+            sqlite_conn.execute(sql)

@@ -590,7 +590,12 @@ class Walker:
         if qualifier:
             for level in levels:
                 if qualifier in level:
-                    return self.from_relation(level[qualifier], name)
+                    rel = level[qualifier]
+                    if not rel.may_have(name):
+                        # a column its FROM item does not have may still name another one
+                        # (PostgreSQL cuts names at 63 bytes): unresolved, so blocked
+                        break
+                    return self.from_relation(rel, name)
             self.unresolved.add(f"{qualifier}.{name}")
             return frozenset()
         chosen: list[Relation] = []
