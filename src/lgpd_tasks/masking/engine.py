@@ -1001,28 +1001,6 @@ class Masker:
             return col, 0
         return pd.Series(values, index=col.index, dtype=object, name=col.name), cells
 
-    def mask_rows(
-        self,
-        column_names: Sequence[object],
-        rows: list[Any],
-        *,
-        sources: Sequence[Collection[str]] | None = None,
-        scalar_columns: Collection[int] = (),
-    ) -> tuple[list[Any], MaskingReport]:
-        """Mask DB-API result rows; returns ``rows`` itself when no column needs masking.
-
-        Names are planned once per column-name tuple; content is checked on a sample of
-        up to 64 rows of each call, and text columns that get no type from it are still
-        scrubbed cell by cell. A dropped column keeps its place with nulls, since a
-        cursor's description fixes the shape. ``sources`` is as for :meth:`mask_dataframe`.
-
-        A column holding dicts or lists (jsonb, arrays) is masked leaf by leaf. Every
-        column is read whole for them unless its sample holds a type JSON never gives
-        (a date, a decimal) or it is among ``scalar_columns``, the positions whose database
-        type the caller knows holds no containers (a text or integer column).
-        """
-        return self._mask_rows(column_names, rows, sources, scalar_columns)
-
     def _surrogate_cell(self, data: tuple[Any, ...]) -> str:
         """Where the first text holding a lone surrogate is in a method's arguments: a
         frame, or column names and rows (labels masked as text)."""
@@ -1045,13 +1023,26 @@ class Masker:
         return "a value"
 
     @_refusing_lone_surrogates
-    def _mask_rows(
+    def mask_rows(
         self,
         column_names: Sequence[object],
         rows: list[Any],
-        sources: Sequence[Collection[str]] | None,
-        scalar_columns: Collection[int],
+        *,
+        sources: Sequence[Collection[str]] | None = None,
+        scalar_columns: Collection[int] = (),
     ) -> tuple[list[Any], MaskingReport]:
+        """Mask DB-API result rows; returns ``rows`` itself when no column needs masking.
+
+        Names are planned once per column-name tuple; content is checked on a sample of
+        up to 64 rows of each call, and text columns that get no type from it are still
+        scrubbed cell by cell. A dropped column keeps its place with nulls, since a
+        cursor's description fixes the shape. ``sources`` is as for :meth:`mask_dataframe`.
+
+        A column holding dicts or lists (jsonb, arrays) is masked leaf by leaf. Every
+        column is read whole for them unless its sample holds a type JSON never gives
+        (a date, a decimal) or it is among ``scalar_columns``, the positions whose database
+        type the caller knows holds no containers (a text or integer column).
+        """
         names = tuple(column_names)
         if not rows:
             return rows, MaskingReport(rows=0)
@@ -1271,7 +1262,7 @@ def _holds_surrogate(value: object) -> bool:
         return False
     if isinstance(value, Mapping):
         return any(_holds_surrogate(k) or _holds_surrogate(v) for k, v in value.items())
-    if isinstance(value, (list, tuple, set, frozenset)):
+    if isinstance(value, _SEQUENCES):
         return any(_holds_surrogate(v) for v in value)
     return False
 
