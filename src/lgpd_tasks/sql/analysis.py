@@ -257,9 +257,8 @@ def _statement(
     )
 
 
-#: Top-level projections whose value is a count or a truth value: they read their columns
-#: but carry none of their values into the result.
-_VALUELESS = (exp.Count, exp.Predicate, exp.Not, exp.And, exp.Or)
+#: Truth values: they read their columns but carry none of their values into the result.
+_TRUTH = (exp.Predicate, exp.Not, exp.And, exp.Or)
 #: ``ANY(x)``/``ALL(x)`` are predicates only inside a comparison (which is valueless itself);
 #: on their own, some engines read ``any(cpf)`` as an aggregate returning a CPF.
 _VALUED_PREDICATES = (exp.Any, exp.All)
@@ -309,22 +308,22 @@ def carries_values(node: exp.Expr) -> bool:
     """
     if isinstance(node, exp.Paren):
         return carries_values(node.this)
+    if isinstance(node, exp.Count):
+        return False
     if isinstance(node, exp.Length):
         return not isinstance(node.this, exp.Column)
     if isinstance(node, exp.Filter):
         return carries_values(node.this)  # FILTER (WHERE ...) only narrows the rows counted
     if isinstance(node, _BIT_AGGREGATES) and _one_bit(node.this):
         return False
-    return not _one_bit(node) and not (
-        isinstance(node, _VALUELESS) and not isinstance(node, _VALUED_PREDICATES)
-    )
+    return not _one_bit(node)
 
 
 def _one_bit(node: exp.Expr) -> bool:
     """A truth value, or a choice between two constants on one condition."""
     if isinstance(node, exp.Paren):
         return _one_bit(node.this)
-    if isinstance(node, (exp.Predicate, exp.Not, exp.And, exp.Or)):
+    if isinstance(node, _TRUTH):
         return not isinstance(node, _VALUED_PREDICATES)
     if isinstance(node, exp.Case):
         ifs = node.args.get("ifs") or []
