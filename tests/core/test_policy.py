@@ -131,6 +131,28 @@ def test_missing_file_is_a_policy_error(tmp_path: Path) -> None:
         load_policy(tmp_path / "nope.yaml")
 
 
+def test_a_file_loaded_again_unchanged_is_not_parsed_again_and_an_edit_is_seen(
+    tmp_path: Path,
+) -> None:
+    """Orchestrators make their resources anew for every run: the same bytes give the same
+    Policy; an edit, even one that breaks the file, is read at the next load."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(BASE)
+    first = load_policy(path)
+    assert load_policy(path) is first
+    assert load_policy(str(path)) is first
+    path.write_text(BASE.replace("[id, cidade]", "[id]"))
+    edited = load_policy(path)
+    assert edited is not first
+    assert edited.scope("report.extract").readable_columns("crm.customers") == {"id"}
+    path.write_text(BASE + "  broken: [\n")
+    with pytest.raises(PolicyError, match="not valid YAML"):
+        load_policy(path)
+    path.unlink()
+    with pytest.raises(PolicyError, match="cannot read the policy file"):
+        load_policy(path)
+
+
 @pytest.mark.parametrize(
     ("raw", "where", "byte"),
     [

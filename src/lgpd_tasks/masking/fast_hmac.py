@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -24,6 +26,10 @@ import pyarrow as pa
 #: saving about 0.8 µs per value afterwards).
 IMPORT_AFTER = 200_000
 
+#: The fewest values one thread hashes: a large batch is cut into parts of at least this
+#: many, hashed side by side on the process's CPUs (polars-hash releases the GIL).
+PART_MIN = 16_384
+
 _log = logging.getLogger(__name__)
 
 
@@ -31,9 +37,13 @@ class _State:
     hashed = 0
     modules: tuple[Any, Any] | None = None
     off = False
+    workers: ThreadPoolExecutor | None = None
+    lock = threading.Lock()
 
 
-def tokens(key: str, messages: pa.Array, prefix: str, length: int) -> pa.Array | None:
+def tokens(
+    key: str, messages: pa.Array, prefix: str, length: int
+) -> pa.Array | pa.ChunkedArray | None:
     """``prefix`` and the first ``length`` hex digits of HMAC-SHA256(``key``, message) for
     each message, as large strings; None when the fast path is off, not installed or not yet
     worth importing (the caller then uses hashlib)."""
@@ -43,19 +53,65 @@ def tokens(key: str, messages: pa.Array, prefix: str, length: int) -> pa.Array |
         _State.hashed += len(messages)
         if _State.hashed < IMPORT_AFTER or not _load():
             return None
-    assert _State.modules is not None
-    pl, plh = _State.modules
+    modules = _State.modules
+    assert modules is not None
+    parts = _parts(len(messages))
     try:
-        hexed = plh.col("m").chash.hmac_sha256(key=key).str.slice(0, length)
-        frame = pl.DataFrame({"m": pl.from_arrow(messages)})
-        out: pa.Array = frame.select(pl.lit(prefix) + hexed).to_series().to_arrow()
-        return out.cast(pa.large_string())
+        if len(parts) == 1:
+            return _hash(modules, key, messages, prefix, length)
+        later: list[Future[pa.Array]] = [
+            _workers().submit(_hash, modules, key, messages.slice(start, size), prefix, length)
+            for start, size in parts[1:]
+        ]
+        start, size = parts[0]
+        first = _hash(modules, key, messages.slice(start, size), prefix, length)
+        return pa.chunked_array([first, *(part.result() for part in later)])
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as error:  # any failure, a Rust panic too: hashlib instead
         # the type only: a message could quote the expression it ran
         turn_off(f"polars-hash failed ({type(error).__name__})")
         return None
+
+
+def _hash(
+    modules: tuple[Any, Any], key: str, messages: pa.Array, prefix: str, length: int
+) -> pa.Array:
+    pl, plh = modules
+    hexed = plh.col("m").chash.hmac_sha256(key=key).str.slice(0, length)
+    frame = pl.DataFrame({"m": pl.from_arrow(messages)})
+    out: pa.Array = frame.select(pl.lit(prefix) + hexed).to_series().to_arrow()
+    return out.cast(pa.large_string())
+
+
+def _parts(count: int) -> list[tuple[int, int]]:
+    """``(start, size)`` of each part ``count`` values are hashed in: one per CPU at most,
+    none smaller than :data:`PART_MIN`."""
+    many = max(1, min(_cpus(), count // PART_MIN))
+    size, extra = divmod(count, many)
+    parts, start = [], 0
+    for i in range(many):
+        part = size + (1 if i < extra else 0)
+        parts.append((start, part))
+        start += part
+    return parts
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _workers() -> ThreadPoolExecutor:
+    """The threads that hash the parts after the first (made once per process)."""
+    with _State.lock:
+        if _State.workers is None:
+            _State.workers = ThreadPoolExecutor(
+                max_workers=max(1, _cpus() - 1), thread_name_prefix="lgpd-hmac"
+            )
+        return _State.workers
 
 
 def turn_off(why: str) -> None:
@@ -71,6 +127,8 @@ def _forked() -> None:
     if _State.modules is not None:
         _State.modules = None
         _State.off = True
+    _State.workers = None  # its threads are not in the child
+    _State.lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forked)

@@ -98,7 +98,7 @@ class HmacKey:
         matrix: Bytes = np.frombuffer(b"".join(out), dtype=np.uint8).reshape(len(out), size)
         return matrix
 
-    def tokens(self, messages: pa.Array, prefix: str, length: int) -> pa.Array:
+    def tokens(self, messages: pa.Array, prefix: str, length: int) -> pa.Array | pa.ChunkedArray:
         """``prefix`` and the first ``length`` hex digits of each message's HMAC, as Arrow
         strings.
 
@@ -117,7 +117,9 @@ class HmacKey:
         distinct = pc.cast(encoded.dictionary, pa.large_binary()).to_pylist()
         return _tokens(self.digests(distinct), prefix, length).take(encoded.indices)
 
-    def _agrees(self, tokens: pa.Array, messages: pa.Array, prefix: str, length: int) -> bool:
+    def _agrees(
+        self, tokens: pa.Array | pa.ChunkedArray, messages: pa.Array, prefix: str, length: int
+    ) -> bool:
         """Whether 32 of ``tokens``, spread from the first to the last, are hashlib's (else
         the fast path is turned off)."""
         count = len(messages)

@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 
 POLICY_ENV = "LGPD_POLICY_FILE"
 
+#: The policy last loaded from each file, with the bytes it was parsed from: a task or step
+#: run that loads the same file again (an orchestrator makes its resources anew for every
+#: run) gets the same frozen Policy without parsing and validating it again.
+_LOADED: dict[tuple[str, str], tuple[bytes, Policy]] = {}
+_LOADED_MAX = 64
+
 
 class _DuplicateKey(Exception):
     def __init__(self, path: str, key: str, line: int) -> None:
@@ -59,6 +65,10 @@ def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
         raise PolicyError(
             [PolicyProblem(source, "", f"cannot read the policy file: {err.strerror or err}")]
         ) from None
+    key = (source, os.path.abspath(source))  # the policy names its file as it was given
+    loaded = _LOADED.get(key)
+    if loaded is not None and loaded[0] == raw:
+        return loaded[1]
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -72,7 +82,11 @@ def load_policy(path: str | os.PathLike[str] | None = None) -> Policy:
                 )
             ]
         ) from None
-    return parse_policy(text, source)
+    policy = parse_policy(text, source)
+    if len(_LOADED) >= _LOADED_MAX:
+        _LOADED.clear()
+    _LOADED[key] = (raw, policy)
+    return policy
 
 
 def parse_policy(text: str, source: str = "<policy>") -> Policy:

@@ -12,6 +12,8 @@ import logging
 import subprocess
 import sys
 import textwrap
+import threading
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -81,6 +83,57 @@ def test_masker_tokens_equal_with_and_without_the_fast_path(
             24,
         )[0]
     )
+
+
+@pytest.mark.usefixtures("fast_now")
+@pytest.mark.parametrize("cpus", [2, 3])
+def test_a_large_batch_is_hashed_in_parts_side_by_side(
+    monkeypatch: pytest.MonkeyPatch, cpus: int
+) -> None:
+    """A batch of at least two parts is cut into one part per CPU, hashed on threads: the
+    tokens, in their rows, are hashlib's."""
+    monkeypatch.setattr(fast_hmac, "PART_MIN", 10)
+    monkeypatch.setattr(fast_hmac, "_cpus", lambda: cpus)
+    messages = [f"cpf:{i:011d}" for i in range(10 * cpus + 7)]
+    parts = fast_hmac._parts(len(messages))
+    assert len(parts) == cpus
+    assert [start for start, _ in parts] == [sum(n for _, n in parts[:i]) for i in range(cpus)]
+    assert sum(n for _, n in parts) == len(messages)
+    tokens = HmacKey(b"k" * 40).tokens(pa.array(messages, pa.large_string()), "hmac:cpf:", 24)
+    assert isinstance(tokens, pa.ChunkedArray)
+    assert tokens.num_chunks == cpus
+    assert tokens.to_pylist() == _hashlib_tokens(b"k" * 40, messages, "hmac:cpf:", 24)
+    assert not fast_hmac._State.off
+
+
+def test_small_batches_and_one_cpu_are_hashed_in_one_part(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert fast_hmac._parts(fast_hmac.PART_MIN * 2 - 1) == [(0, fast_hmac.PART_MIN * 2 - 1)]
+    assert fast_hmac._parts(0) == [(0, 0)]
+    monkeypatch.setattr(fast_hmac, "_cpus", lambda: 1)
+    assert fast_hmac._parts(fast_hmac.PART_MIN * 8) == [(0, fast_hmac.PART_MIN * 8)]
+
+
+@pytest.mark.usefixtures("fast_now")
+def test_a_part_failing_on_its_thread_falls_back_to_hashlib(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(fast_hmac, "PART_MIN", 10)
+    monkeypatch.setattr(fast_hmac, "_cpus", lambda: 2)
+    right = fast_hmac._hash
+    main = threading.get_ident()
+
+    def failing_off_the_main_thread(*args: Any) -> pa.Array:
+        if threading.get_ident() != main:
+            raise RuntimeError("a failure on the worker thread")
+        return right(*args)
+
+    monkeypatch.setattr(fast_hmac, "_hash", failing_off_the_main_thread)
+    messages = [f"cpf:{i:011d}" for i in range(40)]
+    with caplog.at_level(logging.WARNING, logger="lgpd_tasks.masking.fast_hmac"):
+        tokens = HmacKey(b"k").tokens(pa.array(messages), "hmac:cpf:", 24)
+    assert tokens.to_pylist() == _hashlib_tokens(b"k", messages, "hmac:cpf:", 24)
+    assert fast_hmac._State.off
+    assert "polars-hash failed (RuntimeError)" in caplog.text
 
 
 @pytest.mark.usefixtures("fast_now")
