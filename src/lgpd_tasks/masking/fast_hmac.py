@@ -42,11 +42,16 @@ class _State:
 
 
 def tokens(
-    key: str, messages: pa.Array, prefix: str, length: int
+    key: str, messages: pa.Array, prefix: str, length: int, *, digits_after: str | None = None
 ) -> pa.Array | pa.ChunkedArray | None:
     """``prefix`` and the first ``length`` hex digits of HMAC-SHA256(``key``, message) for
     each message, as large strings; None when the fast path is off, not installed or not yet
-    worth importing (the caller then uses hashlib)."""
+    worth importing (the caller then uses hashlib).
+
+    With ``digits_after``, ``messages`` are raw values (CPFs, phone numbers) and each message
+    is ``digits_after`` followed by the value without its dots and dashes; None too when a
+    value is not all ASCII digits without them (the caller's own normalisation decides).
+    """
     if _State.off:
         return None
     if _State.modules is None:
@@ -58,14 +63,21 @@ def tokens(
     parts = _parts(len(messages))
     try:
         if len(parts) == 1:
-            return _hash(modules, key, messages, prefix, length)
-        later: list[Future[pa.Array]] = [
-            _workers().submit(_hash, modules, key, messages.slice(start, size), prefix, length)
-            for start, size in parts[1:]
-        ]
-        start, size = parts[0]
-        first = _hash(modules, key, messages.slice(start, size), prefix, length)
-        return pa.chunked_array([first, *(part.result() for part in later)])
+            done = [_hash(modules, key, messages, prefix, length, digits_after)]
+        else:
+            later: list[Future[pa.Array | None]] = [
+                _workers().submit(
+                    _hash, modules, key, messages.slice(start, size), prefix, length, digits_after
+                )
+                for start, size in parts[1:]
+            ]
+            start, size = parts[0]
+            first = _hash(modules, key, messages.slice(start, size), prefix, length, digits_after)
+            done = [first, *(part.result() for part in later)]
+        hashed = [part for part in done if part is not None]
+        if len(hashed) < len(done):
+            return None
+        return hashed[0] if len(hashed) == 1 else pa.chunked_array(hashed)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as error:  # any failure, a Rust panic too: hashlib instead
@@ -75,11 +87,27 @@ def tokens(
 
 
 def _hash(
-    modules: tuple[Any, Any], key: str, messages: pa.Array, prefix: str, length: int
-) -> pa.Array:
+    modules: tuple[Any, Any],
+    key: str,
+    messages: pa.Array,
+    prefix: str,
+    length: int,
+    digits_after: str | None = None,
+) -> pa.Array | None:
     pl, plh = modules
-    hexed = plh.col("m").chash.hmac_sha256(key=key).str.slice(0, length)
     frame = pl.DataFrame({"m": pl.from_arrow(messages)})
+    if digits_after is not None:
+        digits = (
+            pl.col("m")
+            .str.replace_all(".", "", literal=True)
+            .str.replace_all("-", "", literal=True)
+        )
+        frame = frame.select(
+            (pl.lit(digits_after) + digits).alias("m"), digits.str.contains("^[0-9]+$").alias("ok")
+        )
+        if not frame["ok"].all():
+            return None
+    hexed = plh.col("m").chash.hmac_sha256(key=key).str.slice(0, length)
     out: pa.Array = frame.select(pl.lit(prefix) + hexed).to_series().to_arrow()
     return out.cast(pa.large_string())
 

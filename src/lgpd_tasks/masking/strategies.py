@@ -117,15 +117,42 @@ class HmacKey:
         distinct = pc.cast(encoded.dictionary, pa.large_binary()).to_pylist()
         return _tokens(self.digests(distinct), prefix, length).take(encoded.indices)
 
+    def digit_tokens(
+        self, values: pa.Array, tag: str, prefix: str, length: int
+    ) -> pa.Array | pa.ChunkedArray | None:
+        """The tokens of ``tag`` and each value's digits (``529.982.247-25`` is hashed as
+        ``cpf:52998224725``), or None when the fast path cannot give them: it is off, or a
+        value is not digits, dots and dashes alone (the caller then normalises the values
+        itself and calls :meth:`tokens`). The fast path normalises and hashes in one pass.
+        """
+        if self._text is None or values.null_count:
+            return None
+        fast = fast_hmac.tokens(self._text, values, prefix, length, digits_after=tag)
+        if fast is None or not self._agrees(fast, values, prefix, length, tag=tag):
+            return None
+        return fast
+
     def _agrees(
-        self, tokens: pa.Array | pa.ChunkedArray, messages: pa.Array, prefix: str, length: int
+        self,
+        tokens: pa.Array | pa.ChunkedArray,
+        messages: pa.Array,
+        prefix: str,
+        length: int,
+        *,
+        tag: str | None = None,
     ) -> bool:
         """Whether 32 of ``tokens``, spread from the first to the last, are hashlib's (else
-        the fast path is turned off)."""
+        the fast path is turned off); with ``tag``, of ``tag`` and each value's digits."""
         count = len(messages)
         if len(tokens) == count:
             for i in sorted({(count - 1) * k // 31 for k in range(32)}) if count else ():
-                expected = prefix + self.hexdigest(messages[i].as_py().encode())[:length]
+                message = messages[i].as_py()
+                if tag is not None:
+                    digits = message.replace(".", "").replace("-", "")
+                    if not (digits.isascii() and digits.isdigit()):
+                        break
+                    message = tag + digits
+                expected = prefix + self.hexdigest(message.encode())[:length]
                 if tokens[i].as_py() != expected:
                     break
             else:
@@ -347,6 +374,13 @@ class Hmac(Strategy):
     def mask(self, values: pd.Series[str], pii: PiiType, ctx: MaskContext) -> pd.Series[str]:
         if ctx.hmac_key is None:
             raise MaskingError("strategy 'hmac' has no key; refusing to hash without one")
+        tag = f"{pii.value}:"
+        raw = arrow_strings(values) if pii in _DIGIT_TYPES else None
+        if raw is not None:
+            # the fast path takes off dots and dashes itself, on the hashing threads
+            fast = ctx.hmac_key.digit_tokens(raw.combine_chunks(), tag, f"hmac:{tag}", self.length)
+            if fast is not None:
+                return to_series(fast, values.index)
         normalised = normalise_for_join(values, pii)
         arrow = arrow_strings(normalised)
         if arrow is None:
@@ -355,7 +389,6 @@ class Hmac(Strategy):
             )
         if arrow.null_count:
             raise MaskingError("strategy 'hmac' was given a null value")  # the engine filters them
-        tag = f"{pii.value}:"
         messages = pc.binary_join_element_wise(
             pa.scalar(tag, STRING), arrow.cast(STRING), pa.scalar("", STRING)
         )
@@ -384,9 +417,13 @@ def _tokens(digests: Bytes, prefix: str, length: int) -> pa.Array:
     )
 
 
+#: Types whose values are normalised to their digits before hashing.
+_DIGIT_TYPES = frozenset({PiiType.CPF, PiiType.PHONE, PiiType.CARD, PiiType.CEP})
+
+
 def normalise_for_join(values: pd.Series[str], pii: PiiType) -> pd.Series[str]:
     """One spelling per value, so ``529.982.247-25`` and ``52998224725`` hash alike."""
-    if pii in (PiiType.CPF, PiiType.PHONE, PiiType.CARD, PiiType.CEP):
+    if pii in _DIGIT_TYPES:
         return _digits(values)
     if pii is PiiType.CNPJ:
         return _alnum(values)

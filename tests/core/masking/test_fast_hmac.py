@@ -136,6 +136,52 @@ def test_a_part_failing_on_its_thread_falls_back_to_hashlib(
     assert "polars-hash failed (RuntimeError)" in caplog.text
 
 
+DIGITISH = st.text(alphabet=st.sampled_from("0123456789.-- ٣２\n(a\u00b2"), min_size=1, max_size=20)
+
+
+@pytest.mark.usefixtures("fast_now")
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    values=st.lists(DIGITISH, min_size=1, max_size=30),
+    column=st.sampled_from(["cpf", "telefone", "cep"]),
+)
+def test_digits_normalised_by_the_fast_path_give_the_tokens_of_the_slow_one(
+    values: list[str], column: str
+) -> None:
+    """CPFs, phones and CEPs lose their dots and dashes on the hashing threads: every value,
+    whether digits, dots and dashes alone or anything else (full-width or Arabic-Indic
+    digits, superscripts, spaces, a newline), gets the token hashlib gives it."""
+    frame = pd.DataFrame({column: values})
+    masker = Masker(MaskingRules(columns={column: "hmac"}, detect=False), key=b"k" * 40)
+    fast, _ = masker.mask_dataframe(frame)
+    assert not fast_hmac._State.off, "the fast path was turned off: it disagreed or failed"
+    fast_hmac._State.off = True
+    try:
+        slow, _ = masker.mask_dataframe(frame)
+    finally:
+        fast_hmac._State.off = False
+    pd.testing.assert_frame_equal(fast, slow)
+
+
+@pytest.mark.usefixtures("fast_now")
+def test_digit_tokens_of_formatted_cpfs_are_hashlibs_of_their_digits() -> None:
+    key = HmacKey(b"chave-de-teste-0123456789")
+    cpfs = ["529.982.247-25", "52998224725", "111.444.777-35"]
+    tokens = key.digit_tokens(pa.array(cpfs, pa.large_string()), "cpf:", "hmac:cpf:", 24)
+    assert tokens is not None
+    digits = [c.replace(".", "").replace("-", "") for c in cpfs]
+    assert tokens.to_pylist() == _hashlib_tokens(
+        b"chave-de-teste-0123456789", [f"cpf:{d}" for d in digits], "hmac:cpf:", 24
+    )
+    # anything but digits, dots and dashes: the caller normalises it (no token, no turning off)
+    assert key.digit_tokens(pa.array(["(11) 98765-4321"]), "telefone:", "hmac:", 24) is None
+    assert key.digit_tokens(pa.array(["１２３"]), "cpf:", "hmac:cpf:", 24) is None
+    assert key.digit_tokens(pa.array(["123", None]), "cpf:", "hmac:cpf:", 24) is None
+    assert not fast_hmac._State.off
+
+
 @pytest.mark.usefixtures("fast_now")
 def test_a_key_that_is_not_utf8_is_hashed_with_hashlib() -> None:
     key = b"\xff\xfe-not-utf-8"
