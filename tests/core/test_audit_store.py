@@ -123,28 +123,6 @@ def test_unwritable_store_raises_audit_unavailable(tmp_path: Path) -> None:
         blocker.close()
 
 
-def test_a_store_checks_its_tables_once_per_process_and_again_after_a_failure(
-    tmp_path: Path,
-) -> None:
-    """Each task or step run makes its own store over the process's engine: the tables are
-    created or checked by the first; a store that finds them gone makes the next check
-    again, so a dropped table costs one refused statement, never a lost record."""
-    url = f"sqlite:///{tmp_path}/audit.db"
-    first = AuditStore.from_url(url)
-    _fill(first, 1)
-    again = AuditStore.from_url(url)
-    assert again._ready  # no second check
-    with sqlite3.connect(tmp_path / "audit.db") as db:
-        db.execute("DROP TABLE lgpd_audit_log")
-    with pytest.raises(AuditUnavailable, match="cannot record"):
-        _fill(again, 1)
-    after = AuditStore.from_url(url)
-    assert not after._ready
-    _fill(after, 1)
-    assert [e.seq for e in after.entries()] == [1]
-    assert after.verify().ok
-
-
 def test_unreachable_postgres_store_is_unavailable() -> None:
     store = AuditStore.from_url("postgresql://nobody@127.0.0.1:1/none")
     with pytest.raises(AuditUnavailable, match=r"127\.0\.0\.1:1"):

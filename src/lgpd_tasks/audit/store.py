@@ -7,7 +7,6 @@ import hashlib
 import json
 import sqlite3
 import uuid
-import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -69,11 +68,6 @@ HASHED_FIELDS = (
 
 #: Digests (or links) per block when a version 2 trail is folded into blocks.
 _FOLD_BLOCK = 65_536
-
-#: Engines whose tables this process has created or checked (``init``): a store made later
-#: over one of them (one per task or step run) does not check them again. A store that
-#: fails to read or write takes its engine out, so the next one checks again.
-_READY: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 def _add_request_columns(conn: Connection) -> None:
@@ -285,7 +279,7 @@ class AuditStore:
         refuse_in_memory(engine.url, url)
         self.engine = engine
         self.url = redact_url(url or engine.url)
-        self._ready = engine in _READY
+        self._ready = False
 
     @classmethod
     def from_url(cls, url: str) -> AuditStore:
@@ -372,7 +366,6 @@ class AuditStore:
         except SQLAlchemyError as err:
             raise self._unavailable("cannot be initialised", err) from None
         self._ready = True
-        _READY.add(self.engine)
         return SCHEMA_VERSION
 
     def ensure_ready(self) -> None:
@@ -612,9 +605,6 @@ class AuditStore:
         return result
 
     def _unavailable(self, what: str, err: BaseException) -> AuditUnavailable:
-        # the tables may be gone (a file deleted): the next store over this engine checks again
-        _READY.discard(self.engine)
-        self._ready = False
         detail = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
         return AuditUnavailable(f"audit store {self.url} {what}: {detail}")
 

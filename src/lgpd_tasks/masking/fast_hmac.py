@@ -62,18 +62,10 @@ def tokens(
     assert modules is not None
     parts = _parts(len(messages))
     try:
-        if len(parts) == 1:
-            done = [_hash(modules, key, messages, prefix, length, digits_after)]
-        else:
-            later: list[Future[pa.Array | None]] = [
-                _workers().submit(
-                    _hash, modules, key, messages.slice(start, size), prefix, length, digits_after
-                )
-                for start, size in parts[1:]
-            ]
-            start, size = parts[0]
-            first = _hash(modules, key, messages.slice(start, size), prefix, length, digits_after)
-            done = [first, *(part.result() for part in later)]
+        later = _submit(parts[1:], modules, key, messages, prefix, length, digits_after)
+        start, size = parts[0]
+        first = _hash(modules, key, messages.slice(start, size), prefix, length, digits_after)
+        done = [first, *(part.result() for part in later)]
         hashed = [part for part in done if part is not None]
         if len(hashed) < len(done):
             return None
@@ -110,6 +102,29 @@ def _hash(
     hexed = plh.col("m").chash.hmac_sha256(key=key).str.slice(0, length)
     out: pa.Array = frame.select(pl.lit(prefix) + hexed).to_series().to_arrow()
     return out.cast(pa.large_string())
+
+
+def _submit(
+    parts: list[tuple[int, int]],
+    modules: tuple[Any, Any],
+    key: str,
+    messages: pa.Array,
+    prefix: str,
+    length: int,
+    digits_after: str | None,
+) -> list[Future[pa.Array | None]]:
+    """``parts`` hashed on the worker threads; on this thread once the interpreter is
+    shutting down (its pools take no more work)."""
+    later: list[Future[pa.Array | None]] = []
+    for start, size in parts:
+        args = (modules, key, messages.slice(start, size), prefix, length, digits_after)
+        try:
+            later.append(_workers().submit(_hash, *args))
+        except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
+            done: Future[pa.Array | None] = Future()
+            done.set_result(_hash(*args))
+            later.append(done)
+    return later
 
 
 def _parts(count: int) -> list[tuple[int, int]]:

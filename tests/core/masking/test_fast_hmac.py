@@ -277,3 +277,37 @@ def test_a_child_forked_after_polars_started_hashes_with_hashlib() -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["0", "False"]
+
+
+def test_a_thread_masking_while_the_interpreter_exits_hashes_its_parts_itself() -> None:
+    """Once the main thread has returned, the worker pool takes no more work: a thread still
+    masking hashes every part on its own thread, keeps the fast path and hashlib's tokens."""
+    script = textwrap.dedent(
+        """
+        import hmac, threading
+        import pyarrow as pa
+        from lgpd_tasks.masking import fast_hmac
+        from lgpd_tasks.masking.strategies import HmacKey
+        fast_hmac.IMPORT_AFTER = 0
+        fast_hmac.PART_MIN = 100
+        fast_hmac._cpus = lambda: 3
+        values = [f"{j:011d}" for j in range(1_000)]
+        want = ["h:" + hmac.new(b"k" * 40, f"cpf:{v}".encode(), "sha256").hexdigest()[:24]
+                for v in values]
+        key = HmacKey(b"k" * 40)
+        key.digit_tokens(pa.array(values, pa.large_string()), "cpf:", "h:", 24)  # pool made
+        def late():
+            ok = True
+            for _ in range(200):
+                tokens = key.digit_tokens(pa.array(values, pa.large_string()), "cpf:", "h:", 24)
+                ok = ok and tokens is not None and tokens.to_pylist() == want
+            print(ok, fast_hmac._State.off, flush=True)
+        threading.Thread(target=late).start()
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["True", "False"]
+    assert "polars-hash failed" not in run.stderr
