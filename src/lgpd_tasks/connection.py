@@ -72,6 +72,11 @@ REFUSED = "refused the statement"
 FAILED_FETCHING = "failed the statement while its rows were fetched"
 REFUSED_COMMIT = "refused the commit"
 
+#: Rows per chunk when a query's result is streamed from PostgreSQL (``query_df``).
+STREAM_ROWS = 5_000
+#: The first libpq that sends a result in chunks (``PQsetChunkedRowsMode``).
+_CHUNKED_LIBPQ = 170_000
+
 
 class DatabaseCatalog:
     """Column names from the database's own catalogue, to expand ``SELECT *``."""
@@ -167,6 +172,10 @@ class GuardedCursor:
         self._finish()
         self._description = None
         running = self._conn._admit(sql, parameters, many=False)
+        self._run(running, sql, parameters)
+        return self
+
+    def _run(self, running: _Running, sql: str, parameters: Any) -> None:
         started = time.perf_counter()
         try:
             if parameters is None:
@@ -175,8 +184,7 @@ class GuardedCursor:
                 self._raw.execute(sql, parameters)
         except Exception as err:
             raise self._conn._failed(running, err, started) from None
-        self._after_execute(running, started, sql, parameters, many=False)
-        return self
+        self._after_execute(running, started, sql, parameters, self._raw.description, many=False)
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> Self:
         self._finish()
@@ -188,14 +196,109 @@ class GuardedCursor:
             self._raw.executemany(sql, params)
         except Exception as err:
             raise self._conn._failed(running, err, started) from None
-        self._after_execute(running, started, sql, params, many=True)
+        self._after_execute(running, started, sql, params, self._raw.description, many=True)
         return self
 
+    def read_df(self, sql: str, parameters: Any = None) -> pd.DataFrame:
+        """Run one statement and return its whole result as a masked DataFrame (``execute``
+        then :meth:`fetch_df`; an empty frame for a statement that returns no rows).
+
+        On PostgreSQL (libpq 17 or newer) a plain ``SELECT`` is streamed in chunks of
+        :data:`STREAM_ROWS` rows: the database sends the next chunk while this process
+        converts the last, and the driver never holds the whole result at once.
+        """
+        import pandas as pd
+
+        self._finish()
+        self._description = None
+        running = self._conn._admit(sql, parameters, many=False)
+        if not self._streams(running.decision):
+            self._run(running, sql, parameters)
+            return self.fetch_df() if self._description is not None else pd.DataFrame()
+        started = time.perf_counter()
+        rows = self._stream(running, sql, parameters, started)
+        description = self._raw.description if rows else self._describe(sql, parameters)
+        self._after_execute(running, started, sql, parameters, description, many=False)
+        if description is None:
+            return pd.DataFrame()
+        return self._frame(rows)
+
+    def _streams(self, decision: Decision) -> bool:
+        """Whether ``decision``'s statement is read by :meth:`_stream`: one plain query
+        (no write, no ``EXPLAIN``) on a PostgreSQL driver whose libpq sends chunks."""
+        if self._conn.driver != "postgres" or len(decision.statements) != 1:
+            return False
+        statement = decision.statements[0]
+        if statement.kind != "select" or statement.explain or statement.write_kinds:
+            return False
+        if statement.tables_written:  # SELECT ... FOR UPDATE locks: read the usual way
+            return False
+        from psycopg import pq
+
+        return pq.version() >= _CHUNKED_LIBPQ
+
+    def _stream(self, running: _Running, sql: str, parameters: Any, started: float) -> list[Any]:
+        """Every row of the result, fetched in chunks.
+
+        An error of the database is the statement's (:data:`REFUSED`, as when ``execute``
+        gets it); an error raised here once rows have arrived (a value the driver cannot
+        load) failed the statement while its rows were fetched, as in :meth:`_fetch`.
+        """
+        rows: list[Any] = []
+        try:
+            rows.extend(self._raw.stream(sql, parameters, size=STREAM_ROWS))
+        except Exception as err:
+            arrived = self._raw.pgresult is not None
+            server = getattr(err, "sqlstate", None) is not None
+            failure = FAILED_FETCHING if arrived and not server else REFUSED
+            raise self._conn._failed(running, err, started, failure=failure) from None
+        return rows
+
+    def _describe(self, sql: str, parameters: Any) -> Any:
+        """The columns of an empty streamed result (the driver keeps none of them), or None.
+
+        The statement is prepared, never run again: the server describes it, its parameters
+        bound into the text by psycopg's own client-side binding. Should that fail, the
+        empty result comes back as a frame without columns, with a warning.
+        """
+        import psycopg
+
+        raw = self._raw.connection
+        try:
+            text = sql if parameters is None else psycopg.ClientCursor(raw).mogrify(sql, parameters)
+            encoding = raw.info.encoding
+            raw.pgconn.prepare(b"", text.encode(encoding))
+            described = raw.pgconn.describe_prepared(b"")
+            if described.status != psycopg.pq.ExecStatus.COMMAND_OK:
+                raise psycopg.OperationalError("the statement could not be described")
+            return (
+                tuple(
+                    ColumnDescription(
+                        (described.fname(j) or b"").decode(encoding), described.ftype(j)
+                    )
+                    for j in range(described.nfields)
+                )
+                or None
+            )
+        except Exception as err:
+            _log.warning(
+                "lgpd-tasks: the columns of an empty result could not be described (%s); "
+                "it is returned without columns",
+                type(err).__name__,
+            )
+            return None
+
     def _after_execute(
-        self, running: _Running, started: float, sql: str, parameters: Any, *, many: bool
+        self,
+        running: _Running,
+        started: float,
+        sql: str,
+        parameters: Any,
+        description: Any,
+        *,
+        many: bool,
     ) -> None:
         running.started = started
-        description = self._raw.description
         columns = [str(d[0]) for d in description] if description is not None else []
         labels = self._conn._result_labels(columns, sql)
         self._description = _relabelled(description, columns, labels)
@@ -254,9 +357,13 @@ class GuardedCursor:
         Faster than masking rows when the result holds personal columns, since the masker
         works on whole columns.
         """
+        return self._frame(self._fetch(self._raw.fetchall))
+
+    def _frame(self, rows: list[Any]) -> pd.DataFrame:
+        """``rows``, the rest of the result, as a masked DataFrame; the statement's outcome
+        is written."""
         import pandas as pd
 
-        rows = self._fetch(self._raw.fetchall)
         self._observe(rows)
         frame = pd.DataFrame.from_records(rows, columns=self._columns, coerce_float=False)
         masker = self._conn._masker
@@ -538,14 +645,11 @@ class GuardedConnection:
         ]
 
     def query_df(self, sql: str, parameters: Any = None) -> pd.DataFrame:
-        """Run a query and return its (masked) result as a pandas DataFrame."""
-        import pandas as pd
-
-        cur = self.execute(sql, parameters)
+        """Run a query and return its (masked) result as a pandas DataFrame
+        (:meth:`GuardedCursor.read_df`: streamed on PostgreSQL)."""
+        cur = self.cursor()
         try:
-            if cur.description is None:
-                return pd.DataFrame()
-            return cur.fetch_df()
+            return cur.read_df(sql, parameters)
         finally:
             cur.close()
 
@@ -768,11 +872,11 @@ class ColumnDescription(NamedTuple):
 
     name: str
     type_code: Any
-    display_size: Any
-    internal_size: Any
-    precision: Any
-    scale: Any
-    null_ok: Any
+    display_size: Any = None
+    internal_size: Any = None
+    precision: Any = None
+    scale: Any = None
+    null_ok: Any = None
 
 
 def _result_sources(decision: Decision, width: int) -> list[frozenset[str]]:

@@ -1,0 +1,202 @@
+"""``query_df`` on PostgreSQL streams a query's result in chunks: the same masked frame, the
+same audit outcome and the same errors as ``execute`` followed by ``fetch_df``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psycopg
+import pytest
+from faker import Faker
+
+import lgpd_tasks.connection as connection
+from lgpd_tasks.audit import AuditStore, EntryFilter
+from lgpd_tasks.connection import GuardedConnection, GuardedCursor, connect
+from lgpd_tasks.errors import StatementFailed
+from lgpd_tasks.identity import TaskIdentity
+from lgpd_tasks.policy import parse_policy
+
+pytestmark = pytest.mark.postgres
+
+WHO = TaskIdentity("dagster", "contractor", "extract", run_id="run-1", attempt=1)
+
+POLICY = """\
+version: 1
+dialect: postgres
+purposes:
+  report: {{legal_basis: legitimate_interest, retention: 30d}}
+scopes:
+  read:
+    purpose: report
+    read:
+      {schema}.people: "*"
+masking:
+  columns: {{cpf: hmac, nome: redact, email: partial}}
+"""
+
+ROWS = 23
+
+
+@pytest.fixture(autouse=True)
+def masking_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LGPD_MASKING_KEY", "test-key-not-secret-0123")
+
+
+@pytest.fixture
+def people(pg_schema: str, postgres_dsn: str) -> str:
+    fake = Faker("pt_BR")
+    Faker.seed(11)
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(
+            f'CREATE TABLE "{pg_schema}".people '
+            "(id int, nome text, cpf text, email text, nasc date, valor numeric(10, 2))"
+        )
+        with conn.cursor() as cur:
+            cur.executemany(
+                f'INSERT INTO "{pg_schema}".people VALUES (%s, %s, %s, %s, %s, %s)',
+                [
+                    (i, fake.name(), fake.cpf(), fake.email(), fake.date_of_birth(), i * 1.5)
+                    for i in range(ROWS)
+                ],
+            )
+    return f"{pg_schema}.people"
+
+
+@pytest.fixture
+def audit(tmp_path: Path) -> AuditStore:
+    return AuditStore.from_url(f"sqlite:///{tmp_path}/audit.db")
+
+
+@pytest.fixture
+def conn(people: str, postgres_dsn: str, audit: AuditStore) -> Iterator[GuardedConnection]:
+    policy = parse_policy(POLICY.format(schema=people.split(".")[0]), "policy.yaml")
+    with connect(postgres_dsn, policy=policy, scope="read", identity=WHO, audit=audit) as c:
+        yield c
+
+
+@pytest.fixture
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 4 rows: every result below spans several."""
+    monkeypatch.setattr(connection, "STREAM_ROWS", 4)
+
+
+def _unstreamed(conn: GuardedConnection, sql: str, parameters: Any = None) -> pd.DataFrame:
+    cur = conn.execute(sql, parameters)
+    try:
+        return cur.fetch_df() if cur.description is not None else pd.DataFrame()
+    finally:
+        cur.close()
+
+
+@pytest.mark.usefixtures("small_chunks")
+@pytest.mark.parametrize(
+    ("sql", "parameters"),
+    [
+        pytest.param("SELECT * FROM {t} ORDER BY id", None, id="every-column"),
+        pytest.param("SELECT id, nome AS quem, cpf FROM {t} WHERE id > %s", (3,), id="renamed"),
+        pytest.param("SELECT cpf, cpf, upper(nome) FROM {t}", None, id="repeated-labels"),
+        pytest.param("SELECT count(*), max(email) FROM {t}", None, id="one-row"),
+        pytest.param("SELECT id, nome FROM {t} WHERE id < %(n)s", {"n": -1}, id="empty"),
+        pytest.param("SELECT 1 AS a, %s::text AS b WHERE false", ("x",), id="empty-literal"),
+        pytest.param("SELECT id FROM {t} WHERE false -- a comment", None, id="empty-comment"),
+    ],
+)
+def test_a_streamed_result_is_the_frame_fetch_df_gives(
+    conn: GuardedConnection, people: str, sql: str, parameters: Any
+) -> None:
+    sql = sql.format(t=people)
+    streamed = conn.query_df(sql, parameters)
+    pd.testing.assert_frame_equal(streamed, _unstreamed(conn, sql, parameters))
+    assert list(streamed.columns)  # an empty result keeps its columns too
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_a_streamed_result_is_masked_and_its_outcome_counts_every_row(
+    conn: GuardedConnection, people: str, audit: AuditStore, postgres_dsn: str
+) -> None:
+    frame = conn.query_df(f"SELECT id, nome, cpf, email FROM {people}")
+    with psycopg.connect(postgres_dsn) as raw:
+        cpfs = [r[0] for r in raw.execute(f"SELECT cpf FROM {people}").fetchall()]
+    assert len(frame) == ROWS
+    assert frame["cpf"].str.startswith("hmac:cpf:").all()
+    assert not set(cpfs) & set(frame["cpf"])
+    (record,) = audit.records(EntryFilter(kind="statement"))
+    assert record.status == "ok"
+    assert record.outcome is not None
+    assert record.outcome.details["rows"] == ROWS
+    assert record.outcome.details["masked"]["cpf"]["cells"] == ROWS
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_an_error_of_the_database_after_some_chunks_is_a_refusal(
+    conn: GuardedConnection, people: str, audit: AuditStore
+) -> None:
+    """Rows 0 to 19 arrive in chunks before row 20 divides by zero; as with ``execute``,
+    the database refused the statement, and the outcome says so."""
+    with pytest.raises(StatementFailed) as info:
+        conn.query_df(f"SELECT id, 1 / (20 - id) AS q FROM {people}")
+    assert str(info.value).startswith("database refused the statement (DivisionByZero)")
+    conn.rollback()
+    assert len(conn.query_df(f"SELECT id FROM {people}")) == ROWS  # usable again
+    first, _ = audit.records(EntryFilter(kind="statement"))
+    assert first.status == "error"
+    assert first.outcome is not None
+    assert first.outcome.details["error_class"] == "DivisionByZero"
+
+
+def test_plain_queries_are_streamed_and_others_read_the_usual_way(
+    conn: GuardedConnection, people: str
+) -> None:
+    cur = conn.cursor()
+    try:
+        for sql, streamed in (
+            (f"SELECT * FROM {people}", True),
+            (f"WITH p AS (SELECT id FROM {people}) SELECT * FROM p UNION SELECT 1", True),
+            (f"SELECT * FROM {people} FOR UPDATE", False),  # locks rows it reads
+            (f"EXPLAIN SELECT * FROM {people}", False),
+            (f"WITH d AS (DELETE FROM {people} RETURNING id) SELECT * FROM d", False),
+        ):
+            assert cur._streams(conn.check(sql)) is streamed, sql
+    finally:
+        cur.close()
+
+
+def test_a_describe_that_fails_gives_an_empty_frame_with_a_warning(
+    conn: GuardedConnection,
+    people: str,
+    audit: AuditStore,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def failing(self: psycopg.ClientCursor[Any], query: str, params: Any = None) -> str:
+        raise psycopg.ProgrammingError("cannot bind")
+
+    monkeypatch.setattr(psycopg.ClientCursor, "mogrify", failing)
+    with caplog.at_level(logging.WARNING, logger="lgpd_tasks.connection"):
+        frame = conn.query_df(f"SELECT id, cpf FROM {people} WHERE id < %s", (0,))
+    assert frame.empty
+    assert list(frame.columns) == []
+    assert "could not be described (ProgrammingError)" in caplog.text
+    (record,) = audit.records(EntryFilter(kind="statement"))
+    assert record.status == "ok"
+    assert len(conn.query_df(f"SELECT id FROM {people}")) == ROWS  # the transaction is fine
+
+
+def test_a_libpq_without_chunks_reads_the_usual_way(
+    conn: GuardedConnection, people: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "_CHUNKED_LIBPQ", 10**9)
+    streamed: list[str] = []
+    stream = GuardedCursor._stream
+
+    def spy(self: GuardedCursor, *args: Any) -> list[Any]:
+        streamed.append("yes")
+        return stream(self, *args)
+
+    monkeypatch.setattr(GuardedCursor, "_stream", spy)
+    assert len(conn.query_df(f"SELECT id, cpf FROM {people}")) == ROWS
+    assert streamed == []
