@@ -184,6 +184,9 @@ class GuardedCursor:
                 self._raw.execute(sql, parameters)
         except Exception as err:
             raise self._conn._failed(running, err, started) from None
+        except BaseException as err:
+            self._conn._interrupted(running, err, started)
+            raise
         self._after_execute(running, started, sql, parameters, self._raw.description, many=False)
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> Self:
@@ -217,7 +220,11 @@ class GuardedCursor:
             return self.fetch_df() if self._description is not None else pd.DataFrame()
         started = time.perf_counter()
         rows = self._stream(running, sql, parameters, started)
-        description = self._raw.description if rows else self._describe(sql, parameters)
+        try:
+            description = self._raw.description if rows else self._describe(sql, parameters)
+        except BaseException as err:
+            self._conn._interrupted(running, err, started)
+            raise
         self._after_execute(running, started, sql, parameters, description, many=False)
         if description is None:
             return pd.DataFrame()
@@ -252,34 +259,30 @@ class GuardedCursor:
             server = getattr(err, "sqlstate", None) is not None
             failure = FAILED_FETCHING if arrived and not server else REFUSED
             raise self._conn._failed(running, err, started, failure=failure) from None
+        except BaseException as err:
+            self._conn._interrupted(running, err, started)
+            raise
         return rows
 
     def _describe(self, sql: str, parameters: Any) -> Any:
         """The columns of an empty streamed result (the driver keeps none of them), or None.
 
-        The statement is prepared, never run again: the server describes it, its parameters
-        bound into the text by psycopg's own client-side binding. Should that fail, the
-        empty result comes back as a frame without columns, with a warning.
+        The statement is run again as ``SELECT * FROM (<statement>) LIMIT 0``, which the
+        server plans and describes without reading its subquery (nothing is computed), its
+        parameters bound by the server as before (so no value enters the statement's text,
+        which ``pg_stat_activity`` and the server's log show); inside a savepoint, so that
+        a failure leaves the transaction as it was. Should it fail, the empty result comes
+        back as a frame without columns, with a warning.
         """
-        import psycopg
-
+        body = sql.rstrip()
+        while body.endswith(";"):
+            body = body[:-1].rstrip()
+        wrapped = f"SELECT * FROM (\n{body}\n) AS lgpd_empty_result LIMIT 0"
         raw = self._raw.connection
         try:
-            text = sql if parameters is None else psycopg.ClientCursor(raw).mogrify(sql, parameters)
-            encoding = raw.info.encoding
-            raw.pgconn.prepare(b"", text.encode(encoding))
-            described = raw.pgconn.describe_prepared(b"")
-            if described.status != psycopg.pq.ExecStatus.COMMAND_OK:
-                raise psycopg.OperationalError("the statement could not be described")
-            return (
-                tuple(
-                    ColumnDescription(
-                        (described.fname(j) or b"").decode(encoding), described.ftype(j)
-                    )
-                    for j in range(described.nfields)
-                )
-                or None
-            )
+            with raw.transaction(), raw.cursor() as cur:
+                cur.execute(wrapped, parameters)
+                return cur.description
         except Exception as err:
             _log.warning(
                 "lgpd-tasks: the columns of an empty result could not be described (%s); "
@@ -832,6 +835,15 @@ class GuardedConnection:
                 details=details,
             )
         )
+
+    def _interrupted(self, running: _Running, err: BaseException, started: float) -> None:
+        """Record ``running``'s outcome as an error when an interrupt (a task's timeout,
+        Ctrl-C) stops it while the database works; the interrupt itself goes on."""
+        running.started = started
+        try:
+            self._complete(running, err)
+        except Exception:  # the store is down: the intent stays without an outcome
+            _log.warning("lgpd-tasks: the outcome of an interrupted statement was not recorded")
 
     def _failed(
         self,

@@ -165,25 +165,83 @@ def test_plain_queries_are_streamed_and_others_read_the_usual_way(
         cur.close()
 
 
-def test_a_describe_that_fails_gives_an_empty_frame_with_a_warning(
+def test_an_empty_result_is_described_without_a_value_in_the_statement_text(
+    conn: GuardedConnection, people: str, postgres_dsn: str
+) -> None:
+    """The columns of an empty result come from the statement wrapped in a ``LIMIT 0``, its
+    parameters bound by the server: the text other sessions see holds ``$1``, never a CPF."""
+    seen: list[str] = []
+    cpf = "529.982.247-25"
+
+    def watch(self: psycopg.Cursor[Any], query: Any, params: Any = None, **kw: Any) -> Any:
+        out = execute(self, query, params, **kw)
+        if str(query).startswith("SELECT * FROM ("):
+            with psycopg.connect(postgres_dsn, autocommit=True) as other:
+                seen.extend(
+                    str(r[0])
+                    for r in other.execute(
+                        "SELECT query FROM pg_stat_activity WHERE pid = %s",
+                        (self.connection.info.backend_pid,),
+                    )
+                )
+        return out
+
+    execute = psycopg.Cursor.execute
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(psycopg.Cursor, "execute", watch)
+        frame = conn.query_df(f"SELECT id, nome FROM {people} WHERE cpf = %s", (cpf,))
+    assert list(frame.columns) == ["id", "nome"]
+    assert seen
+    assert all(cpf not in text and "$1" in text for text in seen)
+
+
+def test_a_describe_that_fails_gives_an_empty_frame_and_leaves_the_transaction_usable(
     conn: GuardedConnection,
     people: str,
     audit: AuditStore,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def failing(self: psycopg.ClientCursor[Any], query: str, params: Any = None) -> str:
-        raise psycopg.ProgrammingError("cannot bind")
+    """The database refuses the describing statement (a fault injected): its savepoint is
+    rolled back, the statement is recorded ok and the transaction goes on."""
+    execute = psycopg.Cursor.execute
 
-    monkeypatch.setattr(psycopg.ClientCursor, "mogrify", failing)
+    def refused(self: psycopg.Cursor[Any], query: Any, params: Any = None, **kw: Any) -> Any:
+        if str(query).startswith("SELECT * FROM ("):
+            return execute(self, "SELECT 1 / 0")
+        return execute(self, query, params, **kw)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", refused)
     with caplog.at_level(logging.WARNING, logger="lgpd_tasks.connection"):
         frame = conn.query_df(f"SELECT id, cpf FROM {people} WHERE id < %s", (0,))
     assert frame.empty
     assert list(frame.columns) == []
-    assert "could not be described (ProgrammingError)" in caplog.text
+    assert "could not be described (DivisionByZero)" in caplog.text
     (record,) = audit.records(EntryFilter(kind="statement"))
     assert record.status == "ok"
     assert len(conn.query_df(f"SELECT id FROM {people}")) == ROWS  # the transaction is fine
+
+
+def test_an_interrupt_while_rows_arrive_is_recorded_as_the_statements_outcome(
+    conn: GuardedConnection, people: str, audit: AuditStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task's timeout or Ctrl-C (not an Exception) stops the stream: the outcome says so
+    and the interrupt goes on."""
+
+    class Timeout(BaseException):
+        pass
+
+    def interrupted(self: psycopg.Cursor[Any], *args: Any, **kw: Any) -> Iterator[Any]:
+        yield (1,)
+        raise Timeout
+
+    monkeypatch.setattr(psycopg.Cursor, "stream", interrupted)
+    with pytest.raises(Timeout):
+        conn.query_df(f"SELECT id FROM {people}")
+    (record,) = audit.records(EntryFilter(kind="statement"))
+    assert record.status == "error"
+    assert record.outcome is not None
+    assert record.outcome.details["error_class"] == "Timeout"
 
 
 def test_a_libpq_without_chunks_reads_the_usual_way(
