@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/guard.py
 	$(PY) benchmarks/credentials.py
 	$(PY) benchmarks/airflow_overhead.py
+	$(PY) benchmarks/dagster_overhead.py
 
 # Needs the bench extra (Presidio, spaCy); the default venv and `make test` do not.
 bench-masking: $(STAMP)

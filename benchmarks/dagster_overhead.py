@@ -7,7 +7,7 @@ side; then the same pair reading only the table's non-personal columns (the guar
 records and the IO manager without masking work), and, outside Dagster, what masking the
 100,000 rows costs by itself, so that the difference can be read off the output.
 
-    .venv/bin/python benchmarks/dagster_overhead.py [--rows 100000] [--repeat 5]
+    .venv/bin/python benchmarks/dagster_overhead.py [--rows 100000] [--repeat 9]
 """
 
 # No ``from __future__ import annotations``: the assets below are read by Dagster at runtime.
@@ -80,7 +80,7 @@ def seed(schema: str, rows: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=9)
     args = parser.parse_args()
     os.environ.setdefault("LGPD_MASKING_KEY", "benchmark-key-0123456789abcdef")
     schema = f"bench_{uuid.uuid4().hex[:8]}"
