@@ -199,6 +199,9 @@ class GuardedCursor:
             self._raw.executemany(sql, params)
         except Exception as err:
             raise self._conn._failed(running, err, started) from None
+        except BaseException as err:
+            self._conn._interrupted(running, err, started)
+            raise
         self._after_execute(running, started, sql, params, self._raw.description, many=True)
         return self
 
@@ -281,6 +284,9 @@ class GuardedCursor:
         raw = self._raw.connection
         try:
             with raw.transaction(), raw.cursor() as cur:
+                if raw.autocommit:
+                    # the statement's locks are gone: do not queue behind a migration's
+                    cur.execute("SET LOCAL lock_timeout = '2s'")
                 cur.execute(wrapped, parameters)
                 return cur.description
         except Exception as err:
@@ -596,9 +602,19 @@ class GuardedConnection:
                 if exc_type is None:
                     self._commit_raw()
                 else:
-                    self._raw.rollback()
+                    self._rollback_quietly()
         finally:
             self.close()
+
+    def _rollback_quietly(self) -> None:
+        """Roll back while an exception is on its way: a rollback that fails (the connection
+        is broken, or still busy with a query an interrupt left) must not replace it."""
+        try:
+            self._raw.rollback()
+        except Exception as err:
+            _log.warning(
+                "lgpd-tasks: rollback failed (%s); closing the connection", type(err).__name__
+            )
 
     # -- conveniences ---------------------------------------------------------------------
 
@@ -840,10 +856,30 @@ class GuardedConnection:
         """Record ``running``'s outcome as an error when an interrupt (a task's timeout,
         Ctrl-C) stops it while the database works; the interrupt itself goes on."""
         running.started = started
+        self._cancel_running_query()
         try:
             self._complete(running, err)
         except Exception:  # the store is down: the intent stays without an outcome
             _log.warning("lgpd-tasks: the outcome of an interrupted statement was not recorded")
+
+    def _cancel_running_query(self) -> None:
+        """After an interrupt, stop the query the server may still be running and read its
+        end, so the connection can roll back (psycopg does so itself for Ctrl-C only, not
+        for an orchestrator's timeout)."""
+        if self.driver != "postgres":
+            return
+        try:
+            from psycopg import pq
+
+            if self._raw.info.transaction_status != pq.TransactionStatus.ACTIVE:
+                return
+            self._raw.cancel_safe(timeout=5.0)
+            while self._raw.pgconn.get_result() is not None:
+                pass
+        except Exception as err:
+            _log.warning(
+                "lgpd-tasks: cancelling the interrupted query failed (%s)", type(err).__name__
+            )
 
     def _failed(
         self,

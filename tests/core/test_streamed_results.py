@@ -4,6 +4,7 @@ same audit outcome and the same errors as ``execute`` followed by ``fetch_df``."
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -258,3 +259,36 @@ def test_a_libpq_without_chunks_reads_the_usual_way(
     monkeypatch.setattr(GuardedCursor, "_stream", spy)
     assert len(conn.query_df(f"SELECT id, cpf FROM {people}")) == ROWS
     assert streamed == []
+
+
+class _Timeout(BaseException):
+    """What an orchestrator's task timeout is like: not an Exception, not Ctrl-C."""
+
+
+@pytest.mark.parametrize("how", ["execute", "query_df"])
+def test_a_timeout_while_the_database_works_is_recorded_and_reaches_the_task(
+    conn: GuardedConnection, audit: AuditStore, how: str
+) -> None:
+    """psycopg cancels the server's query itself for Ctrl-C only; after a task's timeout
+    the query is cancelled too, the outcome says ``_Timeout`` and the connection rolls
+    back, instead of a rollback error taking the timeout's place."""
+    sql = "SELECT count(*) FROM generate_series(1, 200000000) AS g"
+
+    def expire(signum: int, frame: Any) -> None:
+        raise _Timeout
+
+    run = conn.execute if how == "execute" else conn.query_df
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, 0.3)
+    try:
+        with pytest.raises(_Timeout):
+            run(sql)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    conn.rollback()
+    assert conn.query_df("SELECT 1 AS one")["one"].tolist() == [1]
+    first = audit.records(EntryFilter(kind="statement"))[0]
+    assert first.status == "error"
+    assert first.outcome is not None
+    assert first.outcome.details["error_class"] == "_Timeout"
