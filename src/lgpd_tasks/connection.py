@@ -71,6 +71,8 @@ _T = TypeVar("_T")
 REFUSED = "refused the statement"
 FAILED_FETCHING = "failed the statement while its rows were fetched"
 REFUSED_COMMIT = "refused the commit"
+#: PostgreSQL's name and SQLSTATE for a transaction a failed statement aborted.
+_ABORTED, _ABORTED_STATE = "InFailedSqlTransaction", "25P02"
 
 #: Rows per chunk when a query's result is streamed from PostgreSQL (``query_df``).
 STREAM_ROWS = 5_000
@@ -514,6 +516,8 @@ class GuardedConnection:
         self.closed = False
         self.last_decision: Decision | None = None
         self._unfinished: dict[str, _Running] = {}
+        # a statement of the open transaction changed something and was recorded "ok"
+        self._wrote = False
         # the guard itself is always on; only the defence-in-depth tests switch it off
         self._guard_enabled = True
 
@@ -535,29 +539,56 @@ class GuardedConnection:
         self._commit_raw()
 
     def _commit_raw(self) -> None:
+        wrote, self._wrote = self._wrote, False
+        if self._aborted():
+            # PostgreSQL turns the COMMIT of a transaction a failed statement aborted into a
+            # ROLLBACK, and psycopg says nothing: the writes recorded "ok" did not persist
+            self._raw.rollback()
+            if not wrote:
+                return  # nothing was changed, nothing is lost
+            self._record_rollback("commit_of_aborted_transaction", _ABORTED, _ABORTED_STATE)
+            raise StatementFailed(
+                f"database {REFUSED_COMMIT} ({_ABORTED}): a statement failed earlier in this "
+                "transaction, so the database rolled it back; nothing was committed",
+                error_class=_ABORTED,
+                sqlstate=_ABORTED_STATE,
+            )
         # a deferred constraint fails at COMMIT, and the driver's message quotes the row
         try:
             self._raw.commit()
         except Exception as err:
             # the statements of this transaction were recorded "ok": say they did not persist
-            self.audit.append(
-                NewEntry(
-                    kind="transaction",
-                    identity=self.identity,
-                    scope=self.scope.name,
-                    purpose=self.scope.purpose.name,
-                    legal_basis=self.scope.purpose.legal_basis,
-                    decision="rolled_back",
-                    details={
-                        "event": "commit_failed",
-                        "error_class": type(err).__name__,
-                        "sqlstate": getattr(err, "sqlstate", None),
-                        "role": self.role,
-                        "target": self.target,
-                    },
-                )
+            self._record_rollback(
+                "commit_failed", type(err).__name__, getattr(err, "sqlstate", None)
             )
             raise self._statement_failed(err, "", REFUSED_COMMIT) from None
+
+    def _aborted(self) -> bool:
+        """Whether the open PostgreSQL transaction was aborted by a failed statement."""
+        if self.driver != "postgres":
+            return False  # SQLite goes on after a failed statement
+        from psycopg import pq
+
+        return bool(self._raw.info.transaction_status == pq.TransactionStatus.INERROR)
+
+    def _record_rollback(self, event: str, error_class: str, sqlstate: str | None) -> None:
+        self.audit.append(
+            NewEntry(
+                kind="transaction",
+                identity=self.identity,
+                scope=self.scope.name,
+                purpose=self.scope.purpose.name,
+                legal_basis=self.scope.purpose.legal_basis,
+                decision="rolled_back",
+                details={
+                    "event": event,
+                    "error_class": error_class,
+                    "sqlstate": sqlstate,
+                    "role": self.role,
+                    "target": self.target,
+                },
+            )
+        )
 
     def _granted_names(self) -> str:
         """Table and column names the scope grants: no personal data, so messages may keep them."""
@@ -567,6 +598,7 @@ class GuardedConnection:
 
     def rollback(self) -> None:
         self._check_open()
+        self._wrote = False
         self._raw.rollback()
 
     def close(self) -> None:
@@ -609,6 +641,7 @@ class GuardedConnection:
     def _rollback_quietly(self) -> None:
         """Roll back while an exception is on its way: a rollback that fails (the connection
         is broken, or still busy with a query an interrupt left) must not replace it."""
+        self._wrote = False
         try:
             self._raw.rollback()
         except Exception as err:
@@ -819,6 +852,10 @@ class GuardedConnection:
         if running.done:
             return
         running.done = True
+        if error is None and any(
+            s.write_kinds or s.tables_written for s in running.decision.statements
+        ):
+            self._wrote = True
         self._unfinished.pop(running.intent_id, None)
         duration_ms = round((time.perf_counter() - running.started) * 1000, 3)
         details: dict[str, Any] = {
