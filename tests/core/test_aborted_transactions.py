@@ -4,13 +4,14 @@ aborted: a task that caught the failure and went on must learn that its writes, 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from lgpd_tasks.audit import AuditStore, EntryFilter
-from lgpd_tasks.connection import connect
+from lgpd_tasks.connection import GuardedConnection, connect
 from lgpd_tasks.errors import StatementFailed
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.policy import parse_policy
@@ -42,6 +43,18 @@ def cidades(pg_schema: str, postgres_dsn: str) -> str:
     return f"{pg_schema}.cidades"
 
 
+@pytest.fixture
+def audit(tmp_path: Path) -> AuditStore:
+    return AuditStore.from_url(f"sqlite:///{tmp_path}/audit.db")
+
+
+@pytest.fixture
+def conn(cidades: str, postgres_dsn: str, audit: AuditStore) -> Iterator[GuardedConnection]:
+    policy = parse_policy(POLICY.format(schema=cidades.split(".")[0]), "policy.yaml")
+    with connect(postgres_dsn, policy=policy, scope="rw", identity=WHO, audit=audit) as c:
+        yield c
+
+
 def _count(dsn: str, table: str) -> int:
     with psycopg.connect(dsn) as conn:
         row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
@@ -50,17 +63,14 @@ def _count(dsn: str, table: str) -> int:
 
 
 def test_a_write_before_a_caught_failure_is_not_committed_and_the_commit_says_so(
-    cidades: str, postgres_dsn: str, tmp_path: Path
+    conn: GuardedConnection, cidades: str, postgres_dsn: str, audit: AuditStore
 ) -> None:
-    audit = AuditStore.from_url(f"sqlite:///{tmp_path}/audit.db")
-    policy = parse_policy(POLICY.format(schema=cidades.split(".")[0]), "policy.yaml")
-    with connect(postgres_dsn, policy=policy, scope="rw", identity=WHO, audit=audit) as conn:
-        conn.execute(f"DELETE FROM {cidades} WHERE id = 1").close()
-        with pytest.raises(StatementFailed, match="UniqueViolation"):
-            conn.execute(f"INSERT INTO {cidades} VALUES (2, 'Natal')")
-        # the task goes on as if the failure did not matter, and commits
-        with pytest.raises(StatementFailed) as info:
-            conn.commit()
+    conn.execute(f"DELETE FROM {cidades} WHERE id = 1").close()
+    with pytest.raises(StatementFailed, match="UniqueViolation"):
+        conn.execute(f"INSERT INTO {cidades} VALUES (2, 'Natal')")
+    # the task goes on as if the failure did not matter, and commits
+    with pytest.raises(StatementFailed) as info:
+        conn.commit()
     assert str(info.value).startswith(
         "database refused the commit (InFailedSqlTransaction): a statement failed earlier"
     )
@@ -76,31 +86,26 @@ def test_a_write_before_a_caught_failure_is_not_committed_and_the_commit_says_so
 
 
 def test_a_failed_read_alone_commits_quietly_and_the_next_transaction_works(
-    cidades: str, postgres_dsn: str, tmp_path: Path
+    conn: GuardedConnection, cidades: str, postgres_dsn: str, audit: AuditStore
 ) -> None:
     """Nothing was changed: the rollback loses nothing, so the commit does not fail."""
-    audit = AuditStore.from_url(f"sqlite:///{tmp_path}/audit.db")
-    policy = parse_policy(POLICY.format(schema=cidades.split(".")[0]), "policy.yaml")
-    with connect(postgres_dsn, policy=policy, scope="rw", identity=WHO, audit=audit) as conn:
-        with pytest.raises(StatementFailed, match="DivisionByZero"):
-            conn.execute(f"SELECT id / 0 FROM {cidades}").fetchall()
-        conn.commit()
-        conn.execute(f"DELETE FROM {cidades} WHERE id = 1").close()
-    assert _count(postgres_dsn, cidades) == 1  # committed on the way out
+    with pytest.raises(StatementFailed, match="DivisionByZero"):
+        conn.execute(f"SELECT id / 0 FROM {cidades}").fetchall()
+    conn.commit()
+    conn.execute(f"DELETE FROM {cidades} WHERE id = 1").close()
+    conn.commit()
+    assert _count(postgres_dsn, cidades) == 1
     assert audit.entries(EntryFilter(kind="transaction")) == []
 
 
 def test_a_rollback_clears_the_writes_of_the_aborted_transaction(
-    cidades: str, postgres_dsn: str, tmp_path: Path
+    conn: GuardedConnection, cidades: str, postgres_dsn: str, audit: AuditStore
 ) -> None:
-    audit = AuditStore.from_url(f"sqlite:///{tmp_path}/audit.db")
-    policy = parse_policy(POLICY.format(schema=cidades.split(".")[0]), "policy.yaml")
-    with connect(postgres_dsn, policy=policy, scope="rw", identity=WHO, audit=audit) as conn:
-        conn.execute(f"DELETE FROM {cidades} WHERE id = 1").close()
-        with pytest.raises(StatementFailed):
-            conn.execute(f"INSERT INTO {cidades} VALUES (2, 'Natal')")
-        conn.rollback()
-        conn.execute(f"DELETE FROM {cidades} WHERE id = 2").close()
-        conn.commit()
+    conn.execute(f"DELETE FROM {cidades} WHERE id = 1").close()
+    with pytest.raises(StatementFailed):
+        conn.execute(f"INSERT INTO {cidades} VALUES (2, 'Natal')")
+    conn.rollback()
+    conn.execute(f"DELETE FROM {cidades} WHERE id = 2").close()
+    conn.commit()
     assert _count(postgres_dsn, cidades) == 1
     assert audit.entries(EntryFilter(kind="transaction")) == []
