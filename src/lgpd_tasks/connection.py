@@ -179,6 +179,13 @@ class GuardedCursor:
 
     def _run(self, running: _Running, sql: str, parameters: Any) -> None:
         started = time.perf_counter()
+        kinds = {s.kind for s in running.decision.statements}
+        if "commit" in kinds and self._conn._writes_lost():
+            # a COMMIT in SQL would end the transaction as the database's silent ROLLBACK
+            running.started = started
+            lost = self._conn._lost_commit()
+            self._conn._complete(running, lost)
+            raise lost
         try:
             if parameters is None:
                 self._raw.execute(sql)
@@ -310,6 +317,7 @@ class GuardedCursor:
         many: bool,
     ) -> None:
         running.started = started
+        self._conn._note_transaction(running.decision, self._raw.rowcount)
         columns = [str(d[0]) for d in description] if description is not None else []
         labels = self._conn._result_labels(columns, sql)
         self._description = _relabelled(description, columns, labels)
@@ -539,20 +547,12 @@ class GuardedConnection:
         self._commit_raw()
 
     def _commit_raw(self) -> None:
-        wrote, self._wrote = self._wrote, False
+        if self._writes_lost():
+            raise self._lost_commit()
+        self._wrote = False
         if self._aborted():
-            # PostgreSQL turns the COMMIT of a transaction a failed statement aborted into a
-            # ROLLBACK, and psycopg says nothing: the writes recorded "ok" did not persist
-            self._raw.rollback()
-            if not wrote:
-                return  # nothing was changed, nothing is lost
-            self._record_rollback("commit_of_aborted_transaction", _ABORTED, _ABORTED_STATE)
-            raise StatementFailed(
-                f"database {REFUSED_COMMIT} ({_ABORTED}): a statement failed earlier in this "
-                "transaction, so the database rolled it back; nothing was committed",
-                error_class=_ABORTED,
-                sqlstate=_ABORTED_STATE,
-            )
+            self._rollback_or_fail()  # nothing was changed, nothing is lost
+            return
         # a deferred constraint fails at COMMIT, and the driver's message quotes the row
         try:
             self._raw.commit()
@@ -570,6 +570,49 @@ class GuardedConnection:
         from psycopg import pq
 
         return bool(self._raw.info.transaction_status == pq.TransactionStatus.INERROR)
+
+    def _writes_lost(self) -> bool:
+        """Whether writes of the open transaction, recorded "ok", can no longer be committed:
+        a failed statement aborted the PostgreSQL transaction (its COMMIT would be a silent
+        ROLLBACK), or SQLite rolled it back itself (``ON CONFLICT ROLLBACK``)."""
+        if not self._wrote:
+            return False
+        if self.driver == "postgres":
+            return self._aborted()
+        return self._raw.isolation_level is not None and not self._raw.in_transaction
+
+    def _lost_commit(self) -> StatementFailed:
+        """End the transaction whose writes were lost, record it, and say so."""
+        self._wrote = False
+        if self._aborted():
+            self._rollback_or_fail()
+        self._record_rollback("commit_of_aborted_transaction", _ABORTED, _ABORTED_STATE)
+        return StatementFailed(
+            f"database {REFUSED_COMMIT} ({_ABORTED}): a statement failed earlier in this "
+            "transaction, so the database rolled it back; nothing was committed",
+            error_class=_ABORTED,
+            sqlstate=_ABORTED_STATE,
+        )
+
+    def _rollback_or_fail(self) -> None:
+        try:
+            self._raw.rollback()
+        except Exception as err:
+            self._record_rollback(
+                "commit_failed", type(err).__name__, getattr(err, "sqlstate", None)
+            )
+            raise self._statement_failed(err, "", REFUSED_COMMIT) from None
+
+    def _note_transaction(self, decision: Decision, rowcount: int) -> None:
+        """Follow the open transaction: a statement that changed rows (or may have: an
+        unknown count) marks it as holding writes; a COMMIT or ROLLBACK in SQL ends it."""
+        for statement in decision.statements:
+            if statement.kind in ("commit", "rollback"):
+                self._wrote = False
+            elif rowcount != 0 and (
+                statement.write_kinds or (statement.tables_written and statement.kind != "select")
+            ):
+                self._wrote = True
 
     def _record_rollback(self, event: str, error_class: str, sqlstate: str | None) -> None:
         self.audit.append(
@@ -852,10 +895,6 @@ class GuardedConnection:
         if running.done:
             return
         running.done = True
-        if error is None and any(
-            s.write_kinds or s.tables_written for s in running.decision.statements
-        ):
-            self._wrote = True
         self._unfinished.pop(running.intent_id, None)
         duration_ms = round((time.perf_counter() - running.started) * 1000, 3)
         details: dict[str, Any] = {

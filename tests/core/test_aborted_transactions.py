@@ -4,6 +4,7 @@ aborted: a task that caught the failure and went on must learn that its writes, 
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,3 +110,74 @@ def test_a_rollback_clears_the_writes_of_the_aborted_transaction(
     conn.commit()
     assert _count(postgres_dsn, cidades) == 1
     assert audit.entries(EntryFilter(kind="transaction")) == []
+
+
+def test_a_write_whose_returned_rows_are_not_all_read_still_counts(
+    conn: GuardedConnection, cidades: str, postgres_dsn: str
+) -> None:
+    """``INSERT ... RETURNING`` read with one ``fetchone`` has written when it ran, even
+    though its outcome is written only when the cursor closes."""
+    conn.execute(f"INSERT INTO {cidades} VALUES (3, 'Olinda') RETURNING id").fetchone()
+    with pytest.raises(StatementFailed, match="UniqueViolation"):
+        conn.execute(f"INSERT INTO {cidades} VALUES (2, 'Natal')")
+    with pytest.raises(StatementFailed, match="InFailedSqlTransaction"):
+        conn.commit()
+    assert _count(postgres_dsn, cidades) == 2
+
+
+def test_a_commit_in_sql_is_checked_like_commit(
+    conn: GuardedConnection, cidades: str, postgres_dsn: str, audit: AuditStore
+) -> None:
+    conn.execute(f"DELETE FROM {cidades} WHERE id = 1").close()
+    with pytest.raises(StatementFailed):
+        conn.execute(f"INSERT INTO {cidades} VALUES (2, 'Natal')")
+    with pytest.raises(StatementFailed, match="InFailedSqlTransaction"):
+        conn.execute("COMMIT")
+    assert _count(postgres_dsn, cidades) == 2
+    commit = audit.records(EntryFilter(kind="statement"))[-1]
+    assert commit.status == "error"
+    assert [e.details["event"] for e in audit.entries(EntryFilter(kind="transaction"))] == [
+        "commit_of_aborted_transaction"
+    ]
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        pytest.param("ROLLBACK", id="a-rollback-in-sql-ends-the-writes"),
+        pytest.param("UPDATE {t} SET nome = 'x' WHERE id = 99", id="an-update-of-no-row"),
+        pytest.param("DELETE FROM {t} WHERE false", id="a-delete-of-no-row"),
+        pytest.param("SELECT id FROM {t} FOR UPDATE", id="a-lock-is-no-write"),
+    ],
+)
+def test_nothing_lost_means_no_alarm(
+    conn: GuardedConnection, cidades: str, audit: AuditStore, first: str
+) -> None:
+    if first == "ROLLBACK":
+        conn.execute(f"DELETE FROM {cidades} WHERE id = 1").close()
+    conn.execute(first.format(t=cidades)).close()
+    with pytest.raises(StatementFailed, match="DivisionByZero"):
+        conn.execute(f"SELECT id / 0 FROM {cidades}").fetchall()
+    conn.commit()
+    assert audit.entries(EntryFilter(kind="transaction")) == []
+
+
+def test_a_transaction_sqlite_rolled_back_itself_is_not_passed_for_committed(
+    tmp_path: Path,
+) -> None:
+    """``INSERT OR ROLLBACK`` ends the whole transaction when it conflicts: the DELETE
+    before it, recorded ok, is gone, and the commit says so."""
+    db = tmp_path / "cidades.db"
+    with sqlite3.connect(db) as raw:
+        raw.execute("CREATE TABLE cidades (id int PRIMARY KEY, nome text)")
+        raw.execute("INSERT INTO cidades VALUES (1, 'Recife'), (2, 'Natal')")
+    policy = parse_policy(POLICY.format(schema="main").replace("postgres", "sqlite"), "p.yaml")
+    audit = AuditStore.from_url(f"sqlite:///{tmp_path}/audit.db")
+    with connect(f"sqlite:///{db}", policy=policy, scope="rw", identity=WHO, audit=audit) as conn:
+        conn.execute("DELETE FROM cidades WHERE id = 1").close()
+        with pytest.raises(StatementFailed, match="IntegrityError"):
+            conn.execute("INSERT OR ROLLBACK INTO cidades VALUES (2, 'Natal')")
+        with pytest.raises(StatementFailed, match="nothing was committed"):
+            conn.commit()
+    with sqlite3.connect(db) as raw:
+        assert raw.execute("SELECT count(*) FROM cidades").fetchone() == (2,)
