@@ -557,11 +557,12 @@ class GuardedConnection:
         try:
             self._raw.commit()
         except Exception as err:
-            # the statements of this transaction were recorded "ok": say they did not persist
-            self._record_rollback(
-                "commit_failed", type(err).__name__, getattr(err, "sqlstate", None)
-            )
-            raise self._statement_failed(err, "", REFUSED_COMMIT) from None
+            raise self._commit_failed(err) from None
+
+    def _commit_failed(self, err: Exception) -> StatementFailed:
+        """The statements of this transaction were recorded "ok": say they did not persist."""
+        self._record_rollback("commit_failed", type(err).__name__, getattr(err, "sqlstate", None))
+        return self._statement_failed(err, "", REFUSED_COMMIT)
 
     def _aborted(self) -> bool:
         """Whether the open PostgreSQL transaction was aborted by a failed statement."""
@@ -598,10 +599,7 @@ class GuardedConnection:
         try:
             self._raw.rollback()
         except Exception as err:
-            self._record_rollback(
-                "commit_failed", type(err).__name__, getattr(err, "sqlstate", None)
-            )
-            raise self._statement_failed(err, "", REFUSED_COMMIT) from None
+            raise self._commit_failed(err) from None
 
     def _note_transaction(self, decision: Decision, rowcount: int) -> None:
         """Follow the open transaction: a statement that changed rows (or may have: an
