@@ -317,7 +317,9 @@ class GuardedCursor:
         many: bool,
     ) -> None:
         running.started = started
-        self._conn._note_transaction(running.decision, self._raw.rowcount)
+        self._conn._note_transaction(
+            running.decision, self._raw.rowcount, returns_rows=description is not None
+        )
         columns = [str(d[0]) for d in description] if description is not None else []
         labels = self._conn._result_labels(columns, sql)
         self._description = _relabelled(description, columns, labels)
@@ -575,12 +577,9 @@ class GuardedConnection:
     def _writes_lost(self) -> bool:
         """Whether writes of the open transaction, recorded "ok", can no longer be committed:
         a failed statement aborted the PostgreSQL transaction (its COMMIT would be a silent
-        ROLLBACK), or SQLite rolled it back itself (``ON CONFLICT ROLLBACK``)."""
-        if not self._wrote:
-            return False
-        if self.driver == "postgres":
-            return self._aborted()
-        return self._raw.isolation_level is not None and not self._raw.in_transaction
+        ROLLBACK). SQLite goes on after a failed statement; its own ``ON CONFLICT ROLLBACK``
+        is not followed (Python's sqlite3 opens and ends transactions on its own rules)."""
+        return self._wrote and self._aborted()
 
     def _lost_commit(self) -> StatementFailed:
         """End the transaction whose writes were lost, record it, and say so."""
@@ -601,15 +600,17 @@ class GuardedConnection:
         except Exception as err:
             raise self._commit_failed(err) from None
 
-    def _note_transaction(self, decision: Decision, rowcount: int) -> None:
-        """Follow the open transaction: a statement that changed rows (or may have: an
-        unknown count) marks it as holding writes; a COMMIT or ROLLBACK in SQL ends it."""
+    def _note_transaction(self, decision: Decision, rowcount: int, returns_rows: bool) -> None:
+        """Follow the open transaction: a statement that wrote marks it as holding writes
+        (a write of no row only when it returns no rows: a result's count is not the count
+        of rows changed, as in ``WITH d AS (DELETE ...) SELECT ... WHERE false``); a COMMIT
+        or ROLLBACK in SQL ends it."""
         for statement in decision.statements:
             if statement.kind in ("commit", "rollback"):
                 self._wrote = False
-            elif rowcount != 0 and (
+            elif (
                 statement.write_kinds or (statement.tables_written and statement.kind != "select")
-            ):
+            ) and (returns_rows or rowcount != 0):
                 self._wrote = True
 
     def _record_rollback(self, event: str, error_class: str, sqlstate: str | None) -> None:

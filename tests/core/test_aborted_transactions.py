@@ -162,11 +162,26 @@ def test_nothing_lost_means_no_alarm(
     assert audit.entries(EntryFilter(kind="transaction")) == []
 
 
-def test_a_transaction_sqlite_rolled_back_itself_is_not_passed_for_committed(
+def test_a_write_in_a_cte_whose_result_is_empty_still_counts(
+    conn: GuardedConnection, cidades: str, postgres_dsn: str
+) -> None:
+    """The result's count (0) is not the count of rows the CTE deleted."""
+    conn.execute(
+        f"WITH d AS (DELETE FROM {cidades} WHERE id = 1 RETURNING id) SELECT id FROM d WHERE false"
+    ).fetchall()
+    with pytest.raises(StatementFailed, match="UniqueViolation"):
+        conn.execute(f"INSERT INTO {cidades} VALUES (2, 'Natal')")
+    with pytest.raises(StatementFailed, match="InFailedSqlTransaction"):
+        conn.commit()
+    assert _count(postgres_dsn, cidades) == 2
+
+
+def test_sqlite_goes_on_after_a_failed_statement_and_commits_what_it_wrote(
     tmp_path: Path,
 ) -> None:
-    """``INSERT OR ROLLBACK`` ends the whole transaction when it conflicts: the DELETE
-    before it, recorded ok, is gone, and the commit says so."""
+    """A failed statement does not abort a SQLite transaction: the writes before it (one
+    that Python's sqlite3 commits at once, as a write starting with WITH, included) are
+    committed, with no alarm."""
     db = tmp_path / "cidades.db"
     with sqlite3.connect(db) as raw:
         raw.execute("CREATE TABLE cidades (id int PRIMARY KEY, nome text)")
@@ -174,10 +189,10 @@ def test_a_transaction_sqlite_rolled_back_itself_is_not_passed_for_committed(
     policy = parse_policy(POLICY.format(schema="main").replace("postgres", "sqlite"), "p.yaml")
     audit = AuditStore.from_url(f"sqlite:///{tmp_path}/audit.db")
     with connect(f"sqlite:///{db}", policy=policy, scope="rw", identity=WHO, audit=audit) as conn:
+        conn.execute("WITH n AS (SELECT 3 AS id) INSERT INTO cidades SELECT id, 'Olinda' FROM n")
         conn.execute("DELETE FROM cidades WHERE id = 1").close()
         with pytest.raises(StatementFailed, match="IntegrityError"):
-            conn.execute("INSERT OR ROLLBACK INTO cidades VALUES (2, 'Natal')")
-        with pytest.raises(StatementFailed, match="nothing was committed"):
-            conn.commit()
+            conn.execute("INSERT INTO cidades VALUES (2, 'Natal')")
     with sqlite3.connect(db) as raw:
-        assert raw.execute("SELECT count(*) FROM cidades").fetchone() == (2,)
+        assert raw.execute("SELECT id FROM cidades ORDER BY id").fetchall() == [(2,), (3,)]
+    assert audit.entries(EntryFilter(kind="transaction")) == []
