@@ -995,11 +995,11 @@ class ColumnDescription(NamedTuple):
 
     name: str
     type_code: Any
-    display_size: Any = None
-    internal_size: Any = None
-    precision: Any = None
-    scale: Any = None
-    null_ok: Any = None
+    display_size: Any
+    internal_size: Any
+    precision: Any
+    scale: Any
+    null_ok: Any
 
 
 def _result_sources(decision: Decision, width: int) -> list[frozenset[str]]:
