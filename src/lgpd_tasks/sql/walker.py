@@ -365,10 +365,8 @@ class Walker:
         if isinstance(node, exp.Table):
             if not isinstance(node.this, exp.Identifier):
                 carried = self.function_source(node, sources, env)
-                columns = alias_node.args.get("columns") if alias_node else None
-                outputs = [(self.ident(c), carried) for c in columns or []]
                 fallback = node.this.name.lower() if node.this is not None else ""
-                _put(sources, alias or fallback, Relation(outputs=outputs or None, carries=carried))
+                _put(sources, alias or fallback, self.function_relation(alias_node, carried))
             else:
                 name = self.ident(node.this)
                 if not node.args.get("db") and name in env.ctes:
@@ -405,13 +403,18 @@ class Walker:
         # UNNEST, table functions, anything else: walk it; its columns, unknown, carry what
         # its arguments read (``unnest(ARRAY[c.nome]) AS u(x)``: x is a name)
         carried = self.expr(node, sources, env)
-        columns = alias_node.args.get("columns") if isinstance(alias_node, exp.TableAlias) else None
-        outputs = [(self.ident(c), carried) for c in columns or []]
         _put(
             sources,
             alias or node.alias_or_name.lower(),
-            Relation(outputs=outputs or None, carries=carried),
+            self.function_relation(alias_node, carried),
         )
+
+    def function_relation(self, alias_node: exp.Expr | None, carried: frozenset[str]) -> Relation:
+        """What a function in FROM returns: the columns its alias names (``AS u(x)``), each
+        carrying what its arguments read, or columns unknown when the alias names none."""
+        columns = alias_node.args.get("columns") if isinstance(alias_node, exp.TableAlias) else None
+        outputs = [(self.ident(c), carried) for c in columns or []]
+        return Relation(outputs=outputs or None, carries=carried)
 
     def function_source(
         self, node: exp.Table, sources: dict[str, Relation], env: Env
