@@ -45,11 +45,6 @@ def cidades(pg_schema: str, postgres_dsn: str) -> str:
 
 
 @pytest.fixture
-def audit(tmp_path: Path) -> AuditStore:
-    return AuditStore.from_url(f"sqlite:///{tmp_path}/audit.db")
-
-
-@pytest.fixture
 def conn(cidades: str, postgres_dsn: str, audit: AuditStore) -> Iterator[GuardedConnection]:
     policy = parse_policy(POLICY.format(schema=cidades.split(".")[0]), "policy.yaml")
     with connect(postgres_dsn, policy=policy, scope="rw", identity=WHO, audit=audit) as c:

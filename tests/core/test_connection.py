@@ -88,11 +88,6 @@ def policy() -> Policy:
 
 
 @pytest.fixture
-def audit(tmp_path: Path) -> AuditStore:
-    return AuditStore.from_url(f"sqlite:///{tmp_path}/audit.db")
-
-
-@pytest.fixture
 def conn(source: Path, policy: Policy, audit: AuditStore) -> Iterator[GuardedConnection]:
     with connect(
         f"sqlite:///{source}", policy=policy, scope="extract", identity=WHO, audit=audit

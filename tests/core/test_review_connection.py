@@ -65,11 +65,6 @@ def policy() -> Policy:
     return parse_policy(POLICY, "policy.yaml")
 
 
-@pytest.fixture
-def audit(tmp_path: Path) -> AuditStore:
-    return AuditStore.from_url(f"sqlite:///{tmp_path}/audit.db")
-
-
 def _open(
     source: Path, policy: Policy, audit: AuditStore, scope: str = "extract"
 ) -> GuardedConnection:

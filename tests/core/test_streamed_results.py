@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import signal
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -65,11 +64,6 @@ def people(pg_schema: str, postgres_dsn: str) -> str:
                 ],
             )
     return f"{pg_schema}.people"
-
-
-@pytest.fixture
-def audit(tmp_path: Path) -> AuditStore:
-    return AuditStore.from_url(f"sqlite:///{tmp_path}/audit.db")
 
 
 @pytest.fixture
