@@ -226,6 +226,7 @@ def _request_for(
             min_approvers=settings.policy.approvals.min_approvers,
             values=values,
         ),
+        none_pending=True,  # looked up above
     )
 
 

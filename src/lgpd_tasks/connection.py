@@ -829,6 +829,7 @@ class GuardedConnection:
                 min_approvers=self.policy.approvals.min_approvers,
                 values=values,
             ),
+            none_pending=True,  # looked up above
         )
         self._record_refusal(decision, "approve", request.id, "pending")
         raise _approval_error(ApprovalRequired, request.id, decision, self.scope, "waits for")

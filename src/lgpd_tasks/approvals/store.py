@@ -179,17 +179,22 @@ class ApprovalStore:
 
     # -- requests -------------------------------------------------------------------------
 
-    def request(self, identity: TaskIdentity, new: NewRequest) -> ApprovalRequest:
+    def request(
+        self, identity: TaskIdentity, new: NewRequest, *, none_pending: bool = False
+    ) -> ApprovalRequest:
         """Open a pending request for this statement and task, or return the open one.
 
         Requests are deduplicated by fingerprint + pipeline + task + run + partition + mapped
         instance; the request records the identity's partition and mapped instance, and only
-        that partition's and that instance's run finds it.
+        that partition's and that instance's run finds it. ``none_pending`` says the caller
+        has just looked (:meth:`find`, with the same values) and found no pending request:
+        the lookup, up to 16 scrypt comparisons, is not made twice.
         """
         self.expire_due()
-        existing = self.find(new.fingerprint, identity, new.values)
-        if existing is not None and existing.status is Status.PENDING:
-            return existing
+        if not none_pending:
+            existing = self.find(new.fingerprint, identity, new.values)
+            if existing is not None and existing.status is Status.PENDING:
+                return existing
         now = utcnow()
         request_id = f"apr_{secrets.token_hex(8)}"
         row = {
