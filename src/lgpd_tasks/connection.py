@@ -14,6 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -53,7 +54,7 @@ from lgpd_tasks.redaction import (
     scrub_decision,
     scrub_error,
 )
-from lgpd_tasks.sql import Decision, check
+from lgpd_tasks.sql import Decision, StatementAnalysis, check
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -129,6 +130,8 @@ class _Running:
     approval_id: str | None
     is_query: bool
     rows: int = 0
+    #: rows a writing statement changed, once it ran (the driver's count; 0 when unknown)
+    written: int | None = None
     masked: dict[str, dict[str, Any]] = field(default_factory=dict)
     trail: StatementTrail | None = None
     done: bool = False
@@ -317,18 +320,25 @@ class GuardedCursor:
         many: bool,
     ) -> None:
         running.started = started
+        rowcount = int(self._raw.rowcount)
+        if any(_writes(s) for s in running.decision.statements):
+            running.written = max(rowcount, 0)
         self._conn._note_transaction(
-            running.decision, self._raw.rowcount, returns_rows=description is not None
+            running.decision, rowcount, returns_rows=description is not None
         )
-        columns = [str(d[0]) for d in description] if description is not None else []
-        labels = self._conn._result_labels(columns, sql)
-        self._description = _relabelled(description, columns, labels)
-        # subject trail: which people's rows this statement returns or changes
-        trail = self._conn._subject_trail
-        if trail is not None:
-            running.trail = trail.begin(
-                running.intent_id, running.decision, columns, sql, parameters, many=many
-            )
+        try:
+            columns = [str(d[0]) for d in description] if description is not None else []
+            labels = self._conn._result_labels(columns, sql)
+            self._description = _relabelled(description, columns, labels)
+            # subject trail: which people's rows this statement returns or changes
+            trail = self._conn._subject_trail
+            if trail is not None:
+                running.trail = trail.begin(
+                    running.intent_id, running.decision, columns, sql, parameters, many=many
+                )
+        except BaseException as err:  # the statement ran: its outcome says what stopped it
+            self._conn._interrupted(running, err)
+            raise
         if description is not None:
             running.is_query = True
             self._columns = labels
@@ -385,12 +395,13 @@ class GuardedCursor:
         is written."""
         import pandas as pd
 
-        self._observe(rows)
-        frame = pd.DataFrame.from_records(rows, columns=self._columns, coerce_float=False)
-        masker = self._conn._masker
-        if masker is not None and len(frame):
-            frame, report = masker.mask_dataframe(frame, sources=self._sources)
-            self._note(report)
+        with self._stopping():
+            self._observe(rows)
+            frame = pd.DataFrame.from_records(rows, columns=self._columns, coerce_float=False)
+            masker = self._conn._masker
+            if masker is not None and len(frame):
+                frame, report = masker.mask_dataframe(frame, sources=self._sources)
+                self._note(report)
         self._finish()
         return frame
 
@@ -402,7 +413,8 @@ class GuardedCursor:
         scrubbed, raised as :class:`StatementFailed` and the outcome records the error.
         """
         try:
-            return fetch()
+            with self._stopping(interrupts_only=True):
+                return fetch()
         except Exception as err:
             running, self._running = self._running, None
             if running is None or running.done:
@@ -410,6 +422,22 @@ class GuardedCursor:
             if running.trail is not None:
                 running.trail.close()
             raise self._conn._failed(running, err, failure=FAILED_FETCHING) from None
+
+    @contextmanager
+    def _stopping(self, *, interrupts_only: bool = False) -> Iterator[None]:
+        """Rows are being fetched or masked: should an error (with ``interrupts_only``, an
+        interrupt: a task's timeout, Ctrl-C) stop that, the statement's outcome records it
+        (an error of its class) and it goes on; otherwise the outcome, once written when
+        the connection closes, would say ``ok`` for rows the task never received."""
+        try:
+            yield
+        except BaseException as err:
+            if interrupts_only and isinstance(err, Exception):
+                raise
+            running, self._running = self._running, None
+            if running is not None and not running.done:
+                self._conn._interrupted(running, err)
+            raise
 
     def _observe(self, rows: list[Any]) -> None:
         running = self._running
@@ -442,15 +470,16 @@ class GuardedCursor:
             running.masked.setdefault(key, {**how, "cells": 0})["cells"] += col.cells_masked
 
     def _mask(self, rows: list[Any]) -> list[tuple[Any, ...]]:
-        self._observe(rows)
-        masker = self._conn._masker
-        if masker is None:
-            return rows
-        masked, report = masker.mask_rows(
-            self._columns, rows, sources=self._sources, scalar_columns=self._scalars
-        )
-        self._note(report)
-        return masked
+        with self._stopping():
+            self._observe(rows)
+            masker = self._conn._masker
+            if masker is None:
+                return rows
+            masked, report = masker.mask_rows(
+                self._columns, rows, sources=self._sources, scalar_columns=self._scalars
+            )
+            self._note(report)
+            return masked
 
     def _finish(self) -> None:
         running, self._running = self._running, None
@@ -608,9 +637,7 @@ class GuardedConnection:
         for statement in decision.statements:
             if statement.kind in ("commit", "rollback"):
                 self._wrote = False
-            elif (
-                statement.write_kinds or (statement.tables_written and statement.kind != "select")
-            ) and (returns_rows or rowcount != 0):
+            elif _writes(statement) and (returns_rows or rowcount != 0):
                 self._wrote = True
 
     def _record_rollback(self, event: str, error_class: str, sqlstate: str | None) -> None:
@@ -910,6 +937,11 @@ class GuardedConnection:
             sqlstate = getattr(error, "sqlstate", None)
             if sqlstate:
                 details["sqlstate"] = sqlstate
+            if running.written is not None:
+                # it ran before it failed (its rows could not be fetched or masked, or the
+                # task was stopped): its writes stand unless the transaction rolls back
+                details["rows_written"] = running.written
+                details["rows"] = max(running.rows, running.written)
         if running.approval_id is not None:
             if error is not None:
                 self.approvals.release(running.approval_id, self.identity)
@@ -928,10 +960,19 @@ class GuardedConnection:
             )
         )
 
-    def _interrupted(self, running: _Running, err: BaseException, started: float) -> None:
+    def _interrupted(
+        self, running: _Running, err: BaseException, started: float | None = None
+    ) -> None:
         """Record ``running``'s outcome as an error when an interrupt (a task's timeout,
-        Ctrl-C) stops it while the database works; the interrupt itself goes on."""
-        running.started = started
+        Ctrl-C) stops it while the database works, or anything stops it once it ran (the
+        subject trail, fetching, masking); the interrupt or error itself goes on."""
+        if started is not None:
+            running.started = started
+        if running.trail is not None:
+            try:
+                running.trail.close()
+            except Exception:
+                _log.warning("lgpd-tasks: the subject trail of a stopped statement was not closed")
         self._cancel_running_query()
         try:
             self._complete(running, err)
@@ -988,6 +1029,12 @@ class GuardedConnection:
             error_class=cls,
             sqlstate=getattr(err, "sqlstate", None),
         )
+
+
+def _writes(statement: StatementAnalysis) -> bool:
+    """Whether ``statement`` changes rows (a data-modifying CTE too; ``SELECT ... FOR
+    UPDATE``, which names the tables it locks as written, does not)."""
+    return bool(statement.write_kinds or (statement.tables_written and statement.kind != "select"))
 
 
 class ColumnDescription(NamedTuple):
