@@ -10,6 +10,7 @@ from urllib.parse import unquote, urlsplit
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import SingletonThreadPool
 
 from lgpd_tasks.dburl import redact_url as redact_url  # re-exported
 from lgpd_tasks.errors import AuditStoreUnusable
@@ -115,7 +116,10 @@ def _create(url: URL) -> Engine:
     if url.get_backend_name() == "sqlite":
         # a writer waits this long for another writer's lock (override with ?timeout=SECONDS)
         connect_args = {} if "timeout" in url.query else {"timeout": 30.0}
-        engine = create_engine(url, connect_args=connect_args)
+        # an in-memory database lives as long as its connection: one per thread, kept (the
+        # pool SQLAlchemy picks for it itself, named, as SQLAlchemy 2.1 asks)
+        pool = {"poolclass": SingletonThreadPool} if sqlite_in_memory(url) else {}
+        engine = create_engine(url, connect_args=connect_args, **pool)
         _sqlite_writer_locking(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
