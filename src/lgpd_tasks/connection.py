@@ -285,7 +285,9 @@ class GuardedCursor:
         The statement is run again as ``SELECT * FROM (<statement>) LIMIT 0``, which the
         server plans and describes without reading its subquery (nothing is computed), its
         parameters bound by the server as before (so no value enters the statement's text,
-        which ``pg_stat_activity`` and the server's log show); inside a savepoint, so that
+        which ``pg_stat_activity`` and the server's log show) and never prepared (psycopg
+        prepares a statement run five times, and a prepared one fails once its table gained a
+        column); inside a savepoint, so that
         a failure leaves the transaction as it was. Should it fail, the empty result comes
         back as a frame without columns, with a warning.
         """
@@ -299,7 +301,7 @@ class GuardedCursor:
                 if raw.autocommit:
                     # the statement's locks are gone: do not queue behind a migration's
                     cur.execute("SET LOCAL lock_timeout = '2s'")
-                cur.execute(wrapped, parameters)
+                cur.execute(wrapped, parameters, prepare=False)
                 return cur.description
         except Exception as err:
             _log.warning(

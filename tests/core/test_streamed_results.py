@@ -286,3 +286,28 @@ def test_a_timeout_while_the_database_works_is_recorded_and_reaches_the_task(
     assert first.status == "error"
     assert first.outcome is not None
     assert first.outcome.details["error_class"] == "_Timeout"
+
+
+def test_an_empty_result_after_ddl_is_described_with_its_new_columns(
+    conn: GuardedConnection, people: str, postgres_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The describing statement is never prepared: psycopg prepares a statement run five
+    times, and a prepared one whose table gained a column fails with "cached plan must not
+    change result type" instead of describing it."""
+    sql = f"SELECT * FROM {people} WHERE id < %s"
+    for _ in range(7):
+        assert list(conn.query_df(sql, (0,)).columns) == [
+            "id",
+            "nome",
+            "cpf",
+            "email",
+            "nasc",
+            "valor",
+        ]
+    conn.commit()
+    with psycopg.connect(postgres_dsn, autocommit=True) as other:
+        other.execute(f"ALTER TABLE {people} ADD COLUMN cidade text")
+    with caplog.at_level(logging.WARNING, logger="lgpd_tasks.connection"):
+        frame = conn.query_df(sql, (0,))
+    assert list(frame.columns) == ["id", "nome", "cpf", "email", "nasc", "valor", "cidade"]
+    assert "could not be described" not in caplog.text
