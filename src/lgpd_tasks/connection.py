@@ -287,9 +287,9 @@ class GuardedCursor:
         parameters bound by the server as before (so no value enters the statement's text,
         which ``pg_stat_activity`` and the server's log show) and never prepared (psycopg
         prepares a statement run five times, and a prepared one fails once its table gained a
-        column); inside a savepoint, so that
-        a failure leaves the transaction as it was. Should it fail, the empty result comes
-        back as a frame without columns, with a warning.
+        column); inside a savepoint, so that a failure leaves the transaction as it was.
+        Should it fail, the empty result comes back as a frame without columns, with a
+        warning.
         """
         body = sql.rstrip()
         while body.endswith(";"):
