@@ -57,34 +57,42 @@ def _csv_chunks(path: Path, rows: int) -> Iterator[pd.DataFrame]:
     # Every cell is read as the exact text of the file (no type guessing, no "NA" turned
     # into null), so the columns that are not masked are written back unchanged.
     try:
-        _refuse_repeated_labels(path)
+        header = _header(path)
         reader = pd.read_csv(
             path, chunksize=rows, dtype=str, keep_default_na=False, na_filter=False
         )
         with reader:
-            yield from reader
+            for chunk in reader:
+                if chunk.shape[1] == len(header):
+                    # pandas names a blank header cell "Unnamed: 1": write back the file's own
+                    chunk.columns = pd.Index(header, dtype=object)
+                yield chunk
     except OSError as err:
         raise MaskingError(f"{path}: cannot read: {err.strerror or err}") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise MaskingError(f"{path}: not a readable CSV file: {_first_line(err)}") from None
 
 
-def _refuse_repeated_labels(path: Path) -> None:
-    """Refuse a CSV header that names two columns alike.
+def _header(path: Path) -> list[str]:
+    """The CSV file's header; refused when it names two columns alike.
 
     pandas would rename the second ``nome`` to ``nome.1``, which no rule recognises: the
     column would go out unmasked. Positions are named, never the labels (they may be data).
+    Blank names may repeat: no rule names them, so their columns are masked by content.
     """
     with path.open(encoding="utf-8-sig", newline="") as f:
         header = next(csv.reader(f), [])
     first: dict[str, int] = {}
     for position, label in enumerate(header, start=1):
+        if not label.strip():
+            continue
         if label in first:
             raise MaskingError(
                 f"{path}: the header names columns {first[label]} and {position} alike; "
                 "give every column its own name (a repeated name would not be masked as one)"
             )
         first[label] = position
+    return header
 
 
 def _parquet_chunks(path: Path, rows: int) -> Iterator[pd.DataFrame]:

@@ -414,3 +414,20 @@ def test_a_csv_header_naming_two_columns_alike_is_refused(
     assert "columns 1 and 3 alike" in err
     assert "Joana" not in err
     assert not target.exists()
+
+
+def test_a_csv_header_with_blank_names_is_written_back_as_it_was(tmp_path: Path) -> None:
+    """pandas names a blank header cell ``Unnamed: 1``; the output's header is the input's."""
+    fake = Faker("pt_BR")
+    Faker.seed(3)
+    source, target = tmp_path / "in.csv", tmp_path / "out.csv"
+    cpfs = [fake.cpf() for _ in range(3)]
+    source.write_text(
+        'id,,cpf,""\n' + "".join(f"{i},x{i},{cpf},\n" for i, cpf in enumerate(cpfs)),
+        encoding="utf-8",
+    )
+    assert main(["mask", str(source), str(target)]) == 0
+    lines = target.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "id,,cpf,"
+    assert lines[1].startswith("0,x0,")
+    assert not any(cpf in target.read_text(encoding="utf-8") for cpf in cpfs)
