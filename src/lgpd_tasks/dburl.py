@@ -9,6 +9,7 @@ A password can sit in two places of a SQLAlchemy/libpq URL: the userinfo
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
@@ -80,6 +81,37 @@ def redact_url(url: str | URL) -> str:
             lambda m: f"{m[1]}{m[2]}={_HIDDEN}" if is_secret_key(m[2]) else m[0], text
         )
     return _render(parsed)
+
+
+def parse_url(
+    url: str,
+    error: Callable[[str], Exception],
+    *,
+    what: str = "the database URL",
+    example: str = "postgresql://user@host:5432/db",
+) -> URL:
+    """``url`` parsed by SQLAlchemy, or ``error(message)`` raised from nowhere: the message
+    names ``what`` could not be parsed and why, showing the URL without its secrets (not at
+    all when it is no URL).
+
+    >>> parse_url("postgresql://app:s3cret@db:notaport/test", ValueError)
+    Traceback (most recent call last):
+    ...
+    ValueError: the database URL postgresql://app:***@db:notaport/test cannot be parsed: \
+the port must be a number
+    >>> parse_url("host=db password=s3cret", ValueError, what="the audit store URL")
+    Traceback (most recent call last):
+    ...
+    ValueError: the audit store URL is not a URL such as postgresql://user@host:5432/db
+    """
+    try:
+        return make_url(url)
+    except ArgumentError:
+        raise error(f"{what} is not a URL such as {example}") from None
+    except ValueError:  # the only value SQLAlchemy converts while parsing is the port
+        raise error(
+            f"{what} {redact_url(url)} cannot be parsed: the port must be a number"
+        ) from None
 
 
 def _render(url: URL) -> str:

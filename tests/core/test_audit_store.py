@@ -306,8 +306,8 @@ def test_a_non_numeric_port_is_a_clear_error_with_the_password_hidden(
     with pytest.raises(AuditStoreUnusable) as info:
         AuditStore.from_url(bad)
     assert str(info.value) == (
-        "not a database URL: 'postgresql://postgres:***@127.0.0.1:notaport/test' "
-        "(the port must be a number)"
+        "the database URL postgresql://postgres:***@127.0.0.1:notaport/test "
+        "cannot be parsed: the port must be a number"
     )
     urls = {"--db": f"sqlite:///{tmp_path}/source.db", "--audit": f"sqlite:///{tmp_path}/a.db"}
     urls[option] = bad
@@ -317,6 +317,6 @@ def test_a_non_numeric_port_is_a_clear_error_with_the_password_hidden(
     err = capsys.readouterr().err
     assert code == 2  # a usage error
     assert err == (
-        "lgpd-tasks: not a database URL: 'postgresql://postgres:***@127.0.0.1:notaport/test' "
-        "(the port must be a number)\n"
+        "lgpd-tasks: the database URL postgresql://postgres:***@127.0.0.1:notaport/test "
+        "cannot be parsed: the port must be a number\n"
     )

@@ -8,10 +8,10 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.engine import URL
 from sqlalchemy.pool import SingletonThreadPool
 
+from lgpd_tasks import dburl
 from lgpd_tasks.dburl import redact_url as redact_url  # re-exported
 from lgpd_tasks.errors import AuditStoreUnusable
 
@@ -30,15 +30,9 @@ def parse_db_url(url: str) -> URL:
     >>> parse_db_url("sqlite:///audit.db").database
     'audit.db'
     """
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise AuditStoreUnusable(f"not a database URL: {redact_url(url)!r}") from None
-    except ValueError:
-        # the only value SQLAlchemy converts while parsing is the port
-        raise AuditStoreUnusable(
-            f"not a database URL: {redact_url(url)!r} (the port must be a number)"
-        ) from None
+    parsed = dburl.parse_url(
+        url, AuditStoreUnusable, example="postgresql://user@host:5432/db or sqlite:///file.db"
+    )
     backend = parsed.get_backend_name()
     if backend == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
@@ -52,6 +46,7 @@ def parse_db_url(url: str) -> URL:
 def sqlite_in_memory(url: URL) -> bool:
     """Whether a SQLite URL names an in-memory database (gone when the process ends).
 
+    >>> from sqlalchemy.engine import make_url
     >>> [sqlite_in_memory(make_url(u)) for u in ("sqlite://", "sqlite:///:memory:",
     ...     "sqlite:///file:a?mode=memory&uri=true", "sqlite:///audit.db")]
     [True, True, True, False]
@@ -70,6 +65,7 @@ def sqlite_in_memory(url: URL) -> bool:
 def sqlite_file(url: URL) -> Path | None:
     """The file a SQLite URL names (``file:`` URIs too); ``None`` in memory or not SQLite.
 
+    >>> from sqlalchemy.engine import make_url
     >>> sqlite_file(make_url("sqlite:///file:/tmp/a%20b.db?uri=true"))
     PosixPath('/tmp/a b.db')
     """

@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from lgpd_tasks import dburl
 from lgpd_tasks.dburl import redact_url as redact_url  # re-exported
 from lgpd_tasks.errors import CredentialError, UsageError
 from lgpd_tasks.identity import TaskIdentity
@@ -31,16 +32,7 @@ def parse_url(url: str) -> URL:
     lgpd_tasks.credentials.base.DatabaseUrlInvalid: the database URL \
 postgresql://app:***@db:notaport/test cannot be parsed: the port must be a number
     """
-    try:
-        return make_url(url)
-    except ArgumentError:
-        raise DatabaseUrlInvalid(
-            "the database URL is not a URL such as postgresql://user@host:5432/db"
-        ) from None
-    except ValueError:  # the only value SQLAlchemy converts while parsing is the port
-        raise DatabaseUrlInvalid(
-            f"the database URL {redact_url(url)} cannot be parsed: the port must be a number"
-        ) from None
+    return dburl.parse_url(url, DatabaseUrlInvalid)
 
 
 def valid_ttl(ttl: timedelta) -> timedelta:
