@@ -86,22 +86,23 @@ def _hash(
     length: int,
     digits_after: str | None = None,
 ) -> pa.Array | None:
-    pl, plh = modules
-    frame = pl.DataFrame({"m": pl.from_arrow(messages)})
+    pl, _ = modules  # polars_hash adds the ``chash`` namespace to every expression
+    message = pl.col("m")
+    checks = []
     if digits_after is not None:
-        digits = (
-            pl.col("m")
-            .str.replace_all(".", "", literal=True)
-            .str.replace_all("-", "", literal=True)
+        digits = message.str.replace_all(".", "", literal=True).str.replace_all(
+            "-", "", literal=True
         )
-        frame = frame.select(
-            (pl.lit(digits_after) + digits).alias("m"), digits.str.contains("^[0-9]+$").alias("ok")
-        )
-        if not frame["ok"].all():
-            return None
-    hexed = plh.col("m").chash.hmac_sha256(key=key).str.slice(0, length)
-    out: pa.Array = frame.select(pl.lit(prefix) + hexed).to_series().to_arrow()
-    return out.cast(pa.large_string())
+        message = pl.lit(digits_after) + digits
+        checks.append(digits.str.contains("^[0-9]+$").all().alias("ok"))
+    token = pl.lit(prefix) + message.chash.hmac_sha256(key=key).str.slice(0, length)
+    # one lazy query: the digits are computed once for the message and the check
+    out = pl.DataFrame({"m": pl.from_arrow(messages)}).lazy().select(token.alias("t"), *checks)
+    done = out.collect()
+    if checks and not done["ok"].all():
+        return None
+    tokens: pa.Array = done["t"].to_arrow()
+    return tokens.cast(pa.large_string())
 
 
 def _submit(
