@@ -1,11 +1,21 @@
-"""Parse a SQL string (sqlglot) into one :class:`StatementAnalysis` per statement, cached."""
+"""Parse a SQL string (sqlglot) into one :class:`StatementAnalysis` per statement, cached.
+
+The caches here do not key by the catalogue: an analysis depends on it only through the
+answers of the ``columns(table)`` questions the walker asked, so each result is kept with
+those answers and reused for any catalogue that answers them the same (see
+:class:`AnswerCache`). A connection's fresh catalogue thus reuses the analyses and decisions
+made on the previous connection, and a changed table (``ALTER TABLE ... ADD COLUMN`` before
+``SELECT *``) is analysed afresh.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Hashable, Mapping
-from functools import lru_cache
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from contextlib import suppress
 from types import MappingProxyType
 from typing import Generic, TypeVar, cast
 
@@ -82,16 +92,20 @@ def analyze(
     >>> s.normalized
     'SELECT c.nome, o.total FROM crm.customers AS c JOIN crm.orders AS o ON o.customer_id = c.id WHERE c.cpf = ?'
     """
-    return _analyze_cached(sql, dialect, catalog_key(catalog), read_key(scope))
+    return _ANALYSES.get(
+        (sql, dialect, read_key(scope)),
+        catalog,
+        lambda answering: _analyze_fresh(sql, dialect, answering, scope),
+    )
 
 
 def clear_cache() -> None:
     """Forget every cached analysis (benchmarks measure the cold path with this)."""
-    _analyze_cached.cache_clear()
+    _ANALYSES.clear()
 
 
 class Keyed(Generic[T]):
-    """An object carried through ``lru_cache`` under a hashable key that stands for it."""
+    """An object carried through a cache under a hashable key that stands for it."""
 
     __slots__ = ("_hash", "key", "value")
 
@@ -108,7 +122,10 @@ class Keyed(Generic[T]):
 
 
 def catalog_key(catalog: Catalog | None) -> Keyed[Catalog] | None:
-    """Cache key for a catalogue: the object itself (its identity unless it defines hash)."""
+    """Cache key for a catalogue: the object itself (its identity unless it defines hash).
+
+    The analysis and decision caches no longer use it (see :class:`AnswerCache`).
+    """
     if catalog is None:
         return None
     try:
@@ -160,9 +177,110 @@ def scope_key(scope: Scope) -> Keyed[Scope]:
     )
 
 
-@lru_cache(maxsize=4096)
-def _analyze_cached(
-    sql: str, dialect: str, catalog: Keyed[Catalog] | None, scope: Keyed[Scope] | None
+#: What a catalogue answered: ``(table, columns or None)`` in the order first asked.
+Answers = tuple[tuple[str, tuple[str, ...] | None], ...]
+
+
+class _Recording:
+    """A catalogue that passes each question on and notes the answer the analysis used.
+
+    Without a catalogue it answers ``None``, as the walker does with none. A question that
+    raises, or one answered differently when asked again, leaves the result unreusable.
+    """
+
+    __slots__ = ("_catalog", "answers", "reusable")
+
+    def __init__(self, catalog: Catalog | None) -> None:
+        self._catalog = catalog
+        self.answers: dict[str, tuple[str, ...] | None] = {}
+        self.reusable = True
+
+    def columns(self, table: str) -> Sequence[str] | None:
+        try:
+            answer = _ask(self._catalog, table)
+        except BaseException:
+            self.reusable = False
+            raise
+        if table not in self.answers:
+            self.answers[table] = answer
+        elif self.answers[table] != answer:
+            self.reusable = False
+        return answer
+
+
+def _ask(catalog: Catalog | None, table: str) -> tuple[str, ...] | None:
+    if catalog is None:
+        return None
+    columns = catalog.columns(table)
+    return tuple(columns) if columns is not None else None
+
+
+def _answers_hold(catalog: Catalog | None, answers: Answers) -> bool:
+    """Whether ``catalog`` answers every question as recorded; asked in the recorded order
+    and stopping at the first difference, so it asks only what a fresh analysis would."""
+    for table, expected in answers:
+        try:
+            if _ask(catalog, table) != expected:
+                return False
+        except Exception:  # a catalogue that raises is analysed afresh (and fails closed)
+            return False
+    return True
+
+
+class AnswerCache(Generic[T]):
+    """Results keyed without the catalogue, each kept with the catalogue answers it used.
+
+    A lookup asks the given catalogue the recorded questions and reuses a result only when
+    every answer is equal; a result that asked nothing holds for any catalogue. Otherwise
+    the result is computed afresh through a recording catalogue and kept as one more variant
+    of its key (at most ``variants``, the most recent first); at most ``maxsize`` keys are
+    kept, the least recently used dropped first. The catalogue is asked outside the lock, so
+    two threads may compute the same key: the later variant replaces the equal one.
+    """
+
+    def __init__(self, maxsize: int = 4096, variants: int = 4) -> None:
+        self.maxsize = maxsize
+        self.variants = variants
+        self._entries: OrderedDict[Hashable, tuple[tuple[Answers, T], ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, catalog: Catalog | None, compute: Callable[[Catalog], T]) -> T:
+        """The result for ``key`` that holds for ``catalog``; ``compute`` makes a new one
+        from the catalogue it is given (a recording of ``catalog``)."""
+        for answers, value in self._entries.get(key, ()):
+            if _answers_hold(catalog, answers):
+                with self._lock, suppress(KeyError):  # dropped meanwhile: still valid
+                    self._entries.move_to_end(key)
+                return value
+        recording = _Recording(catalog)
+        value = compute(recording)
+        if recording.reusable:
+            self._keep(key, tuple(recording.answers.items()), value)
+        return value
+
+    def _keep(self, key: Hashable, answers: Answers, value: T) -> None:
+        with self._lock:
+            others = tuple(v for v in self._entries.get(key, ()) if v[0] != answers)
+            self._entries[key] = ((answers, value), *others)[: self.variants]
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.maxsize:
+                self._entries.popitem(last=False)
+
+    def variants_of(self, key: Hashable) -> tuple[Answers, ...]:
+        """The recorded answers of each variant kept for ``key``, the most recent first."""
+        return tuple(answers for answers, _ in self._entries.get(key, ()))
+
+    def clear(self) -> None:
+        """Forget every result."""
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _analyze_fresh(
+    sql: str, dialect: str, catalog: Catalog | None, scope: Scope | None
 ) -> tuple[StatementAnalysis, ...]:
     try:
         trees = sqlglot.parse(sql, read=dialect)
@@ -171,17 +289,19 @@ def _analyze_cached(
     statements = [t for t in trees if t is not None]
     if not statements:
         return (_unparsable(0, sql, dialect, "no statement"),)
-    cat = catalog.value if catalog else None
-    sc = scope.value if scope else None
     analysed: list[StatementAnalysis] = []
     for i, tree in enumerate(statements):
         try:
-            analysed.append(_statement(i, tree, dialect, cat, sc))
+            analysed.append(_statement(i, tree, dialect, catalog, scope))
         except Exception as err:  # a tree shape the walker does not know: fail closed
             analysed.append(
                 _unparsable(i, sql, dialect, f"cannot be analysed ({type(err).__name__})")
             )
     return tuple(analysed)
+
+
+#: Analyses per (text, dialect, read grants), each with the catalogue answers it used.
+_ANALYSES: AnswerCache[tuple[StatementAnalysis, ...]] = AnswerCache()
 
 
 def _error_kind(err: SqlglotError) -> str:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from functools import lru_cache
 
 from lgpd_tasks.errors import Reason
 from lgpd_tasks.policy import Scope
-from lgpd_tasks.sql.analysis import Keyed, analyze, catalog_key, scope_key
+from lgpd_tasks.sql.analysis import AnswerCache, analyze, scope_key
 from lgpd_tasks.sql.model import Action, Catalog, Decision, Rule, RuleContext, StatementAnalysis
 from lgpd_tasks.sql.normalize import fingerprint
 from lgpd_tasks.sql.rules import DEFAULT_RULES
@@ -63,33 +62,37 @@ def check(
     catalog: Catalog | None = None,
     pii_columns: Collection[str] | None = None,
 ) -> Decision:
-    """Analyse ``sql`` and decide it for ``scope``; cached per text, scope and catalogue.
+    """Analyse ``sql`` and decide it for ``scope``; cached per text and scope, and reused
+    for any catalogue that answers the questions the analysis asked it the same (so a new
+    connection's catalogue reuses the previous connection's decision).
 
     ``pii_columns`` adds names (usually the policy's ``masking.columns``) to the well-known
     personal-data names that the ``pii_read`` trigger looks for.
     """
     dialect = dialect or scope.dialect
     pii = frozenset(c.lower() for c in pii_columns) if pii_columns else frozenset()
-    return _check_cached(sql, dialect, catalog_key(catalog), scope_key(scope), pii)
+    return _DECISIONS.get(
+        (sql, dialect, scope_key(scope), pii),
+        catalog,
+        lambda answering: _decide_fresh(sql, dialect, answering, scope, pii),
+    )
 
 
 def clear_cache() -> None:
     """Forget cached analyses and decisions."""
     from lgpd_tasks.sql.analysis import clear_cache as clear_analysis
 
-    _check_cached.cache_clear()
+    _DECISIONS.clear()
     clear_analysis()
 
 
-@lru_cache(maxsize=4096)
-def _check_cached(
-    sql: str,
-    dialect: str,
-    catalog: Keyed[Catalog] | None,
-    scope_keyed: Keyed[Scope],
-    pii: frozenset[str],
+#: Decisions per (text, dialect, scope, personal-data names), with the catalogue answers used.
+_DECISIONS: AnswerCache[Decision] = AnswerCache()
+
+
+def _decide_fresh(
+    sql: str, dialect: str, catalog: Catalog, scope: Scope, pii: frozenset[str]
 ) -> Decision:
-    scope = scope_keyed.value
-    statements = analyze(sql, dialect, catalog=catalog.value if catalog else None, scope=scope)
+    statements = analyze(sql, dialect, catalog=catalog, scope=scope)
     context = RuleContext.with_masked_columns(pii) if pii else _DEFAULT_CONTEXT
     return decide(statements, scope, context=context)
