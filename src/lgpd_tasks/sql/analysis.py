@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from contextlib import suppress
 from types import MappingProxyType
-from typing import Generic, TypeVar, cast
+from typing import Generic, TypeVar
 
 import sqlglot
 from sqlglot import exp
@@ -119,19 +119,6 @@ class Keyed(Generic[T]):
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Keyed) and self.key == other.key
-
-
-def catalog_key(catalog: Catalog | None) -> Keyed[Catalog] | None:
-    """Cache key for a catalogue: the object itself (its identity unless it defines hash).
-
-    The analysis and decision caches no longer use it (see :class:`AnswerCache`).
-    """
-    if catalog is None:
-        return None
-    try:
-        return Keyed(cast("Hashable", catalog), catalog)
-    except TypeError:
-        return Keyed(("id", id(catalog)), catalog)
 
 
 _SCOPE_KEYS: dict[tuple[int, str], tuple[Scope, Keyed[Scope]]] = {}
