@@ -130,8 +130,13 @@ class _Running:
     approval_id: str | None
     is_query: bool
     rows: int = 0
-    #: rows a writing statement changed, once it ran (the driver's count; 0 when unknown)
+    #: whether the database ran it (its approval, if any, is then used up)
+    ran: bool = False
+    #: rows an INSERT, UPDATE, DELETE or MERGE changed, as the driver counts them (the sum
+    #: over the parameter sets of ``executemany``); None when unknown or not such a write
     written: int | None = None
+    #: what stopped it once it ran, for an outcome written later (when the connection closes)
+    stopped_by: BaseException | None = None
     masked: dict[str, dict[str, Any]] = field(default_factory=dict)
     trail: StatementTrail | None = None
     done: bool = False
@@ -148,6 +153,7 @@ class GuardedCursor:
         self._sources: list[frozenset[str]] | None = None
         self._scalars: frozenset[int] = frozenset()
         self._description: Any = None
+        self._stopped = False
         self.arraysize = 1
 
     # -- DB-API attributes ----------------------------------------------------------------
@@ -176,6 +182,7 @@ class GuardedCursor:
     def execute(self, sql: str, parameters: Any = None) -> Self:
         self._finish()
         self._description = None
+        self._stopped = False
         running = self._conn._admit(sql, parameters, many=False)
         self._run(running, sql, parameters)
         return self
@@ -204,6 +211,7 @@ class GuardedCursor:
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> Self:
         self._finish()
         self._description = None
+        self._stopped = False
         params = list(seq_of_parameters)
         running = self._conn._admit(sql, params, many=True)
         started = time.perf_counter()
@@ -229,6 +237,7 @@ class GuardedCursor:
 
         self._finish()
         self._description = None
+        self._stopped = False
         running = self._conn._admit(sql, parameters, many=False)
         if not self._streams(running.decision):
             self._run(running, sql, parameters)
@@ -322,13 +331,17 @@ class GuardedCursor:
         many: bool,
     ) -> None:
         running.started = started
-        rowcount = int(self._raw.rowcount)
-        if any(_writes(s) for s in running.decision.statements):
-            running.written = max(rowcount, 0)
-        self._conn._note_transaction(
-            running.decision, rowcount, returns_rows=description is not None
-        )
+        running.ran = True
+        # from here on, an outcome not written otherwise is written when the connection closes
+        self._conn._unfinished[running.intent_id] = running
         try:
+            rowcount = int(self._raw.rowcount)
+            running.written = _rows_written(
+                running.decision, rowcount, self._conn.driver, returns_rows=description is not None
+            )
+            self._conn._note_transaction(
+                running.decision, rowcount, returns_rows=description is not None
+            )
             columns = [str(d[0]) for d in description] if description is not None else []
             labels = self._conn._result_labels(columns, sql)
             self._description = _relabelled(description, columns, labels)
@@ -338,21 +351,18 @@ class GuardedCursor:
                 running.trail = trail.begin(
                     running.intent_id, running.decision, columns, sql, parameters, many=many
                 )
+            if description is not None:
+                running.is_query = True
+                self._columns = labels
+                self._sources = _result_sources(running.decision, len(columns))
+                self._scalars = _scalar_columns(self._conn.driver, description)
+                self._running = running
+                return
+            running.rows = max(rowcount, 0)
         except BaseException as err:  # the statement ran: its outcome says what stopped it
             self._conn._interrupted(running, err)
+            self._discard_result()
             raise
-        if description is not None:
-            running.is_query = True
-            self._columns = labels
-            self._sources = _result_sources(running.decision, len(columns))
-            self._scalars = _scalar_columns(self._conn.driver, description)
-            self._running = running
-            # a result never fetched to its end still gets its outcome when the connection closes
-            self._conn._unfinished[running.intent_id] = running
-            return
-        running.rows = max(int(self._raw.rowcount), 0)
-        if running.trail is not None:
-            running.trail.close()
         self._conn._complete(running)
 
     # -- fetching -------------------------------------------------------------------------
@@ -414,32 +424,56 @@ class GuardedCursor:
         PostgreSQL date after year 9999) fails here, with the value in the message: it is
         scrubbed, raised as :class:`StatementFailed` and the outcome records the error.
         """
+        if self._stopped:
+            raise LgpdError(
+                "the result was stopped by an earlier error or interrupt (its outcome is "
+                "recorded); run the statement again"
+            )
         try:
-            with self._stopping(interrupts_only=True):
-                return fetch()
+            return fetch()
         except Exception as err:
             running, self._running = self._running, None
             if running is None or running.done:
                 raise self._conn._statement_failed(err, "", FAILED_FETCHING) from None
-            if running.trail is not None:
-                running.trail.close()
+            self._stopped = True
             raise self._conn._failed(running, err, failure=FAILED_FETCHING) from None
+        except BaseException as err:
+            self._stop(err)
+            raise
 
     @contextmanager
-    def _stopping(self, *, interrupts_only: bool = False) -> Iterator[None]:
-        """Rows are being fetched or masked: should an error (with ``interrupts_only``, an
-        interrupt: a task's timeout, Ctrl-C) stop that, the statement's outcome records it
-        (an error of its class) and it goes on; otherwise the outcome, once written when
-        the connection closes, would say ``ok`` for rows the task never received."""
+    def _stopping(self) -> Iterator[None]:
+        """Rows are being masked: should anything stop that, the statement's outcome
+        records it and it goes on (see :meth:`_stop`)."""
         try:
             yield
         except BaseException as err:
-            if interrupts_only and isinstance(err, Exception):
-                raise
-            running, self._running = self._running, None
-            if running is not None and not running.done:
-                self._conn._interrupted(running, err)
+            self._stop(err)
             raise
+
+    def _stop(self, err: BaseException) -> None:
+        """``err`` stopped the result while rows were fetched or masked: the outcome is an
+        error of its class (not the ``ok`` the connection's close would write for rows the
+        task never received), and the rest of the result is not handed out."""
+        running, self._running = self._running, None
+        self._stopped = True
+        if running is not None and not running.done:
+            self._conn._interrupted(running, err)
+        self._discard_result()
+
+    def _discard_result(self) -> None:
+        """Let go of a stopped result's rows the driver still holds. SQLite steps a statement
+        as its rows are read: one left half-read (an ``UPDATE ... RETURNING``) keeps the
+        transaction from committing, so its cursor is closed for a new one."""
+        if self._conn.driver != "sqlite" or self._conn.closed:
+            return
+        try:
+            self._raw.close()
+            self._raw = self._conn._raw.cursor()
+        except Exception as err:
+            _log.warning(
+                "lgpd-tasks: a stopped result could not be let go (%s)", type(err).__name__
+            )
 
     def _observe(self, rows: list[Any]) -> None:
         running = self._running
@@ -486,8 +520,6 @@ class GuardedCursor:
     def _finish(self) -> None:
         running, self._running = self._running, None
         if running is not None and not running.done:
-            if running.trail is not None:
-                running.trail.close()
             self._conn._complete(running)
 
     def close(self) -> None:
@@ -676,13 +708,17 @@ class GuardedConnection:
         if self.closed:
             return
         self.closed = True
+        failure: Exception | None = None
         try:
             for running in list(self._unfinished.values()):
-                if running.trail is not None:
-                    running.trail.close()
-                self._complete(running)
+                try:
+                    self._complete(running)
+                except Exception as err:  # the next statement's outcome may still be written
+                    failure = failure or err
         finally:
             self._close_raw()
+        if failure is not None:
+            raise failure
 
     def _close_raw(self) -> None:
         try:
@@ -707,7 +743,20 @@ class GuardedConnection:
                 else:
                     self._rollback_quietly()
         finally:
+            if exc_type is None:
+                self.close()
+            else:
+                self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        """Close while an exception is on its way: an outcome the close cannot write (the
+        audit store is down) is logged, and must not replace it."""
+        try:
             self.close()
+        except Exception as err:
+            _log.warning(
+                "lgpd-tasks: an outcome could not be written on close (%s)", type(err).__name__
+            )
 
     def _rollback_quietly(self) -> None:
         """Roll back while an exception is on its way: a rollback that fails (the connection
@@ -921,10 +970,30 @@ class GuardedConnection:
         self.audit.append(entry)
 
     def _complete(self, running: _Running, error: BaseException | None = None) -> None:
+        """Close ``running``'s subject trail and write its outcome: an error when ``error``
+        (or what stopped it earlier) is given, else ``ok``.
+
+        A trail that fails to close makes the outcome that failure's, which then goes on
+        (with ``error`` given, it is only logged). Until the outcome is written, the
+        statement stays among those the connection's close completes.
+        """
         if running.done:
             return
-        running.done = True
-        self._unfinished.pop(running.intent_id, None)
+        raised: BaseException | None = None
+        trail, running.trail = running.trail, None
+        if trail is not None:
+            try:
+                trail.close()
+            except BaseException as err:
+                if error is None and running.stopped_by is None:
+                    error = raised = err
+                else:
+                    _log.warning(
+                        "lgpd-tasks: the subject trail of a stopped statement was not closed (%s)",
+                        type(err).__name__,
+                    )
+        error = error or running.stopped_by
+        running.stopped_by = error
         duration_ms = round((time.perf_counter() - running.started) * 1000, 3)
         details: dict[str, Any] = {
             "event": "outcome",
@@ -939,15 +1008,29 @@ class GuardedConnection:
             sqlstate = getattr(error, "sqlstate", None)
             if sqlstate:
                 details["sqlstate"] = sqlstate
-            if running.written is not None:
+            if running.ran and _writes_any(running.decision):
                 # it ran before it failed (its rows could not be fetched or masked, or the
                 # task was stopped): its writes stand unless the transaction rolls back
                 details["rows_written"] = running.written
-                details["rows"] = max(running.rows, running.written)
+                if running.written is not None:
+                    details["rows"] = max(running.rows, running.written)
         if running.approval_id is not None:
-            if error is not None:
+            if error is not None and not running.ran:
+                # a statement that did not run leaves its approval for the next attempt
                 self.approvals.release(running.approval_id, self.identity)
             details["approval_id"] = running.approval_id
+        try:
+            self._append_outcome(running, details)
+        except BaseException as err:
+            if running.stopped_by is None and not isinstance(err, Exception):
+                running.stopped_by = err  # an interrupt: the outcome, written later, says so
+            raise
+        running.done = True
+        self._unfinished.pop(running.intent_id, None)
+        if raised is not None:
+            raise raised
+
+    def _append_outcome(self, running: _Running, details: dict[str, Any]) -> None:
         self.audit.append(
             NewEntry(
                 kind="outcome",
@@ -970,16 +1053,12 @@ class GuardedConnection:
         subject trail, fetching, masking); the interrupt or error itself goes on."""
         if started is not None:
             running.started = started
-        if running.trail is not None:
-            try:
-                running.trail.close()
-            except Exception:
-                _log.warning("lgpd-tasks: the subject trail of a stopped statement was not closed")
+        running.stopped_by = running.stopped_by or err
         self._cancel_running_query()
         try:
             self._complete(running, err)
-        except Exception:  # the store is down: the intent stays without an outcome
-            _log.warning("lgpd-tasks: the outcome of an interrupted statement was not recorded")
+        except Exception:  # the store is down: the connection's close tries again
+            _log.warning("lgpd-tasks: the outcome of a stopped statement was not recorded")
 
     def _cancel_running_query(self) -> None:
         """After an interrupt, stop the query the server may still be running and read its
@@ -1031,6 +1110,26 @@ class GuardedConnection:
             error_class=cls,
             sqlstate=getattr(err, "sqlstate", None),
         )
+
+
+def _writes_any(decision: Decision) -> bool:
+    return any(_writes(s) for s in decision.statements)
+
+
+def _rows_written(
+    decision: Decision, rowcount: int, driver: Driver, *, returns_rows: bool
+) -> int | None:
+    """The rows a statement that ran changed, as the driver counts them, or None when that
+    count is not known: a write under a ``SELECT`` (a data-modifying CTE, whose count is
+    the ``SELECT``'s), or SQLite's ``RETURNING`` (counted only once every row is read)."""
+    if len(decision.statements) != 1:
+        return None
+    statement = decision.statements[0]
+    if statement.kind not in ("insert", "update", "delete", "merge") or rowcount < 0:
+        return None
+    if driver == "sqlite" and returns_rows:
+        return None
+    return rowcount
 
 
 def _writes(statement: StatementAnalysis) -> bool:

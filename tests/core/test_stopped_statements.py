@@ -5,18 +5,21 @@ task did not receive; a write's outcome also says how many rows it changed."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from faker import Faker
 
+from lgpd_tasks.approvals import ApprovalStore, Approver
 from lgpd_tasks.audit import AuditStore, EntryFilter
 from lgpd_tasks.audit.store import AuditRecord
 from lgpd_tasks.connection import GuardedConnection, connect
-from lgpd_tasks.errors import MaskingError, StatementFailed
-from lgpd_tasks.evidence.subjects import SubjectTrail
+from lgpd_tasks.errors import ApprovalRequired, LgpdError, MaskingError, StatementFailed
+from lgpd_tasks.evidence.subjects import StatementTrail, SubjectTrail
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.masking import Masker
 from lgpd_tasks.policy import parse_policy
@@ -83,6 +86,15 @@ def _only_statement(audit: AuditStore) -> AuditRecord:
     return record
 
 
+def _stopped_by(name: str, audit: AuditStore) -> AuditRecord:
+    """The only statement's record, after asserting its outcome is an error of ``name``."""
+    record = _only_statement(audit)
+    assert record.status == "error"
+    assert record.outcome is not None
+    assert record.outcome.details["error_class"] == name
+    return record
+
+
 def _count(postgres_dsn: str, people: str) -> int:
     with psycopg.connect(postgres_dsn) as raw:
         row = raw.execute(f"SELECT count(*) FROM {people}").fetchone()
@@ -100,10 +112,7 @@ def test_a_write_whose_returned_rows_cannot_be_loaded_records_the_rows_it_wrote(
     with pytest.raises(StatementFailed, match="while its rows were fetched"):
         fetch(conn, sql, how)
     conn.commit()
-    record = _only_statement(audit)
-    assert record.status == "error"
-    assert record.outcome is not None
-    assert record.outcome.details["error_class"] == "DataError"
+    record = _stopped_by("DataError", audit)
     assert record.outcome.details["rows_written"] == 1
     assert record.rows == 1  # rows read or changed, as reports count them
     assert _count(postgres_dsn, people) == ROWS + 1
@@ -131,10 +140,7 @@ def test_an_interrupt_while_rows_are_fetched_is_the_outcome(
     with pytest.raises(_Timeout):
         cur.fetchall()
     conn.close()
-    record = _only_statement(audit)
-    assert record.status == "error"
-    assert record.outcome is not None
-    assert record.outcome.details["error_class"] == "_Timeout"
+    _stopped_by("_Timeout", audit)
 
 
 @pytest.mark.parametrize("how", ["query_df", "fetch_df", "fetchall", "fetchone"])
@@ -160,10 +166,7 @@ def test_what_stops_masking_is_the_outcome(
     with pytest.raises(stop):
         run(sql)
     conn.close()
-    record = _only_statement(audit)
-    assert record.status == "error"
-    assert record.outcome is not None
-    assert record.outcome.details["error_class"] == stop.__name__
+    _stopped_by(stop.__name__, audit)
 
 
 @pytest.mark.parametrize("stop", [_Timeout, RuntimeError])
@@ -186,10 +189,169 @@ def test_what_stops_the_subject_trail_is_the_outcome(
     with pytest.raises(stop):
         conn.execute(f"DELETE FROM {people} WHERE id < 2")
     conn.commit()
-    record = _only_statement(audit)
-    assert record.status == "error"
-    assert record.outcome is not None
-    assert record.outcome.details["error_class"] == stop.__name__
+    record = _stopped_by(stop.__name__, audit)
     assert record.outcome.details["rows_written"] == 2
     assert record.rows == 2
     assert _count(postgres_dsn, people) == ROWS - 2
+
+
+def test_a_data_modifying_cte_or_sqlite_returning_records_an_unknown_count(
+    conn: GuardedConnection, people: str, audit: AuditStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write under a SELECT reports the SELECT's count, not the rows it changed: the
+    outcome says the statement wrote, and that the count is unknown (null)."""
+
+    def stopped(self: SubjectTrail, *args: Any, **kw: Any) -> Any:
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(SubjectTrail, "begin", stopped)
+    sql = f"WITH d AS (DELETE FROM {people} WHERE id < 3 RETURNING id) SELECT count(*) FROM d"
+    with pytest.raises(RuntimeError):
+        conn.execute(sql)
+    outcome = _only_statement(audit).outcome
+    assert outcome is not None
+    assert outcome.details["rows_written"] is None
+
+
+def test_a_select_for_update_records_no_rows_written(
+    conn: GuardedConnection, people: str, audit: AuditStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def stopped(self: Masker, *args: Any, **kw: Any) -> Any:
+        raise _Timeout
+
+    monkeypatch.setattr(Masker, "mask_rows", stopped)
+    with pytest.raises(_Timeout):
+        conn.execute(f"SELECT id, nome FROM {people} FOR UPDATE").fetchall()
+    outcome = _only_statement(audit).outcome
+    assert outcome is not None
+    assert "rows_written" not in outcome.details
+
+
+@pytest.mark.parametrize("how", ["fetchall", "query_df", "delete"])
+@pytest.mark.parametrize("stop", [_Timeout, RuntimeError])
+def test_a_subject_trail_that_fails_to_close_is_the_outcome(
+    conn: GuardedConnection,
+    people: str,
+    audit: AuditStore,
+    monkeypatch: pytest.MonkeyPatch,
+    how: str,
+    stop: type[BaseException],
+) -> None:
+    """Closing the trail writes to the audit store, where a timeout is likely to land: the
+    outcome names what stopped it, never ``ok`` written when the connection closes."""
+
+    def stopped(self: Any) -> None:
+        raise stop("stopped")
+
+    monkeypatch.setattr(StatementTrail, "close", stopped)
+    sql = f"DELETE FROM {people} WHERE id = 1"
+    if how != "delete":
+        sql = f"SELECT id, cpf FROM {people}"
+    with pytest.raises(stop):
+        fetch(conn, sql, how) if how != "delete" else conn.execute(sql)
+    conn.close()
+    _stopped_by(stop.__name__, audit)
+
+
+def test_an_interrupt_while_a_stopped_statement_is_recorded_keeps_the_first(
+    conn: GuardedConnection, people: str, audit: AuditStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second interrupt lands while the first is being recorded (in the trail's close):
+    the outcome still names the first, not ``ok``."""
+
+    def stopped(self: Any, *args: Any, **kw: Any) -> Any:
+        raise _Timeout
+
+    monkeypatch.setattr(Masker, "mask_rows", stopped)
+    monkeypatch.setattr(StatementTrail, "close", stopped)
+    with pytest.raises(_Timeout):
+        conn.execute(f"SELECT id, cpf FROM {people}").fetchall()
+    conn.close()
+    _stopped_by("_Timeout", audit)
+
+
+def test_a_stopped_result_hands_out_no_more_rows(
+    conn: GuardedConnection, people: str, audit: AuditStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows after a stop would be counted in no outcome and missing from the subject trail:
+    the cursor refuses them until it runs a statement again."""
+    cur = conn.execute(f"SELECT id, cpf FROM {people}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Masker, "mask_rows", lambda *a, **k: (_ for _ in ()).throw(MaskingError("x")))
+        with pytest.raises(MaskingError):
+            cur.fetchone()
+    with pytest.raises(LgpdError, match="the result was stopped"):
+        cur.fetchall()
+    cur.execute(f"SELECT count(id) FROM {people}")
+    assert cur.fetchall() == [(ROWS,)]
+    outcomes = [r.outcome for r in audit.records(EntryFilter(kind="statement"))]
+    assert [o.details["status"] for o in outcomes if o is not None] == ["error", "ok"]
+
+
+def test_an_approved_write_that_ran_keeps_its_approval_used(
+    people: str, postgres_dsn: str, audit: AuditStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The approved DELETE ran before its trail failed: the approval is used up, so the same
+    DELETE needs a new one (a released approval would admit it a second time)."""
+    schema = people.split(".")[0]
+    policy = parse_policy(
+        POLICY.format(schema=schema).replace(
+            f'      {schema}.people: "*"\nsubjects',
+            f'      {schema}.people: "*"\n    require_approval: [delete]\nsubjects',
+        ),
+        "policy.yaml",
+    )
+    sql = f"DELETE FROM {people} WHERE id < %s"
+    approvals = ApprovalStore(audit)
+    with (
+        connect(postgres_dsn, policy=policy, scope="rw", identity=WHO, audit=audit) as c,
+        pytest.raises(ApprovalRequired) as asked,
+    ):
+        c.execute(sql, (2,))
+    approvals.approve(asked.value.request_id, Approver("dpo"), "two rows")
+
+    def stopped(self: SubjectTrail, *args: Any, **kw: Any) -> Any:
+        raise RuntimeError("stopped")
+
+    with connect(postgres_dsn, policy=policy, scope="rw", identity=WHO, audit=audit) as c:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(SubjectTrail, "begin", stopped)
+            with pytest.raises(RuntimeError):
+                c.execute(sql, (2,))
+        c.commit()
+        with pytest.raises(ApprovalRequired):
+            c.execute(sql, (2,))
+    request = approvals.get(asked.value.request_id)
+    assert request is not None
+    assert request.consumed_at is not None
+    assert _count(postgres_dsn, people) == ROWS - 2
+
+
+def test_a_stopped_sqlite_returning_leaves_the_transaction_committable(
+    tmp_path: Path, audit: AuditStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite steps a statement as its rows are read: an ``UPDATE ... RETURNING`` stopped
+    before its rows were read kept the commit from running ("SQL statements in progress")."""
+    path = tmp_path / "source.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE people (id INTEGER PRIMARY KEY, nome TEXT, cpf TEXT)")
+        db.executemany("INSERT INTO people VALUES (?, ?, ?)", [(i, "x", None) for i in range(5)])
+    db.close()
+    policy = parse_policy(
+        POLICY.replace("dialect: postgres", "dialect: sqlite").format(schema="main"), "p.yaml"
+    )
+
+    def stopped(self: SubjectTrail, *args: Any, **kw: Any) -> Any:
+        raise _Timeout
+
+    monkeypatch.setattr(SubjectTrail, "begin", stopped)
+    with connect(f"sqlite:///{path}", policy=policy, scope="rw", identity=WHO, audit=audit) as c:
+        with pytest.raises(_Timeout):
+            c.execute("UPDATE people SET nome = 'y' WHERE id < 3 RETURNING id")
+        c.commit()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT count(*) FROM people WHERE nome = 'y'").fetchone() == (3,)
+    db.close()
+    outcome = _only_statement(audit).outcome
+    assert outcome is not None
+    assert outcome.details["rows_written"] is None
