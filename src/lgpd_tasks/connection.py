@@ -436,6 +436,7 @@ class GuardedCursor:
             if running is None or running.done:
                 raise self._conn._statement_failed(err, "", FAILED_FETCHING) from None
             self._stopped = True
+            self._discard_result()
             raise self._conn._failed(running, err, failure=FAILED_FETCHING) from None
         except BaseException as err:
             self._stop(err)
