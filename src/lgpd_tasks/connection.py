@@ -94,6 +94,11 @@ class DatabaseCatalog:
             self._cache[table] = self._lookup(table)
         return self._cache[table]
 
+    def forget(self) -> None:
+        """Forget the columns read so far: another session may have changed the tables since
+        (a transaction that read a table keeps it from changing until it ends)."""
+        self._cache.clear()
+
     def _lookup(self, table: str) -> tuple[str, ...] | None:
         schema, _, name = table.rpartition(".")
         try:
@@ -343,6 +348,8 @@ class GuardedCursor:
                 running.decision, rowcount, returns_rows=description is not None
             )
             columns = [str(d[0]) for d in description] if description is not None else []
+            if _misaligned(running.decision, len(columns)):
+                running.decision = self._conn._recheck(sql, running.decision, len(columns))
             labels = self._conn._result_labels(columns, sql)
             self._description = _relabelled(description, columns, labels)
             # subject trail: which people's rows this statement returns or changes
@@ -360,6 +367,7 @@ class GuardedCursor:
                 return
             running.rows = max(rowcount, 0)
         except BaseException as err:  # the statement ran: its outcome says what stopped it
+            self._stopped = True  # and its result, if any, is not handed out
             self._conn._interrupted(running, err)
             self._discard_result()
             raise
@@ -630,6 +638,35 @@ class GuardedConnection:
         self._record_rollback("commit_failed", type(err).__name__, getattr(err, "sqlstate", None))
         return self._statement_failed(err, "", REFUSED_COMMIT)
 
+    def _in_transaction(self) -> bool:
+        """Whether a transaction is open (the tables it read cannot change until it ends)."""
+        if self.driver == "sqlite":
+            return bool(self._raw.in_transaction)
+        from psycopg import pq
+
+        return bool(self._raw.info.transaction_status != pq.TransactionStatus.IDLE)
+
+    def _recheck(self, sql: str, decision: Decision, width: int) -> Decision:
+        """The decision for a statement whose result has ``width`` columns where the guard
+        expected others: a table changed between the check and the run (a column added
+        to a ``SELECT *``'s table). Checked again with the catalogue read afresh; a
+        decision that does not allow it now refuses the result (the statement ran, its
+        rows are not handed out)."""
+        self._catalog.forget()
+        again = self.check(sql)
+        if not self._guard_enabled:
+            return again
+        if again.action == "block":
+            raise _blocked(again, self.scope)
+        if again.action == "approve" and decision.action == "allow":
+            raise StatementBlocked(
+                f"statement in scope {self.scope.name!r} returned {width} columns, not those "
+                "checked (a table changed meanwhile), and now needs an approval; run it again",
+                scope=self.scope.name,
+                reasons=list(again.reasons),
+            )
+        return again
+
     def _aborted(self) -> bool:
         """Whether the open PostgreSQL transaction was aborted by a failed statement."""
         if self.driver != "postgres":
@@ -779,6 +816,8 @@ class GuardedConnection:
         double quotes that is no column (a value in the wrong quotes) is ``?`` in it and
         personal-data spans are masked (see :func:`lgpd_tasks.redaction.scrub_decision`).
         """
+        if not self._in_transaction():
+            self._catalog.forget()
         decision = check(
             sql,
             self.scope,
@@ -1111,6 +1150,13 @@ class GuardedConnection:
             error_class=cls,
             sqlstate=getattr(err, "sqlstate", None),
         )
+
+
+def _misaligned(decision: Decision, width: int) -> bool:
+    """Whether one query's result is ``width`` columns wide where the guard's analysis,
+    which expanded its ``*`` from the catalogue, counted other columns."""
+    outputs = [s.output_sources for s in decision.statements if s.output_sources]
+    return len(outputs) == 1 and width > 0 and len(outputs[0]) != width
 
 
 def _writes_any(decision: Decision) -> bool:

@@ -355,3 +355,22 @@ def test_a_stopped_sqlite_returning_leaves_the_transaction_committable(
     outcome = _only_statement(audit).outcome
     assert outcome is not None
     assert outcome.details["rows_written"] is None
+
+
+def test_a_query_whose_trail_failed_to_begin_hands_out_no_rows(
+    conn: GuardedConnection, people: str, audit: AuditStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver holds the rows of a query stopped before its result was set up: a task
+    that catches the error gets none of them (they would be unmasked and in no outcome)."""
+
+    def stopped(self: SubjectTrail, *args: Any, **kw: Any) -> Any:
+        raise RuntimeError("stopped")
+
+    cur = conn.cursor()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(SubjectTrail, "begin", stopped)
+        with pytest.raises(RuntimeError):
+            cur.execute(f"SELECT id, cpf FROM {people}")
+    with pytest.raises(LgpdError, match="the result was stopped"):
+        cur.fetchall()
+    _stopped_by("RuntimeError", audit)

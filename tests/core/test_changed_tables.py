@@ -1,0 +1,148 @@
+"""A table another session changes while a guarded connection is open: ``SELECT *`` is
+checked against the columns the table has now, not those the connection read earlier, and
+a result wider than what was checked (the table changed between the check and the run) is
+checked again before any row is handed out."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from faker import Faker
+
+from lgpd_tasks.audit import AuditStore, EntryFilter
+from lgpd_tasks.connection import GuardedConnection, connect
+from lgpd_tasks.errors import LgpdError, ScopeViolation
+from lgpd_tasks.identity import TaskIdentity
+from lgpd_tasks.policy import parse_policy
+
+WHO = TaskIdentity("airflow", "contractor", "extract", run_id="manual__1", attempt=1)
+
+POLICY = """\
+version: 1
+dialect: {dialect}
+purposes:
+  report: {{legal_basis: legitimate_interest, retention: 30d}}
+scopes:
+  cities:
+    purpose: report
+    read:
+      {table}: [id, cidade]
+  everything:
+    purpose: report
+    read:
+      {table}: "*"
+masking:
+  columns: {{cpf: hmac}}
+"""
+
+
+@pytest.fixture(autouse=True)
+def masking_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LGPD_MASKING_KEY", "test-key-not-secret-0123")
+
+
+@pytest.fixture
+def cpf() -> str:
+    Faker.seed(9)
+    return str(Faker("pt_BR").cpf())
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    db = sqlite3.connect(tmp_path / "source.db")
+    db.execute("CREATE TABLE t (id INTEGER, cidade TEXT)")
+    db.execute("INSERT INTO t VALUES (1, 'Recife')")
+    db.commit()
+    yield db
+    db.close()
+
+
+def _sqlite(tmp_path: Path, audit: AuditStore, scope: str, **kw: bool) -> GuardedConnection:
+    policy = parse_policy(POLICY.format(dialect="sqlite", table="t"), "policy.yaml")
+    url = f"sqlite:///{tmp_path / 'source.db'}"
+    return connect(url, policy=policy, scope=scope, identity=WHO, audit=audit, **kw)
+
+
+def _add_cpf(db: sqlite3.Connection, cpf: str) -> None:
+    db.execute("ALTER TABLE t ADD COLUMN cpf TEXT")
+    db.execute("UPDATE t SET cpf = ?", (cpf,))
+    db.commit()
+
+
+@pytest.mark.parametrize("mask_results", [True, False])
+def test_a_column_added_between_two_statements_is_seen(
+    tmp_path: Path, audit: AuditStore, source: sqlite3.Connection, cpf: str, mask_results: bool
+) -> None:
+    with _sqlite(tmp_path, audit, "cities", mask_results=mask_results) as conn:
+        assert conn.execute("SELECT * FROM t").fetchall() == [(1, "Recife")]
+        _add_cpf(source, cpf)
+        with pytest.raises(ScopeViolation, match=r"column main\.t\.cpf is not readable"):
+            conn.execute("SELECT * FROM t")
+    assert cpf not in str([r.to_dict() for r in audit.records()])
+
+
+def test_a_result_wider_than_what_was_checked_is_checked_again(
+    tmp_path: Path,
+    audit: AuditStore,
+    source: sqlite3.Connection,
+    cpf: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The table changes between the check (columns read from the catalogue) and the run:
+    the statement ran, its rows are not handed out, and its outcome says why."""
+    with _sqlite(tmp_path, audit, "cities", mask_results=False) as conn:
+        assert conn.execute("SELECT * FROM t").fetchall() == [(1, "Recife")]
+        # as if the check had read the catalogue just before another session's ALTER
+        monkeypatch.setattr(GuardedConnection, "_in_transaction", lambda self: True)
+        _add_cpf(source, cpf)
+        cur = conn.cursor()
+        with pytest.raises(ScopeViolation, match=r"column main\.t\.cpf is not readable"):
+            cur.execute("SELECT * FROM t")
+        with pytest.raises(LgpdError, match="the result was stopped"):
+            cur.fetchall()
+    second = audit.records(EntryFilter(kind="statement"))[1]
+    assert second.status == "error"
+    assert second.outcome is not None
+    assert second.outcome.details["error_class"] == "ScopeViolation"
+
+
+def test_a_wider_result_the_scope_allows_is_masked_column_by_column(
+    tmp_path: Path,
+    audit: AuditStore,
+    source: sqlite3.Connection,
+    cpf: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Checked again, the new column is masked under its own rule (``cpf: hmac``), and the
+    others are left as they are, not masked by the most protective rule of them all."""
+    with _sqlite(tmp_path, audit, "everything") as conn:
+        conn.execute("SELECT * FROM t").fetchall()
+        monkeypatch.setattr(GuardedConnection, "_in_transaction", lambda self: True)
+        _add_cpf(source, cpf)
+        [(ident, cidade, token)] = conn.execute("SELECT * FROM t").fetchall()
+    assert (ident, cidade) == (1, "Recife")
+    assert cpf not in token
+    assert cpf not in str([r.to_dict() for r in audit.records()])
+
+
+@pytest.mark.postgres
+def test_a_column_added_after_a_commit_is_seen_on_postgres(
+    pg_schema: str, postgres_dsn: str, audit: AuditStore, cpf: str
+) -> None:
+    table = f"{pg_schema}.t"
+    with psycopg.connect(postgres_dsn, autocommit=True) as other:
+        other.execute(f"CREATE TABLE {table} (id int, cidade text)")
+        other.execute(f"INSERT INTO {table} VALUES (1, 'Recife')")
+    policy = parse_policy(POLICY.format(dialect="postgres", table=table), "policy.yaml")
+    with connect(postgres_dsn, policy=policy, scope="cities", identity=WHO, audit=audit) as conn:
+        assert conn.execute(f"SELECT * FROM {table}").fetchall() == [(1, "Recife")]
+        conn.commit()
+        with psycopg.connect(postgres_dsn, autocommit=True) as other:
+            other.execute(f"ALTER TABLE {table} ADD COLUMN cpf text")
+            other.execute(f"UPDATE {table} SET cpf = %s", (cpf,))
+        with pytest.raises(ScopeViolation, match="cpf is not readable"):
+            conn.execute(f"SELECT * FROM {table}")
