@@ -45,6 +45,7 @@ from lgpd_tasks.errors import (
 from lgpd_tasks.evidence.subjects import StatementTrail, SubjectTrail
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.masking import Masker, MaskingReport
+from lgpd_tasks.policy import ALL as ALL_COLUMNS
 from lgpd_tasks.policy import Policy, Scope, load_policy
 from lgpd_tasks.redaction import (
     explicit_aliases,
@@ -95,8 +96,14 @@ class DatabaseCatalog:
         return self._cache[table]
 
     def forget(self) -> None:
-        """Forget the columns read so far: another session may have changed the tables since
-        (a transaction that read a table keeps it from changing until it ends)."""
+        """Forget the columns read so far: another session may have changed the tables since.
+
+        The connection forgets them when no transaction is open. Inside one, a table the
+        transaction read is locked against changes, but one it has only looked up is not,
+        and a ``REPEATABLE READ`` transaction reads the catalogue as of its snapshot: a
+        result wider than what was checked is therefore checked again, and refused when
+        the catalogue still cannot explain it (see ``GuardedConnection._recheck``).
+        """
         self._cache.clear()
 
     def _lookup(self, table: str) -> tuple[str, ...] | None:
@@ -142,6 +149,8 @@ class _Running:
     written: int | None = None
     #: what stopped it once it ran, for an outcome written later (when the connection closes)
     stopped_by: BaseException | None = None
+    #: whether it was checked again after it ran (its result had columns the check had not)
+    rechecked: bool = False
     masked: dict[str, dict[str, Any]] = field(default_factory=dict)
     trail: StatementTrail | None = None
     done: bool = False
@@ -348,8 +357,9 @@ class GuardedCursor:
                 running.decision, rowcount, returns_rows=description is not None
             )
             columns = [str(d[0]) for d in description] if description is not None else []
-            if _misaligned(running.decision, len(columns)):
+            if _unchecked_columns(running.decision, len(columns)):
                 running.decision = self._conn._recheck(sql, running.decision, len(columns))
+                running.rechecked = True
             labels = self._conn._result_labels(columns, sql)
             self._description = _relabelled(description, columns, labels)
             # subject trail: which people's rows this statement returns or changes
@@ -471,10 +481,10 @@ class GuardedCursor:
         self._discard_result()
 
     def _discard_result(self) -> None:
-        """Let go of a stopped result's rows the driver still holds. SQLite steps a statement
-        as its rows are read: one left half-read (an ``UPDATE ... RETURNING``) keeps the
-        transaction from committing, so its cursor is closed for a new one."""
-        if self._conn.driver != "sqlite" or self._conn.closed:
+        """Let go of a stopped result's rows the driver still holds: its cursor is closed
+        for a new one. (SQLite steps a statement as its rows are read: one left half-read,
+        an ``UPDATE ... RETURNING``, would keep the transaction from committing.)"""
+        if self._conn.closed:
             return
         try:
             self._raw.close()
@@ -647,15 +657,35 @@ class GuardedConnection:
         return bool(self._raw.info.transaction_status != pq.TransactionStatus.IDLE)
 
     def _recheck(self, sql: str, decision: Decision, width: int) -> Decision:
-        """The decision for a statement whose result has ``width`` columns where the guard
-        expected others: a table changed between the check and the run (a column added
-        to a ``SELECT *``'s table). Checked again with the catalogue read afresh; a
-        decision that does not allow it now refuses the result (the statement ran, its
-        rows are not handed out)."""
+        """The decision for a query whose result has more columns than the guard checked:
+        a table gained columns between the check and the run (``SELECT *``). Checked again
+        with the catalogue read afresh; the result is refused (the statement ran, its rows
+        are not handed out) when that decision blocks it, asks for an approval it was not
+        given, or still does not explain every column (a ``REPEATABLE READ`` transaction
+        sees the catalogue as of its snapshot, the result as it is)."""
         self._catalog.forget()
         again = self.check(sql)
         if not self._guard_enabled:
             return again
+        if again.action == "block":
+            raise _blocked(again, self.scope)
+        if again.action == "approve" and not _approved_for(decision, again):
+            raise StatementBlocked(
+                f"statement in scope {self.scope.name!r} returned columns the guard had not "
+                "checked (a table changed meanwhile), and they need an approval it was not "
+                "given; run it again",
+                scope=self.scope.name,
+                reasons=list(again.reasons),
+            )
+        if _unchecked_columns(again, width):
+            raise StatementBlocked(
+                f"statement in scope {self.scope.name!r} returned {width} columns, more than "
+                "the tables it reads have for this transaction (another session changed "
+                "one since its snapshot); run it again in a new transaction",
+                scope=self.scope.name,
+                reasons=list(again.reasons),
+            )
+        return again
         if again.action == "block":
             raise _blocked(again, self.scope)
         if again.action == "approve" and decision.action == "allow":
@@ -1043,6 +1073,13 @@ class GuardedConnection:
         }
         if running.masked:
             details["masked"] = running.masked
+        if running.rechecked:
+            # the intent records the columns checked first; these are the ones the result had
+            details["columns_read"] = {
+                table: sorted(columns)
+                for s in running.decision.statements
+                for table, columns in s.columns_read.items()
+            }
         if error is not None:
             details["error_class"] = type(error).__name__
             sqlstate = getattr(error, "sqlstate", None)
@@ -1152,11 +1189,24 @@ class GuardedConnection:
         )
 
 
-def _misaligned(decision: Decision, width: int) -> bool:
-    """Whether one query's result is ``width`` columns wide where the guard's analysis,
-    which expanded its ``*`` from the catalogue, counted other columns."""
-    outputs = [s.output_sources for s in decision.statements if s.output_sources]
-    return len(outputs) == 1 and width > 0 and len(outputs[0]) != width
+def _unchecked_columns(decision: Decision, width: int) -> bool:
+    """Whether one query's result has more than the ``width`` columns the guard's analysis
+    expanded its select list to: columns it did not check. (A narrower result reveals
+    nothing unchecked: ``JOIN ... USING`` merges columns the analysis counts twice. A ``*``
+    the catalogue could not expand is checked against the scope's ``"*"`` grant.)"""
+    queries = [s for s in decision.statements if s.output_sources]
+    if len(queries) != 1 or ALL_COLUMNS in queries[0].output_columns:
+        return False
+    return width > len(queries[0].output_sources)
+
+
+def _approved_for(approved: Decision, again: Decision) -> bool:
+    """Whether every reason ``again`` asks an approval for was one ``approved`` asked it
+    for (and so a person approved)."""
+    if approved.action != "approve":
+        return False
+    asked = {(r.rule, r.message) for r in approved.reasons if r.action == "approve"}
+    return all((r.rule, r.message) in asked for r in again.reasons if r.action == "approve")
 
 
 def _writes_any(decision: Decision) -> bool:

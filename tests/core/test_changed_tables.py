@@ -13,9 +13,10 @@ import psycopg
 import pytest
 from faker import Faker
 
+from lgpd_tasks.approvals import ApprovalStore, Approver
 from lgpd_tasks.audit import AuditStore, EntryFilter
 from lgpd_tasks.connection import GuardedConnection, connect
-from lgpd_tasks.errors import LgpdError, ScopeViolation
+from lgpd_tasks.errors import ApprovalRequired, LgpdError, ScopeViolation, StatementBlocked
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.policy import parse_policy
 
@@ -146,3 +147,86 @@ def test_a_column_added_after_a_commit_is_seen_on_postgres(
             other.execute(f"UPDATE {table} SET cpf = %s", (cpf,))
         with pytest.raises(ScopeViolation, match="cpf is not readable"):
             conn.execute(f"SELECT * FROM {table}")
+
+
+def test_a_new_reason_for_approval_is_not_covered_by_the_approval_given(
+    tmp_path: Path,
+    audit: AuditStore,
+    source: sqlite3.Connection,
+    cpf: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Approved to export ``id, cidade``; by the run the table also has ``cpf``, which reads
+    personal data: nobody approved that, so the rows are not handed out."""
+    text = POLICY.format(dialect="sqlite", table="t").replace(
+        '      t: "*"\n', '      t: "*"\n    require_approval: [export, pii_read]\n'
+    )
+    policy = parse_policy(text, "policy.yaml")
+    url = f"sqlite:///{tmp_path / 'source.db'}"
+    approvals = ApprovalStore(audit)
+    with (
+        connect(url, policy=policy, scope="everything", identity=WHO, audit=audit) as conn,
+        pytest.raises(ApprovalRequired) as asked,
+    ):
+        conn.execute("SELECT * FROM t")
+    approvals.approve(asked.value.request_id, Approver("dpo"), "the cities")
+    with connect(url, policy=policy, scope="everything", identity=WHO, audit=audit) as conn:
+        conn.check("SELECT * FROM t")  # the catalogue read before another session's ALTER
+        monkeypatch.setattr(GuardedConnection, "_in_transaction", lambda self: True)
+        _add_cpf(source, cpf)
+        with pytest.raises(StatementBlocked, match="need an approval it was not given"):
+            conn.execute("SELECT * FROM t")
+
+
+def test_the_outcome_of_a_result_checked_again_names_the_columns_it_had(
+    tmp_path: Path,
+    audit: AuditStore,
+    source: sqlite3.Connection,
+    cpf: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with _sqlite(tmp_path, audit, "everything") as conn:
+        conn.execute("SELECT * FROM t").fetchall()
+        monkeypatch.setattr(GuardedConnection, "_in_transaction", lambda self: True)
+        _add_cpf(source, cpf)
+        conn.execute("SELECT * FROM t").fetchall()
+    first, second = audit.records(EntryFilter(kind="statement"))
+    assert first.outcome is not None
+    assert "columns_read" not in first.outcome.details
+    assert second.outcome is not None
+    assert second.outcome.details["columns_read"] == {"main.t": ["cidade", "cpf", "id"]}
+
+
+@pytest.mark.postgres
+def test_a_snapshot_that_cannot_explain_the_result_refuses_it(
+    pg_schema: str, postgres_dsn: str, audit: AuditStore, cpf: str
+) -> None:
+    """A REPEATABLE READ transaction reads the catalogue as of its snapshot, while the
+    query returns the table as it is now: a column the catalogue cannot explain is not
+    handed out, and a new transaction sees it for what it is."""
+    table = f"{pg_schema}.t"
+    with psycopg.connect(postgres_dsn, autocommit=True) as other:
+        other.execute(f"CREATE TABLE {table} (id int, cidade text)")
+        other.execute(f"INSERT INTO {table} VALUES (1, 'Recife')")
+        other.execute(f"CREATE TABLE {pg_schema}.a (id int)")
+    text = POLICY.format(dialect="postgres", table=table).replace(
+        f"      {table}: [id, cidade]\n",
+        f"      {table}: [id, cidade]\n      {pg_schema}.a: [id]\n",
+    )
+    policy = parse_policy(text, "policy.yaml")
+    with connect(postgres_dsn, policy=policy, scope="cities", identity=WHO, audit=audit) as conn:
+        conn._raw.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.execute(f"SELECT id FROM {pg_schema}.a").fetchall()  # the snapshot is taken
+        conn.check(f"SELECT * FROM {table}")
+        with psycopg.connect(postgres_dsn, autocommit=True) as other:
+            other.execute(f"ALTER TABLE {table} ADD COLUMN cpf text")
+            other.execute(f"UPDATE {table} SET cpf = %s", (cpf,))
+        cur = conn.cursor()
+        with pytest.raises(StatementBlocked, match="run it again in a new transaction"):
+            cur.execute(f"SELECT * FROM {table}")
+        with pytest.raises(LgpdError, match="the result was stopped"):
+            cur.fetchall()
+        conn.rollback()
+        with pytest.raises(ScopeViolation, match="cpf is not readable"):
+            conn.execute(f"SELECT * FROM {table}")
+    assert cpf not in str([r.to_dict() for r in audit.records()])
