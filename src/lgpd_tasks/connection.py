@@ -670,32 +670,19 @@ class GuardedConnection:
         if again.action == "block":
             raise _blocked(again, self.scope)
         if again.action == "approve" and not _approved_for(decision, again):
-            raise StatementBlocked(
-                f"statement in scope {self.scope.name!r} returned columns the guard had not "
-                "checked (a table changed meanwhile), and they need an approval it was not "
-                "given; run it again",
-                scope=self.scope.name,
-                reasons=list(again.reasons),
-            )
-        if _unchecked_columns(again, width):
-            raise StatementBlocked(
-                f"statement in scope {self.scope.name!r} returned {width} columns, more than "
-                "the tables it reads have for this transaction (another session changed "
-                "one since its snapshot); run it again in a new transaction",
-                scope=self.scope.name,
-                reasons=list(again.reasons),
-            )
-        return again
-        if again.action == "block":
-            raise _blocked(again, self.scope)
-        if again.action == "approve" and decision.action == "allow":
-            raise StatementBlocked(
-                f"statement in scope {self.scope.name!r} returned {width} columns, not those "
-                "checked (a table changed meanwhile), and now needs an approval; run it again",
-                scope=self.scope.name,
-                reasons=list(again.reasons),
-            )
-        return again
+            why = "they need an approval it was not given"
+        elif _unchecked_columns(again, width):
+            # another session changed a table since this transaction's snapshot
+            why = "the tables it reads do not have them in this transaction's snapshot"
+        else:
+            return again
+        raise StatementBlocked(
+            f"statement in scope {self.scope.name!r} returned {width} columns, some the guard "
+            f"had not checked (a table changed meanwhile), and {why}; run it again in a new "
+            "transaction",
+            scope=self.scope.name,
+            reasons=list(again.reasons),
+        )
 
     def _aborted(self) -> bool:
         """Whether the open PostgreSQL transaction was aborted by a failed statement."""

@@ -174,7 +174,7 @@ def test_a_new_reason_for_approval_is_not_covered_by_the_approval_given(
         conn.check("SELECT * FROM t")  # the catalogue read before another session's ALTER
         monkeypatch.setattr(GuardedConnection, "_in_transaction", lambda self: True)
         _add_cpf(source, cpf)
-        with pytest.raises(StatementBlocked, match="need an approval it was not given"):
+        with pytest.raises(StatementBlocked, match="they need an approval it was not given"):
             conn.execute("SELECT * FROM t")
 
 
@@ -222,7 +222,7 @@ def test_a_snapshot_that_cannot_explain_the_result_refuses_it(
             other.execute(f"ALTER TABLE {table} ADD COLUMN cpf text")
             other.execute(f"UPDATE {table} SET cpf = %s", (cpf,))
         cur = conn.cursor()
-        with pytest.raises(StatementBlocked, match="run it again in a new transaction"):
+        with pytest.raises(StatementBlocked, match="snapshot; run it again in a new transaction"):
             cur.execute(f"SELECT * FROM {table}")
         with pytest.raises(LgpdError, match="the result was stopped"):
             cur.fetchall()
