@@ -194,12 +194,34 @@ class GuardedCursor:
     # -- executing ------------------------------------------------------------------------
 
     def execute(self, sql: str, parameters: Any = None) -> Self:
-        self._finish()
-        self._description = None
-        self._stopped = False
+        self._new_statement()
         running = self._conn._admit(sql, parameters, many=False)
         self._run(running, sql, parameters)
         return self
+
+    def _new_statement(self) -> None:
+        """End the result of the cursor's last statement, if any, before it runs another."""
+        self._finish()
+        self._description = None
+        self._stopped = False
+
+    def _call(
+        self,
+        running: _Running,
+        started: float,
+        call: Callable[[], _T],
+        failure: Callable[[Exception], str] = lambda _: REFUSED,
+    ) -> _T:
+        """``call()``, the driver running ``running``'s statement: its error fails the
+        statement (as ``failure`` says what the database did), and an interrupt is recorded
+        as its outcome and goes on."""
+        try:
+            return call()
+        except Exception as err:
+            raise self._conn._failed(running, err, started, failure=failure(err)) from None
+        except BaseException as err:
+            self._conn._interrupted(running, err, started)
+            raise
 
     def _run(self, running: _Running, sql: str, parameters: Any) -> None:
         started = time.perf_counter()
@@ -210,32 +232,18 @@ class GuardedCursor:
             lost = self._conn._lost_commit()
             self._conn._complete(running, lost)
             raise lost
-        try:
-            if parameters is None:
-                self._raw.execute(sql)
-            else:
-                self._raw.execute(sql, parameters)
-        except Exception as err:
-            raise self._conn._failed(running, err, started) from None
-        except BaseException as err:
-            self._conn._interrupted(running, err, started)
-            raise
+        if parameters is None:
+            self._call(running, started, lambda: self._raw.execute(sql))
+        else:
+            self._call(running, started, lambda: self._raw.execute(sql, parameters))
         self._after_execute(running, started, sql, parameters, self._raw.description, many=False)
 
     def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> Self:
-        self._finish()
-        self._description = None
-        self._stopped = False
+        self._new_statement()
         params = list(seq_of_parameters)
         running = self._conn._admit(sql, params, many=True)
         started = time.perf_counter()
-        try:
-            self._raw.executemany(sql, params)
-        except Exception as err:
-            raise self._conn._failed(running, err, started) from None
-        except BaseException as err:
-            self._conn._interrupted(running, err, started)
-            raise
+        self._call(running, started, lambda: self._raw.executemany(sql, params))
         self._after_execute(running, started, sql, params, self._raw.description, many=True)
         return self
 
@@ -249,20 +257,18 @@ class GuardedCursor:
         """
         import pandas as pd
 
-        self._finish()
-        self._description = None
-        self._stopped = False
+        self._new_statement()
         running = self._conn._admit(sql, parameters, many=False)
         if not self._streams(running.decision):
             self._run(running, sql, parameters)
             return self.fetch_df() if self._description is not None else pd.DataFrame()
         started = time.perf_counter()
         rows = self._stream(running, sql, parameters, started)
-        try:
-            description = self._raw.description if rows else self._describe(sql, parameters)
-        except BaseException as err:
-            self._conn._interrupted(running, err, started)
-            raise
+        description = self._call(
+            running,
+            started,
+            lambda: self._raw.description if rows else self._describe(sql, parameters),
+        )
         self._after_execute(running, started, sql, parameters, description, many=False)
         if description is None:
             return pd.DataFrame()
@@ -289,18 +295,18 @@ class GuardedCursor:
         gets it); an error raised here once rows have arrived (a value the driver cannot
         load) failed the statement while its rows were fetched, as in :meth:`_fetch`.
         """
-        rows: list[Any] = []
-        try:
-            rows.extend(self._raw.stream(sql, parameters, size=STREAM_ROWS))
-        except Exception as err:
+
+        def failure(err: Exception) -> str:
             arrived = self._raw.pgresult is not None
             server = getattr(err, "sqlstate", None) is not None
-            failure = FAILED_FETCHING if arrived and not server else REFUSED
-            raise self._conn._failed(running, err, started, failure=failure) from None
-        except BaseException as err:
-            self._conn._interrupted(running, err, started)
-            raise
-        return rows
+            return FAILED_FETCHING if arrived and not server else REFUSED
+
+        return self._call(
+            running,
+            started,
+            lambda: list(self._raw.stream(sql, parameters, size=STREAM_ROWS)),
+            failure,
+        )
 
     def _describe(self, sql: str, parameters: Any) -> Any:
         """The columns of an empty streamed result (the driver keeps none of them), or None.
@@ -377,9 +383,7 @@ class GuardedCursor:
                 return
             running.rows = max(rowcount, 0)
         except BaseException as err:  # the statement ran: its outcome says what stopped it
-            self._stopped = True  # and its result, if any, is not handed out
-            self._conn._interrupted(running, err)
-            self._discard_result()
+            self._stop(err, running)
             raise
         self._conn._complete(running)
 
@@ -470,11 +474,12 @@ class GuardedCursor:
             self._stop(err)
             raise
 
-    def _stop(self, err: BaseException) -> None:
-        """``err`` stopped the result while rows were fetched or masked: the outcome is an
-        error of its class (not the ``ok`` the connection's close would write for rows the
-        task never received), and the rest of the result is not handed out."""
-        running, self._running = self._running, None
+    def _stop(self, err: BaseException, running: _Running | None = None) -> None:
+        """``err`` stopped the result (``running``'s, by default the one being fetched)
+        once the statement ran: the outcome is an error of its class (not the ``ok`` the
+        connection's close would write for rows the task never received), and no more of
+        the result is handed out."""
+        running, self._running = running or self._running, None
         self._stopped = True
         if running is not None and not running.done:
             self._conn._interrupted(running, err)
