@@ -20,6 +20,8 @@ from lgpd_tasks.errors import ApprovalRequired, LgpdError, ScopeViolation, State
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.policy import parse_policy
 
+pytestmark = pytest.mark.usefixtures("masking_key")
+
 WHO = TaskIdentity("airflow", "contractor", "extract", run_id="manual__1", attempt=1)
 
 POLICY = """\
@@ -39,11 +41,6 @@ scopes:
 masking:
   columns: {{cpf: hmac}}
 """
-
-
-@pytest.fixture(autouse=True)
-def masking_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LGPD_MASKING_KEY", "test-key-not-secret-0123")
 
 
 @pytest.fixture
@@ -74,6 +71,15 @@ def _add_cpf(db: sqlite3.Connection, cpf: str) -> None:
     db.commit()
 
 
+def _add_cpf_after_the_check(
+    db: sqlite3.Connection, cpf: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another session adds ``cpf`` just after the guard read the table's columns (inside
+    the statement's transaction, as far as the guarded connection can tell)."""
+    monkeypatch.setattr(GuardedConnection, "_in_transaction", lambda self: True)
+    _add_cpf(db, cpf)
+
+
 @pytest.mark.parametrize("mask_results", [True, False])
 def test_a_column_added_between_two_statements_is_seen(
     tmp_path: Path, audit: AuditStore, source: sqlite3.Connection, cpf: str, mask_results: bool
@@ -97,9 +103,7 @@ def test_a_result_wider_than_what_was_checked_is_checked_again(
     the statement ran, its rows are not handed out, and its outcome says why."""
     with _sqlite(tmp_path, audit, "cities", mask_results=False) as conn:
         assert conn.execute("SELECT * FROM t").fetchall() == [(1, "Recife")]
-        # as if the check had read the catalogue just before another session's ALTER
-        monkeypatch.setattr(GuardedConnection, "_in_transaction", lambda self: True)
-        _add_cpf(source, cpf)
+        _add_cpf_after_the_check(source, cpf, monkeypatch)
         cur = conn.cursor()
         with pytest.raises(ScopeViolation, match=r"column main\.t\.cpf is not readable"):
             cur.execute("SELECT * FROM t")
@@ -122,8 +126,7 @@ def test_a_wider_result_the_scope_allows_is_masked_column_by_column(
     others are left as they are, not masked by the most protective rule of them all."""
     with _sqlite(tmp_path, audit, "everything") as conn:
         conn.execute("SELECT * FROM t").fetchall()
-        monkeypatch.setattr(GuardedConnection, "_in_transaction", lambda self: True)
-        _add_cpf(source, cpf)
+        _add_cpf_after_the_check(source, cpf, monkeypatch)
         [(ident, cidade, token)] = conn.execute("SELECT * FROM t").fetchall()
     assert (ident, cidade) == (1, "Recife")
     assert cpf not in token
@@ -171,9 +174,8 @@ def test_a_new_reason_for_approval_is_not_covered_by_the_approval_given(
         conn.execute("SELECT * FROM t")
     approvals.approve(asked.value.request_id, Approver("dpo"), "the cities")
     with connect(url, policy=policy, scope="everything", identity=WHO, audit=audit) as conn:
-        conn.check("SELECT * FROM t")  # the catalogue read before another session's ALTER
-        monkeypatch.setattr(GuardedConnection, "_in_transaction", lambda self: True)
-        _add_cpf(source, cpf)
+        conn.check("SELECT * FROM t")
+        _add_cpf_after_the_check(source, cpf, monkeypatch)
         with pytest.raises(StatementBlocked, match="they need an approval it was not given"):
             conn.execute("SELECT * FROM t")
 
@@ -187,8 +189,7 @@ def test_the_outcome_of_a_result_checked_again_names_the_columns_it_had(
 ) -> None:
     with _sqlite(tmp_path, audit, "everything") as conn:
         conn.execute("SELECT * FROM t").fetchall()
-        monkeypatch.setattr(GuardedConnection, "_in_transaction", lambda self: True)
-        _add_cpf(source, cpf)
+        _add_cpf_after_the_check(source, cpf, monkeypatch)
         conn.execute("SELECT * FROM t").fetchall()
     first, second = audit.records(EntryFilter(kind="statement"))
     assert first.outcome is not None

@@ -6,7 +6,7 @@ task did not receive; a write's outcome also says how many rows it changed."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from lgpd_tasks.masking import Masker
 from lgpd_tasks.policy import parse_policy
 from tests.core.results import FETCH_WAYS, fetch
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("masking_key")]
 
 WHO = TaskIdentity("airflow", "contractor", "load", run_id="manual__1", attempt=1)
 
@@ -54,11 +54,6 @@ class _Timeout(BaseException):
     """What an orchestrator's task timeout is like: not an Exception, not Ctrl-C."""
 
 
-@pytest.fixture(autouse=True)
-def masking_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LGPD_MASKING_KEY", "test-key-not-secret-0123")
-
-
 @pytest.fixture
 def people(pg_schema: str, postgres_dsn: str) -> str:
     fake = Faker("pt_BR")
@@ -78,6 +73,15 @@ def conn(people: str, postgres_dsn: str, audit: AuditStore) -> Iterator[GuardedC
     policy = parse_policy(POLICY.format(schema=people.split(".")[0]), "policy.yaml")
     with connect(postgres_dsn, policy=policy, scope="rw", identity=WHO, audit=audit) as c:
         yield c
+
+
+def _raising(stop: type[BaseException]) -> Callable[..., Any]:
+    """A method that raises ``stop``: the fault injected where the statement is stopped."""
+
+    def stopped(*args: Any, **kw: Any) -> Any:
+        raise stop("stopped")
+
+    return stopped
 
 
 def _only_statement(audit: AuditStore) -> AuditRecord:
@@ -156,9 +160,7 @@ def test_what_stops_masking_is_the_outcome(
     """Rows arrived but the task never received them masked: the outcome is an error of the
     class that stopped the masking, not the ``ok`` the connection's close would write."""
 
-    def stopped(self: Masker, *args: Any, **kw: Any) -> Any:
-        raise stop("stopped")
-
+    stopped = _raising(stop)
     monkeypatch.setattr(Masker, "mask_dataframe", stopped)
     monkeypatch.setattr(Masker, "mask_rows", stopped)
     sql = f"SELECT id, nome, cpf FROM {people}"
@@ -182,9 +184,7 @@ def test_what_stops_the_subject_trail_is_the_outcome(
     it deleted (which a commit keeps)."""
     assert conn._subject_trail is not None
 
-    def stopped(self: SubjectTrail, *args: Any, **kw: Any) -> Any:
-        raise stop("stopped")
-
+    stopped = _raising(stop)
     monkeypatch.setattr(SubjectTrail, "begin", stopped)
     with pytest.raises(stop):
         conn.execute(f"DELETE FROM {people} WHERE id < 2")
@@ -201,9 +201,7 @@ def test_a_data_modifying_cte_or_sqlite_returning_records_an_unknown_count(
     """A write under a SELECT reports the SELECT's count, not the rows it changed: the
     outcome says the statement wrote, and that the count is unknown (null)."""
 
-    def stopped(self: SubjectTrail, *args: Any, **kw: Any) -> Any:
-        raise RuntimeError("stopped")
-
+    stopped = _raising(RuntimeError)
     monkeypatch.setattr(SubjectTrail, "begin", stopped)
     sql = f"WITH d AS (DELETE FROM {people} WHERE id < 3 RETURNING id) SELECT count(*) FROM d"
     with pytest.raises(RuntimeError):
@@ -216,9 +214,7 @@ def test_a_data_modifying_cte_or_sqlite_returning_records_an_unknown_count(
 def test_a_select_for_update_records_no_rows_written(
     conn: GuardedConnection, people: str, audit: AuditStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def stopped(self: Masker, *args: Any, **kw: Any) -> Any:
-        raise _Timeout
-
+    stopped = _raising(_Timeout)
     monkeypatch.setattr(Masker, "mask_rows", stopped)
     with pytest.raises(_Timeout):
         conn.execute(f"SELECT id, nome FROM {people} FOR UPDATE").fetchall()
@@ -240,9 +236,7 @@ def test_a_subject_trail_that_fails_to_close_is_the_outcome(
     """Closing the trail writes to the audit store, where a timeout is likely to land: the
     outcome names what stopped it, never ``ok`` written when the connection closes."""
 
-    def stopped(self: Any) -> None:
-        raise stop("stopped")
-
+    stopped = _raising(stop)
     monkeypatch.setattr(StatementTrail, "close", stopped)
     sql = f"DELETE FROM {people} WHERE id = 1"
     if how != "delete":
@@ -259,9 +253,7 @@ def test_an_interrupt_while_a_stopped_statement_is_recorded_keeps_the_first(
     """A second interrupt lands while the first is being recorded (in the trail's close):
     the outcome still names the first, not ``ok``."""
 
-    def stopped(self: Any, *args: Any, **kw: Any) -> Any:
-        raise _Timeout
-
+    stopped = _raising(_Timeout)
     monkeypatch.setattr(Masker, "mask_rows", stopped)
     monkeypatch.setattr(StatementTrail, "close", stopped)
     with pytest.raises(_Timeout):
@@ -310,9 +302,7 @@ def test_an_approved_write_that_ran_keeps_its_approval_used(
         c.execute(sql, (2,))
     approvals.approve(asked.value.request_id, Approver("dpo"), "two rows")
 
-    def stopped(self: SubjectTrail, *args: Any, **kw: Any) -> Any:
-        raise RuntimeError("stopped")
-
+    stopped = _raising(RuntimeError)
     with connect(postgres_dsn, policy=policy, scope="rw", identity=WHO, audit=audit) as c:
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(SubjectTrail, "begin", stopped)
@@ -341,9 +331,7 @@ def test_a_stopped_sqlite_returning_leaves_the_transaction_committable(
         POLICY.replace("dialect: postgres", "dialect: sqlite").format(schema="main"), "p.yaml"
     )
 
-    def stopped(self: SubjectTrail, *args: Any, **kw: Any) -> Any:
-        raise _Timeout
-
+    stopped = _raising(_Timeout)
     monkeypatch.setattr(SubjectTrail, "begin", stopped)
     with connect(f"sqlite:///{path}", policy=policy, scope="rw", identity=WHO, audit=audit) as c:
         with pytest.raises(_Timeout):
@@ -363,9 +351,7 @@ def test_a_query_whose_trail_failed_to_begin_hands_out_no_rows(
     """The driver holds the rows of a query stopped before its result was set up: a task
     that catches the error gets none of them (they would be unmasked and in no outcome)."""
 
-    def stopped(self: SubjectTrail, *args: Any, **kw: Any) -> Any:
-        raise RuntimeError("stopped")
-
+    stopped = _raising(RuntimeError)
     cur = conn.cursor()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(SubjectTrail, "begin", stopped)

@@ -20,7 +20,7 @@ from lgpd_tasks.errors import StatementFailed
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.policy import parse_policy
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("masking_key")]
 
 WHO = TaskIdentity("dagster", "contractor", "extract", run_id="run-1", attempt=1)
 
@@ -39,11 +39,6 @@ masking:
 """
 
 ROWS = 23
-
-
-@pytest.fixture(autouse=True)
-def masking_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LGPD_MASKING_KEY", "test-key-not-secret-0123")
 
 
 @pytest.fixture
