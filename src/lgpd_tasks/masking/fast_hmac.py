@@ -97,8 +97,8 @@ def _hash(
         checks.append(digits.str.contains("^[0-9]+$").all().alias("ok"))
     token = pl.lit(prefix) + message.chash.hmac_sha256(key=key).str.slice(0, length)
     # one lazy query: the digits are computed once for the message and the check
-    out = pl.DataFrame({"m": pl.from_arrow(messages)}).lazy().select(token.alias("t"), *checks)
-    done = out.collect()
+    query = pl.DataFrame({"m": pl.from_arrow(messages)}).lazy().select(token.alias("t"), *checks)
+    done = query.collect()
     if checks and not done["ok"].all():
         return None
     tokens: pa.Array = done["t"].to_arrow()
