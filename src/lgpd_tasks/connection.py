@@ -56,6 +56,7 @@ from lgpd_tasks.redaction import (
     scrub_error,
 )
 from lgpd_tasks.sql import Decision, StatementAnalysis, check
+from lgpd_tasks.streaming import stream_rows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -304,7 +305,7 @@ class GuardedCursor:
         return self._call(
             running,
             started,
-            lambda: list(self._raw.stream(sql, parameters, size=STREAM_ROWS)),
+            lambda: stream_rows(self._raw, sql, parameters, STREAM_ROWS),
             failure,
         )
 

@@ -12,6 +12,7 @@ import pandas as pd
 import psycopg
 import pytest
 from faker import Faker
+from psycopg.types.numeric import IntLoader
 
 import lgpd_tasks.connection as connection
 from lgpd_tasks.audit import AuditStore, EntryFilter
@@ -19,6 +20,7 @@ from lgpd_tasks.connection import GuardedConnection, GuardedCursor, connect
 from lgpd_tasks.errors import StatementFailed
 from lgpd_tasks.identity import TaskIdentity
 from lgpd_tasks.policy import parse_policy
+from lgpd_tasks.streaming import stream_rows
 
 pytestmark = [pytest.mark.postgres, pytest.mark.usefixtures("masking_key")]
 
@@ -212,26 +214,79 @@ def test_a_describe_that_fails_gives_an_empty_frame_and_leaves_the_transaction_u
     assert len(conn.query_df(f"SELECT id FROM {people}")) == ROWS  # the transaction is fine
 
 
+class _Timeout(BaseException):
+    """What an orchestrator's task timeout is like: not an Exception, not Ctrl-C."""
+
+
+class _StopAt(IntLoader):
+    """Loads ``int4`` as psycopg does, and raises :class:`_Timeout` (a task timeout) on the
+    value ``_StopAt.at``, as if the task's time ran out while that chunk was converted."""
+
+    at = 0
+
+    def load(self, data: Any) -> int:
+        value = int(bytes(data))
+        if value == _StopAt.at:
+            raise _Timeout
+        return value
+
+
+@pytest.mark.usefixtures("small_chunks")
 def test_an_interrupt_while_rows_arrive_is_recorded_as_the_statements_outcome(
-    conn: GuardedConnection, people: str, audit: AuditStore, monkeypatch: pytest.MonkeyPatch
+    conn: GuardedConnection, people: str, audit: AuditStore
 ) -> None:
-    """A task's timeout or Ctrl-C (not an Exception) stops the stream: the outcome says so
-    and the interrupt goes on."""
-
-    class Timeout(BaseException):
-        pass
-
-    def interrupted(self: psycopg.Cursor[Any], *args: Any, **kw: Any) -> Iterator[Any]:
-        yield (1,)
-        raise Timeout
-
-    monkeypatch.setattr(psycopg.Cursor, "stream", interrupted)
-    with pytest.raises(Timeout):
-        conn.query_df(f"SELECT id FROM {people}")
+    """A task's timeout or Ctrl-C (not an Exception) stops the stream in its third chunk:
+    the outcome says so, the interrupt goes on and the transaction can roll back."""
+    _StopAt.at = 9
+    conn._raw.adapters.register_loader("int4", _StopAt)
+    with pytest.raises(_Timeout):
+        conn.query_df(f"SELECT id FROM {people} ORDER BY id")
     (record,) = audit.records(EntryFilter(kind="statement"))
     assert record.status == "error"
     assert record.outcome is not None
-    assert record.outcome.details["error_class"] == "Timeout"
+    assert record.outcome.details["error_class"] == "_Timeout"
+    conn.rollback()
+    assert conn._raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+def test_an_interrupt_while_rows_arrive_cancels_the_query_the_server_still_runs(
+    conn: GuardedConnection,
+) -> None:
+    """The server would go on sending rows of a long result: after the interrupt it is
+    cancelled, so the connection is usable at once instead of reading the rest first."""
+    _StopAt.at = 20_000
+    conn._raw.adapters.register_loader("int4", _StopAt)
+    with pytest.raises(_Timeout):
+        conn.query_df("SELECT generate_series(1, 200000000)::int4 AS g")
+    assert conn._raw.info.transaction_status != psycopg.pq.TransactionStatus.ACTIVE
+    conn.rollback()
+    conn._raw.adapters.register_loader("int4", IntLoader)
+    assert conn.query_df("SELECT 7::int4 AS n")["n"].tolist() == [7]
+
+
+class _PublicOnly:
+    """A psycopg cursor seen through its public API alone (a psycopg without the steps
+    stream_rows drives)."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+        self._cursor = cursor
+        self.connection = cursor.connection
+
+    def stream(self, *args: Any, **kw: Any) -> Iterator[Any]:
+        return self._cursor.stream(*args, **kw)
+
+
+@pytest.mark.parametrize("size", [1, 4, 23, 5000])
+def test_rows_converted_a_chunk_at_a_time_are_the_rows_stream_yields(
+    people: str, postgres_dsn: str, size: int
+) -> None:
+    sql = f"SELECT * FROM {people} WHERE id > %s ORDER BY id"
+    with psycopg.connect(postgres_dsn) as raw:
+        expected = list(raw.cursor().stream(sql, (2,), size=size))
+        assert len(expected) == ROWS - 3
+        assert stream_rows(raw.cursor(), sql, (2,), size) == expected
+        assert stream_rows(_PublicOnly(raw.cursor()), sql, (2,), size) == expected
+        assert stream_rows(raw.cursor(), sql, (10**6,), size) == []
 
 
 def test_a_libpq_without_chunks_reads_the_usual_way(
@@ -248,10 +303,6 @@ def test_a_libpq_without_chunks_reads_the_usual_way(
     monkeypatch.setattr(GuardedCursor, "_stream", spy)
     assert len(conn.query_df(f"SELECT id, cpf FROM {people}")) == ROWS
     assert streamed == []
-
-
-class _Timeout(BaseException):
-    """What an orchestrator's task timeout is like: not an Exception, not Ctrl-C."""
 
 
 @pytest.mark.parametrize("how", ["execute", "query_df"])
