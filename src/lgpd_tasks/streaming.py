@@ -16,9 +16,10 @@ from typing import Any
 
 _log = logging.getLogger(__name__)
 
-#: What :func:`stream_rows` uses of a psycopg cursor beyond its public API (its ``_tx``, a
-#: ``psycopg.adapt.Transformer``, is made when a query starts).
-_STEPS = ("_stream_send_gen", "_stream_fetchone_gen", "_conn")
+#: What :func:`stream_rows` uses of a psycopg cursor beyond its public API (``_tx``, a
+#: ``psycopg.adapt.Transformer``, and ``_make_row`` are set once a query starts: looked up on
+#: the cursor's class).
+_STEPS = ("_stream_send_gen", "_stream_fetchone_gen", "_conn", "_tx", "_make_row")
 
 
 def stream_rows(cursor: Any, sql: str, parameters: Any, size: int) -> list[Any]:
@@ -30,7 +31,7 @@ def stream_rows(cursor: Any, sql: str, parameters: Any, size: int) -> list[Any]:
     """
     from psycopg import adapt, pq
 
-    usable = all(hasattr(cursor, step) for step in _STEPS) and hasattr(
+    usable = all(hasattr(type(cursor), step) for step in _STEPS) and hasattr(
         adapt.Transformer, "load_rows"
     )
     if not usable or cursor.connection.pgconn.pipeline_status:
@@ -45,6 +46,9 @@ def stream_rows(cursor: Any, sql: str, parameters: Any, size: int) -> list[Any]:
             while result := conn.wait(cursor._stream_fetchone_gen(first)):
                 rows.extend(cursor._tx.load_rows(0, result.ntuples, cursor._make_row))
                 first = False
+        except BaseException:
+            rows.clear()  # the traceback keeps this frame: it must not keep unmasked rows
+            raise
         finally:
             if conn.pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
                 _cancel(conn, cursor)

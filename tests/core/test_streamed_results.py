@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -262,6 +263,31 @@ def test_an_interrupt_while_rows_arrive_cancels_the_query_the_server_still_runs(
     conn.rollback()
     conn._raw.adapters.register_loader("int4", IntLoader)
     assert conn.query_df("SELECT 7::int4 AS n")["n"].tolist() == [7]
+
+
+@pytest.mark.usefixtures("small_chunks")
+def test_an_interrupted_stream_leaves_no_row_in_the_frames_its_traceback_keeps(
+    conn: GuardedConnection, people: str
+) -> None:
+    """Error reporters (Sentry, for one) read the local variables of a traceback's frames:
+    the rows loaded before the interrupt, not yet masked, are not among them."""
+    cpfs = set(_unmasked_cpfs(conn, people))
+    _StopAt.at = 9
+    conn._raw.adapters.register_loader("int4", _StopAt)
+    with pytest.raises(_Timeout) as caught:
+        conn.query_df(f"SELECT id, cpf FROM {people} ORDER BY id")
+    held = [
+        value
+        for frame, _ in traceback.walk_tb(caught.value.__traceback__)
+        for value in frame.f_locals.values()
+        if isinstance(value, list)
+    ]
+    assert not any(isinstance(row, tuple) and cpfs & set(row) for rows in held for row in rows)
+
+
+def _unmasked_cpfs(conn: GuardedConnection, people: str) -> list[str]:
+    with psycopg.connect(conn._raw.info.dsn) as raw:
+        return [cpf for (cpf,) in raw.execute(f"SELECT cpf FROM {people}")]
 
 
 class _PublicOnly:
