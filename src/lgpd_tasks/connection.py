@@ -56,7 +56,7 @@ from lgpd_tasks.redaction import (
     scrub_error,
 )
 from lgpd_tasks.sql import Decision, StatementAnalysis, check
-from lgpd_tasks.streaming import stream_rows
+from lgpd_tasks.streaming import cancel_running_query, stream_rows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -1134,20 +1134,8 @@ class GuardedConnection:
         """After an interrupt, stop the query the server may still be running and read its
         end, so the connection can roll back (psycopg does so itself for Ctrl-C only, not
         for an orchestrator's timeout)."""
-        if self.driver != "postgres":
-            return
-        try:
-            from psycopg import pq
-
-            if self._raw.info.transaction_status != pq.TransactionStatus.ACTIVE:
-                return
-            self._raw.cancel_safe(timeout=5.0)
-            while self._raw.pgconn.get_result() is not None:
-                pass
-        except Exception as err:
-            _log.warning(
-                "lgpd-tasks: cancelling the interrupted query failed (%s)", type(err).__name__
-            )
+        if self.driver == "postgres":
+            cancel_running_query(self._raw)
 
     def _failed(
         self,

@@ -11,7 +11,6 @@ private generators: with a psycopg that lacks them, :func:`stream_rows` is ``str
 from __future__ import annotations
 
 import logging
-from contextlib import suppress
 from typing import Any
 
 _log = logging.getLogger(__name__)
@@ -29,7 +28,7 @@ def stream_rows(cursor: Any, sql: str, parameters: Any, size: int) -> list[Any]:
     As ``stream()`` does, a failure or interrupt while rows arrive cancels the query the
     server is still running and reads its end, so the connection can roll back.
     """
-    from psycopg import adapt, pq
+    from psycopg import adapt
 
     usable = all(hasattr(type(cursor), step) for step in _STEPS) and hasattr(
         adapt.Transformer, "load_rows"
@@ -50,20 +49,25 @@ def stream_rows(cursor: Any, sql: str, parameters: Any, size: int) -> list[Any]:
             rows.clear()  # the traceback keeps this frame: it must not keep unmasked rows
             raise
         finally:
-            if conn.pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
-                _cancel(conn, cursor)
+            cancel_running_query(conn)
     return rows
 
 
-def _cancel(conn: Any, cursor: Any) -> None:
-    """Cancel the query still running and read the rest of its results (as ``stream()``)."""
+def cancel_running_query(conn: Any) -> None:
+    """Stop the query the server may still be running on the psycopg ``conn`` and read its
+    end (its remaining chunks, its cancellation error), so the connection can roll back."""
+    from psycopg import pq
+
+    if conn.info.transaction_status != pq.TransactionStatus.ACTIVE:
+        return
     try:
         conn.cancel_safe(timeout=5.0)
     except Exception as err:  # the server may have ended the query meanwhile: read on
-        _log.warning("lgpd-tasks: cancelling the streamed query failed (%s)", type(err).__name__)
-    # the rest of the chunks, then the cancelled query's error, then the end of its results
-    with suppress(Exception):
-        while conn.wait(cursor._stream_fetchone_gen(first=False)):
+        _log.warning("lgpd-tasks: cancelling the interrupted query failed (%s)", type(err).__name__)
+    try:
+        while conn.pgconn.get_result() is not None:
             pass
-    with suppress(Exception):
-        conn.wait(cursor._stream_fetchone_gen(first=False))
+    except Exception as err:
+        _log.warning(
+            "lgpd-tasks: reading the cancelled query's end failed (%s)", type(err).__name__
+        )
